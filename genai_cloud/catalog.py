@@ -1,0 +1,113 @@
+"""Accelerator x count -> instance / machine type per provider, with on-demand and spot prices.
+
+The data lives in ``data/catalog/<provider>.json`` (one file per provider, each naming its price
+source and date). Schema of one file::
+
+    {"provider": "sagemaker", "source": "<where the prices come from>", "date": "YYYY-MM-DD",
+     "currency": "USD", "default_region": "us-east-1",
+     "instances": [
+       {"type": "ml.g5.xlarge", "accelerator": "A10G", "count": 1, "gpu_memory_gib": 24,
+        "vcpus": 4, "memory_gib": 16,
+        "price": {"us-east-1": 1.408}, "spot_price": {"us-east-1": 0.42},
+        "extra": {...provider specific: Vertex accelerator_type enum, TPU topology, ...}}]}
+
+CPU instances use ``"accelerator": "cpu"`` and ``"count": 0``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from .errors import GenaiCloudError
+
+DATA_DIR = Path(__file__).parent / "data" / "catalog"
+
+
+@dataclass(frozen=True)
+class Instance:
+    provider: str
+    type: str
+    accelerator: str
+    count: int
+    gpu_memory_gib: float = 0
+    vcpus: int = 0
+    memory_gib: float = 0
+    price: dict = field(default_factory=dict, compare=False)
+    spot_price: dict = field(default_factory=dict, compare=False)
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def hourly(self, region: str | None = None, *, spot: bool = False) -> float | None:
+        """USD per hour in ``region`` (or the catalog's default region); None if unknown."""
+        table = self.spot_price if spot else self.price
+        region = region or catalog(self.provider)["default_region"]
+        return table.get(region)
+
+
+class CatalogError(GenaiCloudError):
+    headline = "Unknown instance"
+
+
+@lru_cache(maxsize=None)
+def catalog(provider: str) -> dict:
+    path = DATA_DIR / f"{provider}.json"
+    if not path.is_file():
+        raise CatalogError(f"no catalog for provider {provider!r}")
+    return json.loads(path.read_text())
+
+
+def instances(provider: str) -> list[Instance]:
+    data = catalog(provider)
+    return [Instance(provider=provider, **row) for row in data["instances"]]
+
+
+def find_instance(provider: str, instance_type: str) -> Instance:
+    """Validate an explicit ``compute.instance_type``; an unknown one lists close valid ones."""
+    rows = instances(provider)
+    for row in rows:
+        if row.type == instance_type:
+            return row
+    prefix = instance_type.rsplit(".", 1)[0] if "." in instance_type else instance_type[:4]
+    close = [r.type for r in rows if r.type.startswith(prefix)] or [r.type for r in rows]
+    raise CatalogError(
+        f"compute.instance_type {instance_type!r} is not a known {provider} type; "
+        f"valid: {', '.join(close[:12])}"
+    )
+
+
+def instance_for(provider: str, accelerator: str, count: int = 1) -> Instance:
+    """The smallest instance with ``count`` accelerators of this kind (exact count preferred)."""
+    rows = [r for r in instances(provider) if r.accelerator.lower() == accelerator.lower()]
+    if not rows:
+        known = sorted({r.accelerator for r in instances(provider)})
+        raise CatalogError(
+            f"{provider} offers no {accelerator!r} instances; available: {', '.join(known)}"
+        )
+    if accelerator.lower() == "cpu":
+        return rows[0]
+    exact = [r for r in rows if r.count == count]
+    if exact:
+        return min(exact, key=lambda r: (r.vcpus, r.memory_gib))
+    bigger = sorted((r for r in rows if r.count > count), key=lambda r: r.count)
+    if bigger:
+        return bigger[0]
+    counts = sorted({r.count for r in rows})
+    raise CatalogError(
+        f"{provider} has no instance with {count} x {accelerator}; per-node counts: "
+        f"{', '.join(map(str, counts))}. Use compute.nodes for more."
+    )
+
+
+def resolve_instance(provider: str, compute) -> Instance:
+    """The instance a spec's ``compute`` section asks for on ``provider``."""
+    if compute.instance_type:
+        found = find_instance(provider, compute.instance_type)
+        if compute.accelerator != "cpu" and found.accelerator.lower() != compute.accelerator.lower():
+            raise CatalogError(
+                f"compute.instance_type {found.type!r} carries {found.accelerator}, but "
+                f"compute.accelerator is {compute.accelerator!r}"
+            )
+        return found
+    return instance_for(provider, compute.accelerator, compute.count)

@@ -1,0 +1,74 @@
+"""Errors the CLI prints as a headline and a message, without a traceback.
+
+Anything that is a user's mistake (a bad spec, a missing file, an unknown provider) raises a
+``GenaiCloudError``; anything else is our bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class GenaiCloudError(Exception):
+    """A user-facing error: ``headline`` is one line, ``message`` says what would be valid."""
+
+    headline = "genai-cloud error"
+    exit_code = 2
+
+    def __init__(self, message: str, *, headline: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if headline:
+            self.headline = headline
+
+    def __str__(self) -> str:
+        return f"{self.headline}: {self.message}"
+
+
+class SpecError(GenaiCloudError):
+    """The spec is invalid. ``errors`` lists every problem, each naming its field path."""
+
+    headline = "Invalid job spec"
+
+    def __init__(self, errors: list[str], *, source: str | None = None):
+        self.errors = list(errors)
+        self.source = source
+        where = f" in {source}" if source else ""
+        lines = "\n".join(f"  - {e}" for e in self.errors)
+        super().__init__(f"{len(self.errors)} problem(s){where}:\n{lines}")
+
+
+class DataError(GenaiCloudError):
+    """Training or evaluation data is missing or malformed (names file:line)."""
+
+    headline = "Invalid data"
+
+
+class ProviderError(GenaiCloudError):
+    """Unknown provider, unsupported feature, or a provider answer we cannot act on."""
+
+    headline = "Provider error"
+
+
+class UnsupportedFeatureError(ProviderError):
+    headline = "Unsupported feature"
+
+
+class MissingDependencyError(GenaiCloudError):
+    """An optional SDK is not installed; the message carries the pip command that fixes it."""
+
+    headline = "Missing dependency"
+
+
+class JobFailedError(GenaiCloudError):
+    headline = "Job failed"
+
+
+def require(module: str, extra: str):
+    """Import an optional module, or raise with the install hint for its extra."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - exercised through callers
+        raise MissingDependencyError(
+            f"`{module}` is not installed ({exc}). Install it with: pip install 'genai-cloud[{extra}]'"
+        ) from None

@@ -1,0 +1,77 @@
+"""spec -> Plan: everything a provider needs to render, decided once and pure.
+
+The job name is ``<spec name>-<key>`` where ``key`` hashes the spec and the bundle. It is the
+idempotency key: a retried submit of the same plan finds the job it already launched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from .bundle import Bundle, build_bundle
+from .spec import JobSpec
+
+KEY_LEN = 10  # hex chars of sha256: 40 bits, collisions are not a concern for one user's jobs
+
+
+@dataclass(frozen=True)
+class NameRules:
+    """A provider's job-name rules."""
+
+    max_len: int
+    allowed: str  # regex character class of allowed characters
+    lowercase: bool = False
+
+
+# SageMaker TrainingJobName: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$ (CreateTrainingJob API reference).
+SAGEMAKER_NAMES = NameRules(max_len=63, allowed="a-zA-Z0-9-")
+DEFAULT_NAMES = NameRules(max_len=63, allowed="a-zA-Z0-9-")
+
+
+def job_name(stem: str, key: str, rules: NameRules = DEFAULT_NAMES) -> str:
+    """``stem-key`` cut to the provider's length, with only its allowed characters."""
+    if rules.lowercase:
+        stem = stem.lower()
+    stem = re.sub(f"[^{rules.allowed}]+", "-", stem).strip("-") or "job"
+    stem = re.sub("-{2,}", "-", stem)
+    stem = stem[: rules.max_len - len(key) - 1].rstrip("-")
+    return f"{stem}-{key}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    spec: JobSpec
+    provider: str
+    name_rules: NameRules = field(default=DEFAULT_NAMES, compare=False)
+
+    @cached_property
+    def spec_json(self) -> str:
+        return self.spec.to_json()
+
+    @cached_property
+    def bundle(self) -> Bundle:
+        return build_bundle(self.spec_json)
+
+    @cached_property
+    def key(self) -> str:
+        digest = hashlib.sha256()
+        for part in (self.provider, self.spec_json, self.bundle.sha256):
+            digest.update(part.encode())
+            digest.update(b"\0")
+        return digest.hexdigest()[:KEY_LEN]
+
+    @cached_property
+    def job_name(self) -> str:
+        return job_name(self.spec.name, self.key, self.name_rules)
+
+
+def make_plan(spec: JobSpec, provider: str) -> Plan:
+    """Plan a spec for a provider (checks the provider's features first)."""
+    from .providers import get_provider
+
+    impl = get_provider(provider)
+    impl.check_features(spec)
+    return Plan(spec=spec, provider=impl.name, name_rules=impl.name_rules)

@@ -1,0 +1,183 @@
+"""The provider interface, the feature matrix and the registry.
+
+A provider is a small stateless object: ``render(plan)`` is pure (no network, no credentials) and
+returns exactly the request ``submit`` sends. Clients are created inside ``submit``/``status``/...
+so that importing a provider module never imports its cloud SDK.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, ClassVar, Iterator
+
+from ..errors import ProviderError, UnsupportedFeatureError
+from ..plan import DEFAULT_NAMES, NameRules
+
+if TYPE_CHECKING:
+    from ..plan import Plan
+    from ..spec import JobSpec
+
+
+class Feature(str, Enum):
+    GPU = "gpu"
+    TPU = "tpu"
+    MULTI_GPU = "multi-gpu"
+    MULTI_NODE = "multi-node"
+    SPOT = "spot"
+    FLEX_START = "flex-start"
+    VPC = "vpc"
+    NETWORK_ISOLATION = "network-isolation"
+    CUSTOMER_MANAGED_KEYS = "customer-managed-keys"
+    SECRETS = "secrets"
+
+
+def required_features(spec: JobSpec) -> set[Feature]:
+    """What a spec asks of the platform it runs on."""
+    needed: set[Feature] = set()
+    compute = spec.compute
+    if compute.is_gpu:
+        needed.add(Feature.GPU)
+    if compute.is_tpu:
+        needed.add(Feature.TPU)
+    if compute.count > 1 and not compute.is_tpu:
+        needed.add(Feature.MULTI_GPU)
+    if compute.nodes > 1:
+        needed.add(Feature.MULTI_NODE)
+    if compute.spot or spec.gcp.strategy == "SPOT" or spec.azure.job_tier == "spot":
+        needed.add(Feature.SPOT)
+    if spec.gcp.strategy == "FLEX_START":
+        needed.add(Feature.FLEX_START)
+    if spec.aws.subnets or spec.gcp.network:
+        needed.add(Feature.VPC)
+    if spec.aws.network_isolation:
+        needed.add(Feature.NETWORK_ISOLATION)
+    if spec.aws.kms_key_id or spec.aws.volume_kms_key_id or spec.gcp.kms_key_name:
+        needed.add(Feature.CUSTOMER_MANAGED_KEYS)
+    if spec.secrets:
+        needed.add(Feature.SECRETS)
+    return needed
+
+
+class JobState(str, Enum):
+    """The states every provider's native states map onto."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+    @property
+    def done(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.STOPPED)
+
+
+@dataclass
+class JobHandle:
+    """What ``submit`` returns at once: enough to ask for status, logs or cancel later."""
+
+    provider: str
+    job_id: str
+    name: str
+    created: bool = True  # False when an identical job already existed (idempotent submit)
+    console_url: str | None = None
+    details: dict = field(default_factory=dict)
+
+
+@dataclass
+class JobStatus:
+    job_id: str
+    state: JobState
+    native_state: str
+    message: str | None = None
+    details: dict = field(default_factory=dict)
+
+
+class Provider:
+    """Base class: subclasses set ``name`` and implement the five operations.
+
+    ``unsupported`` maps each feature the provider cannot do to the reason, shown to the user in
+    one sentence before anything is rendered.
+    """
+
+    name: ClassVar[str]
+    install_extra: ClassVar[str | None] = None
+    name_rules: ClassVar[NameRules] = DEFAULT_NAMES
+    unsupported: ClassVar[dict[Feature, str]] = {}
+
+    def check_features(self, spec: JobSpec) -> None:
+        for feature in sorted(required_features(spec), key=lambda f: f.value):
+            if feature in self.unsupported:
+                raise UnsupportedFeatureError(
+                    f"{self.name} cannot run this spec: {feature.value} is not supported "
+                    f"({self.unsupported[feature]})."
+                )
+
+    def render(self, plan: Plan) -> dict:
+        raise NotImplementedError
+
+    def render_native(self, plan: Plan) -> str:
+        """The file the provider's own CLI takes (JSON or YAML text)."""
+        import json
+
+        return json.dumps(self.render(plan), indent=2, sort_keys=True)
+
+    def submit(self, plan: Plan) -> JobHandle:
+        raise self._not_implemented("submit")
+
+    def status(self, job_id: str) -> JobStatus:
+        raise self._not_implemented("status")
+
+    def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
+        raise self._not_implemented("logs")
+
+    def cancel(self, job_id: str) -> None:
+        raise self._not_implemented("cancel")
+
+    def _not_implemented(self, operation: str) -> ProviderError:
+        return ProviderError(
+            f"`{operation}` is not implemented for provider {self.name!r} yet.",
+            headline="Not implemented",
+        )
+
+
+# name -> "module:Class". Modules are imported only when a provider is asked for by name.
+_REGISTRY: dict[str, str] = {
+    "local": "genai_cloud.providers.local:LocalProvider",
+    "sagemaker": "genai_cloud.providers.sagemaker:SageMakerProvider",
+    "vertex": "genai_cloud.providers.vertex:VertexProvider",
+    "azureml": "genai_cloud.providers.azureml:AzureMLProvider",
+}
+_ALIASES = {"aws": "sagemaker", "gcp": "vertex", "google": "vertex", "azure": "azureml"}
+
+
+def register(name: str, target: str) -> None:
+    """Register a provider class by ``"module:Class"`` path."""
+    _REGISTRY[name] = target
+
+
+def provider_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_provider(name: str) -> Provider:
+    """The provider registered as ``name``; an unknown name lists the valid ones."""
+    key = _ALIASES.get(name.lower(), name.lower())
+    target = _REGISTRY.get(key)
+    if target is None:
+        raise ProviderError(
+            f"unknown provider {name!r}; valid providers: {', '.join(provider_names())}"
+        )
+    module_name, _, class_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            raise ProviderError(
+                f"provider {key!r} is not implemented yet.", headline="Not implemented"
+            ) from None
+        raise
+    return getattr(module, class_name)()

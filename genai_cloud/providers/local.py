@@ -1,0 +1,331 @@
+"""Run a job on this machine through exactly the code path a cloud job takes.
+
+The runner unpacks the same bundle a cloud job receives into a run directory, lays out inputs,
+model, checkpoint and output folders as the chosen platform's container would (``--emulate
+sagemaker|vertex|azureml`` sets that platform's environment variables and paths), and runs the
+bundled entrypoint in a subprocess (or ``torchrun`` for ``nproc > 1``; Docker optional).
+
+The run directory is named after the job (spec name + plan hash), so running the same spec again
+resumes from its checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Iterator
+
+from ..bundle import LAUNCHER, safe_extract
+from ..contract import (
+    ENV_CHANNEL_PREFIX,
+    ENV_CHECKPOINT_DIR,
+    ENV_MODEL_DIR,
+    ENV_OUTPUT_DIR,
+    ENV_PLATFORM,
+    ENV_SPEC,
+)
+from ..errors import DataError, GenaiCloudError, JobFailedError
+from ..spec import is_remote_uri
+from .base import JobHandle, JobState, JobStatus, Provider
+
+EMULATIONS = ("local", "sagemaker", "vertex", "azureml")
+FAKE_BUCKET = "local-bucket"  # the bucket name an emulated Vertex run sees under its /gcs mount
+
+
+@dataclass
+class LocalLayout:
+    """Everything a local run will create and execute, decided without touching the disk."""
+
+    run_dir: Path
+    code_dir: Path
+    model_dir: Path
+    checkpoint_dir: Path
+    output_dir: Path
+    channels: dict[str, tuple[Path, Path]]  # name -> (source file/dir, where the job sees it)
+    command: list[str]
+    env: dict[str, str]
+    emulate: str
+    extra_files: dict[Path, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {
+            "emulate": self.emulate,
+            "run_dir": str(self.run_dir),
+            "code_dir": str(self.code_dir),
+            "model_dir": str(self.model_dir),
+            "checkpoint_dir": str(self.checkpoint_dir),
+            "output_dir": str(self.output_dir),
+            "channels": {k: {"source": str(s), "mounted_at": str(d)}
+                         for k, (s, d) in self.channels.items()},  # fmt: skip
+            "command": self.command,
+            "env": dict(sorted(self.env.items())),
+        }
+
+
+@dataclass
+class LocalRun:
+    run_dir: Path
+    returncode: int
+    layout: LocalLayout
+
+    @property
+    def model_dir(self) -> Path:
+        return self.layout.model_dir
+
+    @property
+    def output_dir(self) -> Path:
+        return self.layout.output_dir
+
+    @property
+    def metrics(self) -> dict:
+        path = self.layout.output_dir / "metrics.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _local_channels(spec) -> dict[str, Path]:
+    channels = {}
+    if spec.data is None:
+        return channels
+    for name in ("train", "eval"):
+        source = getattr(spec.data, name)
+        if source is None:
+            continue
+        if is_remote_uri(source):
+            raise DataError(
+                f"data.{name} is {source!r}: a local run reads local files. Download it first "
+                "(e.g. `aws s3 cp` / `gsutil cp`) and point data.{name} at the copy."
+            )
+        channels[name] = Path(source)
+    return channels
+
+
+def layout(plan, *, emulate: str = "local", nproc: int = 1, run_dir: str | Path | None = None,
+           preempt_at: int | None = None) -> LocalLayout:  # fmt: skip
+    """The run directory, environment and command of a local run (pure)."""
+    if emulate not in EMULATIONS:
+        raise GenaiCloudError(f"unknown emulation {emulate!r}; valid: {', '.join(EMULATIONS)}")
+    spec = plan.spec
+    run_dir = Path(run_dir or Path(spec.output.local_dir) / plan.job_name).absolute()
+    sources = _local_channels(spec)
+    env = {"PYTHONUNBUFFERED": "1", "GENAI_JOB_NAME": plan.job_name, **spec.env}
+    extra_files: dict[Path, str] = {}
+    args: list[str] = []
+
+    if emulate == "sagemaker":
+        ml = run_dir / "opt" / "ml"
+        code_dir, model_dir = ml / "code", ml / "model"
+        checkpoint_dir, output_dir = ml / "checkpoints", ml / "output" / "data"
+        channels = {n: (src, ml / "input" / "data" / n) for n, src in sources.items()}
+        hosts = [f"algo-{i + 1}" for i in range(spec.compute.nodes)]
+        env.update({
+            "SM_MODEL_DIR": str(model_dir),
+            "SM_OUTPUT_DATA_DIR": str(output_dir),
+            "SM_CHANNELS": json.dumps(sorted(channels)),
+            "SM_HPS": json.dumps({}),
+            "SM_NUM_GPUS": "0",
+            "SM_NUM_CPUS": str(os.cpu_count() or 1),
+            "SM_HOSTS": json.dumps(hosts),
+            "SM_CURRENT_HOST": hosts[0],
+            "SM_MODULE_DIR": str(code_dir),
+            "SM_USER_ENTRY_POINT": LAUNCHER,
+        })  # fmt: skip
+        for name, (_, dest) in channels.items():
+            env[f"SM_CHANNEL_{name.upper()}"] = str(dest)
+        env["SM_TRAINING_ENV"] = json.dumps({
+            "channel_input_dirs": {n: str(d) for n, (_, d) in channels.items()},
+            "model_dir": str(model_dir), "hosts": hosts, "current_host": hosts[0],
+            "job_name": plan.job_name, "hyperparameters": {},
+        })  # fmt: skip
+        config = ml / "input" / "config"
+        extra_files[config / "hyperparameters.json"] = "{}"
+        extra_files[config / "resourceconfig.json"] = json.dumps(
+            {"current_host": hosts[0], "hosts": hosts})  # fmt: skip
+        extra_files[config / "inputdataconfig.json"] = json.dumps(
+            {n: {"TrainingInputMode": "File"} for n in channels})  # fmt: skip
+        entry = [LAUNCHER]  # the toolkit runs `python <sagemaker_program>` from /opt/ml/code
+    elif emulate == "vertex":
+        base = f"gs://{FAKE_BUCKET}/{plan.job_name}"
+        fuse = run_dir / "gcs"
+        bucket_dir = fuse / FAKE_BUCKET / plan.job_name
+        code_dir = run_dir / "code"
+        model_dir, checkpoint_dir = bucket_dir / "model", bucket_dir / "checkpoints"
+        output_dir = bucket_dir / "output"
+        channels = {n: (src, bucket_dir / "data" / n) for n, src in sources.items()}
+        env.update({
+            "GENAI_GCS_FUSE_ROOT": str(fuse),
+            "AIP_MODEL_DIR": f"{base}/model/",
+            "AIP_CHECKPOINT_DIR": f"{base}/checkpoints/",
+            "AIP_TENSORBOARD_LOG_DIR": f"{base}/logs/",
+            "CLOUD_ML_JOB_ID": plan.job_name,
+            "CLUSTER_SPEC": json.dumps({"cluster": {"workerpool0": ["localhost:2222"]},
+                                        "task": {"type": "workerpool0", "index": 0}}),
+        })  # fmt: skip
+        for name in channels:
+            env[f"{ENV_CHANNEL_PREFIX}{name.upper()}"] = f"{base}/data/{name}"
+        entry = ["-m", "job_templates.entrypoint"]
+    else:
+        code_dir = run_dir / "code"
+        model_dir, checkpoint_dir = run_dir / "model", run_dir / "checkpoints"
+        output_dir = run_dir / "output"
+        channels = {n: (src, run_dir / "input" / n) for n, src in sources.items()}
+        entry = ["-m", "job_templates.entrypoint"]
+        if emulate == "azureml":
+            # Azure resolves ${{inputs.x}} / ${{outputs.y}} into paths on the command line.
+            env["AZUREML_RUN_ID"] = plan.job_name
+            args += [f"--data={n}={d}" for n, (_, d) in channels.items()]
+            args += [f"--model-dir={model_dir}", f"--checkpoint-dir={checkpoint_dir}",
+                     f"--output-dir={output_dir}"]  # fmt: skip
+        else:
+            env.update({
+                ENV_PLATFORM: "local",
+                ENV_SPEC: str(code_dir / "spec.json"),
+                ENV_MODEL_DIR: str(model_dir),
+                ENV_CHECKPOINT_DIR: str(checkpoint_dir),
+                ENV_OUTPUT_DIR: str(output_dir),
+            })  # fmt: skip
+            for name, (_, dest) in channels.items():
+                env[f"{ENV_CHANNEL_PREFIX}{name.upper()}"] = str(dest)
+
+    if preempt_at is not None:
+        args.append(f"--preempt-at={preempt_at}")
+    if nproc > 1:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    f"--nproc-per-node={nproc}"]  # fmt: skip
+        command = launcher + (["-m", entry[1]] if entry[0] == "-m" else entry) + args
+    else:
+        command = [sys.executable, *entry, *args]
+    return LocalLayout(
+        run_dir=run_dir, code_dir=code_dir, model_dir=model_dir, checkpoint_dir=checkpoint_dir,
+        output_dir=output_dir, channels=channels, command=command, env=env, emulate=emulate,
+        extra_files=extra_files,
+    )  # fmt: skip
+
+
+def prepare(plan, lay: LocalLayout) -> None:
+    """Create the run directory: fresh code from the bundle, inputs, empty output folders."""
+    if lay.code_dir.exists():
+        shutil.rmtree(lay.code_dir)
+    safe_extract(plan.bundle.data, lay.code_dir)
+    for path in (lay.model_dir, lay.checkpoint_dir, lay.output_dir):
+        path.mkdir(parents=True, exist_ok=True)
+    for name, (source, dest) in lay.channels.items():
+        if not source.exists():
+            raise DataError(f"data.{name}: {source} does not exist")
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.mkdir(parents=True)
+        files = [source] if source.is_file() else sorted(p for p in source.iterdir() if p.is_file())
+        for file in files:
+            _link_or_copy(file, dest / file.name)
+    for path, content in lay.extra_files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+
+
+def _link_or_copy(source: Path, dest: Path) -> None:
+    try:
+        os.link(source, dest)  # same filesystem: free, and the job cannot corrupt the original
+    except OSError:
+        shutil.copy2(source, dest)
+
+
+def run_local(spec, *, emulate: str = "local", nproc: int = 1, run_dir: str | Path | None = None,
+              preempt_at: int | None = None, stream: IO[str] | None = None,
+              docker_image: str | None = None, check: bool = False) -> LocalRun:  # fmt: skip
+    """Run a spec on this machine and wait for it.
+
+    Args:
+        spec: a ``JobSpec`` (or a path to a spec file).
+        emulate: which platform's in-container contract to reproduce.
+        nproc: processes per node; more than one launches through torchrun (gloo on CPU).
+        run_dir: where to run (default: ``<output.local_dir>/<job name>``; reruns resume).
+        preempt_at: send the job SIGTERM at this step, as a spot eviction would.
+        stream: where the job's log goes (default: stdout).
+        docker_image: run inside this image with ``docker run`` instead of a subprocess.
+        check: raise ``JobFailedError`` when the job exits non-zero.
+    """
+    from ..plan import Plan
+    from ..spec import JobSpec, load_spec
+
+    if not isinstance(spec, JobSpec):
+        spec = load_spec(spec)
+    plan = Plan(spec=spec, provider="local")
+    lay = layout(plan, emulate=emulate, nproc=nproc, run_dir=run_dir, preempt_at=preempt_at)
+    prepare(plan, lay)
+    command = _docker_command(lay, docker_image) if docker_image else lay.command
+    env = {**os.environ, **lay.env}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(lay.code_dir), env.get("PYTHONPATH")]))
+    with open(lay.run_dir / "job.log", "a", encoding="utf-8") as log:
+        code = _stream(command, cwd=lay.code_dir, env=env, outs=(stream or sys.stdout, log))
+    result = LocalRun(run_dir=lay.run_dir, returncode=code, layout=lay)
+    if check and code != 0:
+        raise JobFailedError(f"local job exited with status {code}; its log is above.")
+    return result
+
+
+def _stream(command: list[str], *, cwd: Path, env: dict, outs: tuple[IO[str], ...]) -> int:
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, bufsize=1)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            for out in outs:
+                out.write(line)
+                out.flush()
+        return proc.wait()
+    except KeyboardInterrupt:
+        # Like a spot eviction: let the job flush a checkpoint, then stop.
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
+
+
+def _docker_command(lay: LocalLayout, image: str) -> list[str]:
+    if shutil.which("docker") is None:
+        raise GenaiCloudError("--docker needs the docker CLI and a running engine; none found.")
+    probe = subprocess.run(["docker", "info"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        raise GenaiCloudError("--docker: the Docker engine is not running (`docker info` failed).")
+    run_dir = str(lay.run_dir)
+    command = ["docker", "run", "--rm", "-v", f"{run_dir}:{run_dir}", "-w", str(lay.code_dir)]
+    for key, value in sorted(lay.env.items()):
+        command += ["-e", f"{key}={value}"]
+    command += ["-e", f"PYTHONPATH={lay.code_dir}", image, "python", *lay.command[1:]]
+    return command
+
+
+class LocalProvider(Provider):
+    """``submit`` runs the job here and returns when it ends (there is no queue to return to)."""
+
+    name = "local"
+
+    def render(self, plan) -> dict:
+        return layout(plan).as_dict()
+
+    def submit(self, plan) -> JobHandle:
+        run = run_local(plan.spec)
+        state = JobState.SUCCEEDED if run.returncode == 0 else JobState.FAILED
+        return JobHandle(provider=self.name, job_id=str(run.run_dir), name=plan.job_name,
+                         details={"state": state.value, "returncode": run.returncode})  # fmt: skip
+
+    def status(self, job_id: str) -> JobStatus:
+        run_dir = Path(job_id)
+        metrics = next(run_dir.glob("**/metrics.json"), None)
+        if not run_dir.exists():
+            raise GenaiCloudError(f"no local run at {run_dir}")
+        state = JobState.SUCCEEDED if metrics else JobState.FAILED
+        return JobStatus(job_id=job_id, state=state, native_state=state.value)
+
+    def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
+        log = Path(job_id) / "job.log"
+        if log.exists():
+            yield from log.read_text().splitlines()

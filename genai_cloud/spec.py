@@ -566,27 +566,30 @@ def _resolve_relative_paths(raw: Any, base: Path) -> Any:
     if not isinstance(raw, dict):
         return raw
 
-    def fix(value):
-        if not isinstance(value, str) or is_remote_uri(value) or Path(value).is_absolute():
+    def fix(value, always: bool):
+        if not isinstance(value, str) or is_remote_uri(value) or "://" in value:
+            return value
+        if Path(value).is_absolute():
             return value
         candidate = (base / value).resolve()
-        # Hub ids look like relative paths ("gpt2", "org/model"): keep them unless they exist.
-        return str(candidate) if candidate.exists() or value.startswith(".") else value
+        # Model ids look like relative paths ("gpt2", "org/model"): keep them unless they exist.
+        keep = not always and not candidate.exists() and not value.startswith(".")
+        return value if keep else str(candidate)
 
     raw = dict(raw)
-    for section, keys in (
-        ("data", ("train", "eval")),
-        ("model", ("name_or_path",)),
-        ("distill", ("teacher",)),
-        ("fairness", ("pairs",)),
-        ("audit", ("lexicon",)),
+    for section, keys, always in (
+        ("data", ("train", "eval"), True),
+        ("model", ("name_or_path",), False),
+        ("distill", ("teacher",), False),
+        ("fairness", ("pairs",), True),
+        ("audit", ("lexicon",), True),
     ):
         part = raw.get(section)
         if isinstance(part, dict):
             part = dict(part)
             for key in keys:
                 if key in part:
-                    part[key] = fix(part[key])
+                    part[key] = fix(part[key], always)
             raw[section] = part
     return raw
 

@@ -99,7 +99,7 @@ def _local_channels(spec) -> dict[str, Path]:
         if is_remote_uri(source):
             raise DataError(
                 f"data.{name} is {source!r}: a local run reads local files. Download it first "
-                "(e.g. `aws s3 cp` / `gsutil cp`) and point data.{name} at the copy."
+                f"(e.g. `aws s3 cp` / `gsutil cp`) and point data.{name} at the copy."
             )
         channels[name] = Path(source)
     return channels

@@ -1,0 +1,262 @@
+"""The `genai-cloud` command line.
+
+User mistakes print a one-line headline and a message and exit with status 2; tracebacks are kept
+for our own bugs. ``--help``, ``validate`` and ``render`` import no torch, transformers or cloud SDK.
+
+Exit codes: 0 success; 1 an unexpected error (a bug: please report it); 2 a user error (bad spec,
+bad data, unknown provider, unsupported feature, missing SDK); 3 the job ran and failed;
+143 the local job was preempted (SIGTERM) after saving a checkpoint; rerun to resume.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import GenaiCloudError
+
+EXIT_JOB_FAILED = 3
+
+
+def _fail(exc: GenaiCloudError) -> None:
+    click.secho(f"Error: {exc.headline}", fg="red", bold=True, err=True)
+    click.echo(exc.message, err=True)
+    sys.exit(exc.exit_code)
+
+
+def _parse_overrides(pairs: tuple[str, ...]) -> dict:
+    """``training.max_steps=10`` -> {"training": {"max_steps": 10}} (values parsed as YAML)."""
+    import yaml
+
+    merged: dict = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise GenaiCloudError(f"--set expects KEY=VALUE, got {pair!r}", headline="Bad option")
+        node = merged
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(raw) if raw else raw
+    return merged
+
+
+def _load(spec_path: str, overrides: tuple[str, ...] = ()):
+    from .spec import load_spec
+
+    spec = load_spec(spec_path, overrides=_parse_overrides(overrides))
+    for note in spec.warnings():
+        click.secho(f"Warning: {note}", fg="yellow", err=True)
+    return spec
+
+
+spec_argument = click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                          help="Override a spec field, e.g. --set training.max_steps=10.")  # fmt: skip
+provider_option = click.option("--provider", "-p", required=True,
+                               help="local, sagemaker, vertex or azureml.")  # fmt: skip
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="genai-cloud")
+def cli() -> None:
+    """Fine-tune, distill, prune, audit and fairness-test generative models, on this machine
+    or on SageMaker, Vertex AI and Azure ML, from one JobSpec."""
+
+
+@cli.command()
+@click.argument("path", default="genai-job.yaml", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def init(path: str, force: bool) -> None:
+    """Write a commented example spec to PATH."""
+    from .templates import EXAMPLE_SPEC
+
+    target = Path(path)
+    if target.exists() and not force:
+        raise GenaiCloudError(f"{target} exists; pass --force to overwrite it",
+                              headline="Not overwriting")  # fmt: skip
+    target.write_text(EXAMPLE_SPEC)
+    click.echo(f"Wrote {target}. Next: genai-cloud validate {target}")
+
+
+@cli.command()
+@spec_argument
+@set_option
+def validate(spec_path: str, overrides: tuple[str, ...]) -> None:
+    """Check a spec; print every problem at once."""
+    spec = _load(spec_path, overrides)
+    click.echo(f"OK: {spec.name} (task {spec.task}, {spec.compute.count} x "
+               f"{spec.compute.accelerator} x {spec.compute.nodes} node(s))")  # fmt: skip
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of a spec (for editor autocompletion)."""
+    from .spec import json_schema
+
+    click.echo(json.dumps(json_schema(), indent=2))
+
+
+@cli.command()
+@spec_argument
+@provider_option
+@click.option("--format", "fmt", type=click.Choice(["json", "yaml", "native", "stepfunctions"]),
+              default="json", show_default=True,
+              help="native: the file the provider's own CLI takes; stepfunctions: a Task state.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to a file.")
+@set_option
+def render(spec_path: str, provider: str, fmt: str, output: str | None,
+           overrides: tuple[str, ...]) -> None:  # fmt: skip
+    """Print the provider request a spec becomes (no network, no credentials)."""
+    from .plan import make_plan
+    from .providers import get_provider
+
+    spec = _load(spec_path, overrides)
+    plan = make_plan(spec, provider)
+    impl = get_provider(plan.provider)
+    if fmt == "native":
+        text = impl.render_native(plan)
+    elif fmt == "stepfunctions":
+        if not hasattr(impl, "render_stepfunctions"):
+            raise GenaiCloudError(f"--format stepfunctions needs provider sagemaker, not "
+                                  f"{plan.provider}", headline="Bad option")  # fmt: skip
+        text = json.dumps(impl.render_stepfunctions(plan), indent=2, sort_keys=True)
+    elif fmt == "yaml":
+        import yaml
+
+        text = yaml.safe_dump(impl.render(plan), sort_keys=False)
+    else:
+        text = json.dumps(impl.render(plan), indent=2, sort_keys=True)
+    if output:
+        Path(output).write_text(text + "\n")
+        click.echo(f"Wrote {output}", err=True)
+    else:
+        click.echo(text)
+
+
+@cli.command()
+@spec_argument
+@click.option("--emulate", type=click.Choice(["local", "sagemaker", "vertex", "azureml"]),
+              default="local", show_default=True,
+              help="Reproduce that platform's in-container paths and variables.")
+@click.option("--nproc", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Processes (torchrun; gloo on CPU).")
+@click.option("--run-dir", type=click.Path(file_okay=False),
+              help="Default: <output.local_dir>/<job name>; rerunning resumes.")
+@click.option("--preempt-at", type=click.IntRange(1), help="Simulate a spot eviction at STEP.")
+@click.option("--docker", "docker_image", metavar="IMAGE", help="Run inside this image.")
+@set_option
+def run(spec_path: str, emulate: str, nproc: int, run_dir: str | None, preempt_at: int | None,
+        docker_image: str | None, overrides: tuple[str, ...]) -> None:  # fmt: skip
+    """Run a spec on this machine with the same entrypoint a cloud job runs."""
+    from .providers.local import run_local
+
+    spec = _load(spec_path, overrides)
+    result = run_local(spec, emulate=emulate, nproc=nproc, run_dir=run_dir,
+                       preempt_at=preempt_at, docker_image=docker_image)  # fmt: skip
+    if result.returncode == 0:
+        click.secho(f"Done. Model: {result.model_dir}  Metrics: "
+                    f"{result.output_dir / 'metrics.json'}", fg="green")  # fmt: skip
+        return
+    if result.returncode == 143:
+        click.secho(f"Preempted; checkpoint saved in {result.layout.checkpoint_dir}. "
+                    "Run the same command again to resume.", fg="yellow", err=True)  # fmt: skip
+        sys.exit(143)
+    click.secho(f"Job failed with exit status {result.returncode} (log: "
+                f"{result.run_dir / 'job.log'})", fg="red", err=True)  # fmt: skip
+    sys.exit(EXIT_JOB_FAILED if result.returncode != 2 else 2)
+
+
+@cli.command()
+@spec_argument
+@provider_option
+@set_option
+def submit(spec_path: str, provider: str, overrides: tuple[str, ...]) -> None:
+    """Launch a spec on a provider (a retried submit returns the job already launched)."""
+    from .plan import make_plan
+    from .providers import get_provider
+
+    spec = _load(spec_path, overrides)
+    plan = make_plan(spec, provider)
+    handle = get_provider(plan.provider).submit(plan)
+    verb = "Submitted" if handle.created else "Already submitted"
+    click.echo(f"{verb}: {handle.name} ({handle.provider}, id {handle.job_id})")
+    if handle.console_url:
+        click.echo(f"Console: {handle.console_url}")
+
+
+@cli.command()
+@click.argument("job_id")
+@provider_option
+def status(job_id: str, provider: str) -> None:
+    """Show a job's state."""
+    from .providers import get_provider
+
+    result = get_provider(provider).status(job_id)
+    line = f"{result.job_id}: {result.state.value} ({result.native_state})"
+    click.echo(line + (f" - {result.message}" if result.message else ""))
+
+
+@cli.command()
+@click.argument("job_id")
+@provider_option
+@click.option("--follow", "-f", is_flag=True, help="Keep printing until the job ends.")
+def logs(job_id: str, provider: str, follow: bool) -> None:
+    """Print a job's log."""
+    from .providers import get_provider
+
+    for line in get_provider(provider).logs(job_id, follow=follow):
+        click.echo(line)
+
+
+@cli.command()
+@click.argument("job_id")
+@provider_option
+def cancel(job_id: str, provider: str) -> None:
+    """Stop a running job."""
+    from .providers import get_provider
+
+    get_provider(provider).cancel(job_id)
+    click.echo(f"Stop requested: {job_id}")
+
+
+@cli.command()
+def providers() -> None:
+    """List providers and what each cannot do (and why)."""
+    from .providers import Feature, get_provider, provider_names
+    from .errors import ProviderError
+
+    for name in provider_names():
+        try:
+            impl = get_provider(name)
+        except ProviderError as exc:
+            click.echo(f"{name}: {exc.message}")
+            continue
+        click.secho(name, bold=True)
+        if not impl.unsupported:
+            click.echo("  supports every feature")
+        for feature in Feature:
+            if feature in impl.unsupported:
+                click.echo(f"  no {feature.value}: {impl.unsupported[feature]}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="genai-cloud", standalone_mode=False)
+    except GenaiCloudError as exc:
+        _fail(exc)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

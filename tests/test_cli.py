@@ -1,0 +1,99 @@
+"""The CLI: user errors are a headline + message with exit 2 and no traceback; light imports."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from genai_cloud.cli import main
+
+GOOD = """\
+name: demo
+model: {name_or_path: gpt2}
+data: {train: s3://bucket/train.jsonl}
+"""
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(args)
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return info.value.code, out.out, out.err
+
+
+@pytest.fixture
+def spec_file(tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_text(GOOD)
+    return path
+
+
+def test_validate_ok(spec_file, capsys):
+    code, out, _ = run_cli(["validate", str(spec_file)], capsys)
+    assert code == 0 and out.startswith("OK: demo")
+
+
+def test_validate_bad_spec_exit_2_no_traceback(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: demo\nmodle: {}\n")
+    code, _, err = run_cli(["validate", str(path)], capsys)
+    assert code == 2
+    assert "Invalid job spec" in err and "modle (line 2): unknown field" in err
+    assert "Traceback" not in err
+
+
+def test_unknown_provider(spec_file, capsys):
+    code, _, err = run_cli(["render", str(spec_file), "-p", "nope"], capsys)
+    assert code == 2 and "valid providers:" in err
+
+
+def test_set_overrides(spec_file, capsys):
+    code, out, _ = run_cli(["validate", str(spec_file), "--set", "compute.accelerator=A10G"],
+                           capsys)  # fmt: skip
+    assert code == 0 and "A10G" in out
+
+
+def test_init_writes_a_valid_spec(tmp_path, capsys):
+    target = tmp_path / "new.yaml"
+    code, _, _ = run_cli(["init", str(target)], capsys)
+    assert code == 0
+    code, out, _ = run_cli(["validate", str(target)], capsys)
+    assert code == 0, out
+    code, _, err = run_cli(["init", str(target)], capsys)
+    assert code == 2 and "--force" in err
+
+
+def test_schema_is_json(capsys):
+    code, out, _ = run_cli(["schema"], capsys)
+    assert code == 0 and json.loads(out)["title"] == "genai-cloud JobSpec"
+
+
+def test_render_local(spec_file, tmp_path, capsys):
+    spec_file.write_text(GOOD.replace("s3://bucket/train.jsonl", str(tmp_path / "t.jsonl")))
+    code, out, _ = run_cli(["render", str(spec_file), "-p", "local"], capsys)
+    assert code == 0
+    assert json.loads(out)["command"][-1] == "job_templates.entrypoint"
+
+
+HEAVY = ("torch", "transformers", "google.cloud.aiplatform", "azure.ai.ml", "boto3")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["validate", "{spec}"],
+                                  ["render", "{spec}", "-p", "local"]])  # fmt: skip
+def test_light_commands_import_no_heavy_module(spec_file, tmp_path, args):
+    spec_file.write_text(GOOD.replace("s3://bucket/train.jsonl", str(tmp_path / "t.jsonl")))
+    args = [a.format(spec=spec_file) for a in args]
+    code = (
+        "import sys\n"
+        "from genai_cloud.cli import main\n"
+        "try:\n"
+        f"    main({args!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"heavy = [m for m in sys.modules if m.startswith({HEAVY!r})]\n"
+        "print('HEAVY=' + ','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "HEAVY=\n" in out.stdout, out.stdout[-500:]

@@ -11,7 +11,7 @@ source and date). Schema of one file::
         "price": {"us-east-1": 1.408}, "spot_price": {"us-east-1": 0.42},
         "extra": {...provider specific: Vertex accelerator_type enum, TPU topology, ...}}]}
 
-CPU instances use ``"accelerator": "cpu"`` and ``"count": 0``.
+CPU instances use ``"accelerator": "cpu"`` and ``"count": 0``. ``gpu_memory_gib`` is per GPU.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 from .errors import GenaiCloudError
 
 DATA_DIR = Path(__file__).parent / "data" / "catalog"
+_UPGRADES = {"a100": "A100-80GB"}
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,12 @@ def instance_for(provider: str, accelerator: str, count: int = 1) -> Instance:
     exact = [r for r in rows if r.count == count]
     if exact:
         return min(exact, key=lambda r: (r.vcpus, r.memory_gib))
+    # Some clouds sell single A100s only in the 80 GB kind: a bigger GPU beats 8x the GPUs.
+    upgrade = _UPGRADES.get(accelerator.lower())
+    if upgrade:
+        better = [r for r in instances(provider) if r.accelerator == upgrade and r.count == count]
+        if better:
+            return min(better, key=lambda r: (r.vcpus, r.memory_gib))
     bigger = sorted((r for r in rows if r.count > count), key=lambda r: r.count)
     if bigger:
         return bigger[0]

@@ -40,7 +40,7 @@ class Task(str, Enum):
 # Accelerators the catalog knows. Kept here (not read from the catalog) so that validating a spec
 # stays a pure, import-light operation.
 ACCELERATORS = (
-    "cpu", "T4", "L4", "A10G", "V100", "A100", "A100-80GB", "H100", "H200",
+    "cpu", "T4", "L4", "A10", "A10G", "V100", "A100", "A100-80GB", "H100", "H200",
     "tpu-v4", "tpu-v5e", "tpu-v5p", "tpu-v6e",
 )  # fmt: skip
 URI_SCHEMES = ("s3://", "gs://", "azureml://", "https://", "http://")
@@ -152,6 +152,9 @@ class ComputeSpec(Section):
     volume_gb: int = Field(100, ge=1, le=16_384)
     instance_type: str | None = Field(None, description="Override the catalog's choice.")
     region: str | None = None
+    fallback: list["FallbackSpec"] = Field(
+        default_factory=list, description="Placements to try in order on capacity/quota errors."
+    )
 
     @field_validator("accelerator")
     @classmethod
@@ -173,6 +176,27 @@ class ComputeSpec(Section):
     @property
     def is_gpu(self) -> bool:
         return self.accelerator != "cpu" and not self.is_tpu
+
+
+class FallbackSpec(Section):
+    """Another placement to try when the first answers with no capacity, quota or spot."""
+
+    provider: str | None = None
+    region: str | None = None
+    accelerator: str | None = None
+    count: int | None = Field(None, ge=1, le=64)
+    spot: bool | None = None
+
+    @field_validator("accelerator")
+    @classmethod
+    def _known_accelerator(cls, value: str | None) -> str | None:
+        return None if value is None else ComputeSpec._known_accelerator(value)
+
+
+class BudgetSpec(Section):
+    max_usd: float | None = Field(
+        None, gt=0, description="Refuse a launch whose worst-case cost exceeds this (USD)."
+    )
 
 
 class OutputSpec(Section):
@@ -329,6 +353,7 @@ class JobSpec(Section):
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     compute: ComputeSpec = Field(default_factory=ComputeSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)
     env: dict[str, str] = Field(default_factory=dict, description="Non-secret environment.")
     secrets: dict[str, str] = Field(
         default_factory=dict,

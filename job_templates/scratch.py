@@ -93,7 +93,9 @@ class TransformerModel(nn.Module):
         src_pad = src == PAD  # True = a padding key nobody attends to
         return self.transformer.encoder(self.embed(src), src_key_padding_mask=src_pad), src_pad
 
-    def decode(self, tgt: torch.Tensor, memory: torch.Tensor, src_pad: torch.Tensor) -> torch.Tensor:
+    def decode(
+        self, tgt: torch.Tensor, memory: torch.Tensor, src_pad: torch.Tensor
+    ) -> torch.Tensor:
         # Boolean like the padding masks (mixing bool and float masks is deprecated in torch).
         causal = nn.Transformer.generate_square_subsequent_mask(
             tgt.size(1), device=tgt.device, dtype=torch.bool
@@ -202,10 +204,13 @@ def load_pairs(spec, contract, max_len: int) -> tuple[list, list, Vocab]:
         train, held_out, vocab = record_pairs(spec, contract)
         random.Random(spec.training.seed).shuffle(train)  # files are often sorted by topic
     if held_out is None:
-        n_eval = int(len(train) * fraction)
-        if len(train) - n_eval < 1 or (fraction > 0 and n_eval < 1):
-            raise JobError(f"{len(train)} pair(s) are too few to hold out a {fraction:.0%} "
-                           "evaluation split; add data or set data.eval", "data.eval_fraction")
+        n_eval = max(1, int(len(train) * fraction)) if fraction > 0 else 0
+        if len(train) - n_eval < 1:
+            raise JobError(
+                f"{len(train)} pair(s) are too few to hold out a {fraction:.0%} "
+                "evaluation split; add data or set data.eval",
+                "data.eval_fraction",
+            )
         train, held_out = train[: len(train) - n_eval], train[len(train) - n_eval :]
     long = sum(len(s) > max_len or len(t) > max_len - 2 for s, t in train + held_out)
     if long:
@@ -223,3 +228,312 @@ def make_batch(pairs: list, max_len: int, device) -> tuple[torch.Tensor, ...]:
         src[i, : len(s)] = torch.tensor(s)
         tgt[i, : len(t)] = torch.tensor(t)
     return src.to(device), tgt[:, :-1].to(device), tgt[:, 1:].to(device)
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+
+
+def build_model(scratch, vocab_size: int, max_len: int) -> TransformerModel:
+    return TransformerModel(
+        vocab_size, scratch.d_model, scratch.nhead, scratch.num_encoder_layers,
+        scratch.num_decoder_layers, scratch.dim_feedforward, scratch.dropout, max_len,
+    )  # fmt: skip
+
+
+def lr_factor(training, total_steps: int):
+    """Linear warmup, then the spec's schedule (constant, linear or cosine decay to 0)."""
+    warmup = training.warmup_steps or int(training.warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        if training.schedule == "constant":
+            return 1.0
+        if training.schedule == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def micro_batches(n: int, batch_size: int, seed: int, rank: int, world: int):
+    """Endless seeded shuffles of range(n); each rank walks its own equal-length shard, so every
+    rank takes the same number of steps (DDP needs that) and a resumed run sees the same order."""
+    epoch = 0
+    while True:
+        order = list(range(n))
+        random.Random(seed + epoch).shuffle(order)
+        shard = order[: n - n % world][rank::world]
+        for i in range(0, len(shard), batch_size):
+            yield shard[i : i + batch_size]
+        epoch += 1
+
+
+def autocast(precision: str, device: torch.device):
+    """bf16 autocast on GPUs that have it (fp16 on request); CPU trains in fp32."""
+    if device.type == "cuda" and precision == "fp16":
+        return torch.autocast("cuda", dtype=torch.float16)
+    if device.type == "cuda" and precision in ("auto", "bf16") and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=False)
+
+
+def checkpoint_path(contract, step: int | None = None) -> Path | None:
+    """The file for ``step``, or (no step) the newest checkpoint there is."""
+    folder = Path(contract.checkpoint_dir) / "scratch"
+    if step is not None:
+        return folder / f"step-{step:08d}.pt"
+    found = sorted(folder.glob("step-*.pt"))
+    return found[-1] if found else None
+
+
+def save_checkpoint(contract, step: int, state: dict, keep: int) -> None:
+    path = checkpoint_path(contract, step)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".tmp")
+    torch.save({"step": step, **{k: v.state_dict() for k, v in state.items()}}, partial)
+    partial.replace(path)  # a kill mid-write never leaves a half checkpoint to resume from
+    for old in sorted(path.parent.glob("step-*.pt"))[:-keep]:
+        old.unlink()
+
+
+def resume(contract, state: dict) -> int:
+    """Load the newest checkpoint (a restarted spot / preempted job) and return its step."""
+    path = checkpoint_path(contract)
+    if path is None:
+        return 0
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    for name, obj in state.items():
+        obj.load_state_dict(saved[name])
+    log.info("resumed from %s (step %d)", path, saved["step"])
+    return saved["step"]
+
+
+@dataclass
+class Trainer:
+    """What one optimizer step needs; built once by ``train``."""
+
+    net: nn.Module  # the model, DDP-wrapped when world_size > 1
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    precision: str
+    smoothing: float
+    device: torch.device
+    max_len: int
+
+    def step(self, batches: list[list], max_grad_norm: float | None) -> tuple[float, int]:
+        """Accumulate gradients over the micro-batches, then step; returns (mean loss, tokens)."""
+        losses, tokens = [], 0
+        for pairs in batches:
+            src, tgt_in, labels = make_batch(pairs, self.max_len, self.device)
+            with autocast(self.precision, self.device):
+                logits = self.net(src, tgt_in)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(),
+                                   ignore_index=PAD, label_smoothing=self.smoothing)  # fmt: skip
+            self.scaler.scale(loss / len(batches)).backward()
+            losses.append(loss.item())
+            tokens += int((labels != PAD).sum())
+        self.scaler.unscale_(self.optimizer)
+        if max_grad_norm:
+            nn.utils.clip_grad_norm_(self.net.parameters(), max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return sum(losses) / len(losses), tokens
+
+
+def train(model, train_pairs: list, eval_pairs: list, spec, contract, device, max_len: int) -> dict:
+    """Teacher-forced training; returns the loss curve(s) and throughput."""
+    t, world = spec.training, contract.world_size
+    if len(train_pairs) < world:
+        raise JobError(f"{len(train_pairs)} training pair(s) cannot feed {world} processes")
+    per_epoch = math.ceil(len(train_pairs) // world / t.batch_size)
+    total = t.max_steps or max(1, math.ceil(t.epochs * per_epoch / t.grad_accum))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(t, total))
+    state = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
+    start = resume(contract, state)  # before DDP, which broadcasts rank 0's weights
+    fp16 = device.type == "cuda" and t.precision == "fp16"  # bf16 and fp32 need no loss scaling
+    trainer = Trainer(
+        nn.parallel.DistributedDataParallel(model) if world > 1 else model, optimizer, scheduler,
+        torch.amp.GradScaler("cuda", enabled=fp16), t.precision,
+        spec.scratch.get("label_smoothing", 0.0), device, max_len,
+    )  # fmt: skip
+    batches = micro_batches(len(train_pairs), t.batch_size, t.seed, contract.rank, world)
+    for _ in range(start * t.grad_accum):
+        next(batches)  # replay the data order up to where the checkpoint left off
+    curve, eval_curve, tokens, began = [], [], 0, time.time()
+    for step in range(start + 1, total + 1):
+        micro = [[train_pairs[i] for i in next(batches)] for _ in range(t.grad_accum)]
+        loss, n = trainer.step(micro, t.max_grad_norm)
+        tokens += n
+        if step % t.log_every == 0 or step == total:
+            curve.append([step, round(loss, 5)])
+            if contract.is_main:
+                log.info("step %d/%d loss %.4f lr %.2e", step, total, loss,
+                         scheduler.get_last_lr()[0])  # fmt: skip
+        if contract.is_main and t.eval_every and step % t.eval_every == 0 and eval_pairs:
+            limit = t.eval_batches * t.batch_size if t.eval_batches else len(eval_pairs)
+            result = evaluate(model, eval_pairs[:limit], max_len, device, t.batch_size)
+            eval_curve.append({"step": step, **result})
+            log.info("step %d held-out %s", step, result)
+        if contract.is_main and t.checkpoint_every and step % t.checkpoint_every == 0:
+            save_checkpoint(contract, step, state, t.keep_checkpoints)
+    elapsed = time.time() - began
+    return {"steps": total, "resumed_from_step": start, "train_loss": curve,
+            "eval_curve": eval_curve, "train_time_s": round(elapsed, 2),
+            "train_tokens_per_s": round(tokens * world / max(elapsed, 1e-9), 1)}  # fmt: skip
+
+
+@torch.no_grad()
+def evaluate(model, pairs: list, max_len: int, device, batch_size: int) -> dict:
+    """Held-out teacher-forced loss, plus greedy-decoding accuracy: a sequence counts when it
+    matches the reference exactly; token accuracy compares position by position (``<eos>``
+    included, so a too-long or too-short output loses tokens)."""
+    model.eval()
+    loss_sum = label_tokens = exact = token_hits = token_total = 0
+    for i in range(0, len(pairs), batch_size):
+        chunk = pairs[i : i + batch_size]
+        src, tgt_in, labels = make_batch(chunk, max_len, device)
+        logits = model(src, tgt_in).float()
+        loss_sum += F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=PAD,
+                                    reduction="sum").item()  # fmt: skip
+        label_tokens += int((labels != PAD).sum())
+        for predicted, (_, target) in zip(model.greedy_decode(src, max_len), chunk):
+            reference = target[: max_len - 2]
+            exact += predicted == reference
+            token_hits += sum(a == b for a, b in zip(predicted + [EOS], reference + [EOS]))
+            token_total += len(reference) + 1
+    model.train()
+    return {"loss": round(loss_sum / label_tokens, 5), "examples": len(pairs),
+            "sequence_accuracy": round(exact / len(pairs), 5),
+            "token_accuracy": round(token_hits / token_total, 5)}  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# Outputs
+
+
+def model_config(model: TransformerModel, scratch, vocab: Vocab) -> dict:
+    return {
+        "architecture": "TransformerModel", "task": "pretrain-scratch",
+        "vocab_size": len(vocab.tokens), "d_model": scratch.d_model, "nhead": scratch.nhead,
+        "num_encoder_layers": scratch.num_encoder_layers,
+        "num_decoder_layers": scratch.num_decoder_layers,
+        "dim_feedforward": scratch.dim_feedforward, "dropout": scratch.dropout,
+        "max_len": model.max_len, "tie_word_embeddings": True, "toy_task": scratch.toy_task,
+        "pad_id": PAD, "bos_id": BOS, "eos_id": EOS, "unk_id": UNK,
+    }  # fmt: skip
+
+
+def save_model(model: TransformerModel, config: dict, vocab: Vocab, model_dir: Path) -> None:
+    from safetensors.torch import save_file
+
+    model_dir.mkdir(parents=True, exist_ok=True)
+    # safetensors refuses two names for one tensor: the tied output weight is the embedding's.
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+             if k != TIED_KEY}  # fmt: skip
+    save_file(state, str(model_dir / "model.safetensors"), metadata={"format": "pt"})
+    (model_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (model_dir / "vocab.json").write_text(json.dumps(vocab.to_json(), indent=2) + "\n")
+
+
+def load_model(model_dir: str | Path) -> tuple[TransformerModel, Vocab]:
+    """Rebuild a saved model (config.json + model.safetensors + vocab.json), in eval mode."""
+    from safetensors.torch import load_file
+
+    model_dir = Path(model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    raw_vocab = json.loads((model_dir / "vocab.json").read_text())
+    model = TransformerModel(
+        config["vocab_size"], config["d_model"], config["nhead"], config["num_encoder_layers"],
+        config["num_decoder_layers"], config["dim_feedforward"], config["dropout"],
+        config["max_len"],
+    )  # fmt: skip
+    missing, unexpected = model.load_state_dict(load_file(model_dir / "model.safetensors"),
+                                                strict=False)  # fmt: skip
+    if unexpected or set(missing) != {TIED_KEY}:
+        raise JobError(f"{model_dir} does not match its config.json (missing {missing}, "
+                       f"unexpected {unexpected})")  # fmt: skip
+    return model.eval(), Vocab(raw_vocab["tokens"], raw_vocab["level"])
+
+
+def samples(model, pairs: list, vocab: Vocab, max_len: int, device, n: int = 3) -> list[dict]:
+    """A few held-out decodes, for a human to glance at in metrics.json."""
+    if not pairs:
+        return []
+    model.eval()
+    src = make_batch(pairs[:n], max_len, device)[0]
+    predicted = model.greedy_decode(src, max_len)
+    model.train()
+    return [{"input": vocab.decode(s), "target": vocab.decode(t), "predicted": vocab.decode(p)}
+            for (s, t), p in zip(pairs[:n], predicted)]  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# The recipe
+
+
+def setup_device(contract) -> tuple[torch.device, bool]:
+    """This process's device; joins the process group under torchrun. Returns (device, joined)."""
+    cuda = torch.cuda.is_available()
+    device = torch.device(f"cuda:{contract.local_rank}" if cuda else "cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if contract.world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+        return device, True
+    return device, False
+
+
+def run(spec, contract) -> dict:
+    """Train a transformer from scratch on spec.scratch's toy task or spec.data's pairs.
+
+    Returns:
+        The metrics also written to ``output_dir/metrics.json`` (by rank 0).
+
+    Raises:
+        JobError: for data that cannot train this model (wrong format, too few pairs, ...).
+    """
+    began = time.time()
+    scratch, training = spec.scratch, spec.training
+    max_len = spec.data.max_seq_len if spec.data else DEFAULT_TOY_MAX_LEN
+    torch.manual_seed(training.seed)  # the same initial weights on every rank and every run
+    device, joined = setup_device(contract)
+    try:
+        train_pairs, eval_pairs, vocab = load_pairs(spec, contract, max_len)
+        model = build_model(scratch, len(vocab.tokens), max_len).to(device)
+        params = sum(p.numel() for p in model.parameters())  # a tied matrix counts once
+        if contract.is_main:
+            log.info("scratch transformer: %d parameters, vocab %d, %d train / %d held-out pairs",
+                     params, len(vocab.tokens), len(train_pairs), len(eval_pairs))  # fmt: skip
+        history = train(model, train_pairs, eval_pairs, spec, contract, device, max_len)
+        metrics = {
+            "task": "pretrain-scratch",
+            "toy_task": scratch.toy_task,
+            "parameters": params,
+            "vocab_size": len(vocab.tokens),
+            "train_pairs": len(train_pairs),
+            **history,
+        }
+        if not contract.is_main:
+            return metrics
+        batch = training.batch_size * 4  # no gradients held: evaluation affords bigger batches
+        metrics["eval"] = (
+            evaluate(model, eval_pairs, max_len, device, batch) if eval_pairs else None
+        )
+        metrics["samples"] = samples(model, eval_pairs, vocab, max_len, device)
+        metrics["wall_time_s"] = round(time.time() - began, 2)
+        log.info("held-out: %s", metrics["eval"])
+        save_model(model, model_config(model, scratch, vocab), vocab, Path(contract.model_dir))
+        output_dir = Path(contract.output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        return metrics
+    finally:
+        if joined:
+            dist.destroy_process_group()

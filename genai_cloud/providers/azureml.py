@@ -1,0 +1,287 @@
+"""Azure Machine Learning command jobs.
+
+``render(plan)`` returns the command-job YAML document as a dict: ``azure.ai.ml.load_job`` accepts
+it once written to a file (unknown fields fail there), and ``az ml job create --file`` takes the
+same file. It is pure: no SDK import, no network, no credentials.
+
+``code`` points at the bundle *folder*: ``./<bundle name without .tar.gz>``, relative to the job
+file. ``submit`` extracts the bundle there in a temporary directory before loading the job;
+``write_job_files`` does the same for users of ``az ml job create``. Azure uploads that folder as
+the job's code snapshot and runs the command from it, so ``run_job.py`` is at the working dir.
+
+Operations (submit, status, logs, cancel, list) live in ``azureml_ops.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from ..catalog import Instance, resolve_instance
+from ..errors import ProviderError
+from ..plan import NameRules
+from ..spec import is_remote_uri
+from .base import Feature, JobHandle, JobStatus, Provider
+
+if TYPE_CHECKING:
+    from ..plan import Plan
+
+# Job names are unique per workspace and become run ids: letters, digits, '-' and '_'
+# (az ml job create rejects others); 255 is the run-id length limit.
+AZURE_NAMES = NameRules(max_len=255, allowed="a-zA-Z0-9_-")
+SCHEMA = "https://azuremlschemas.azureedge.net/latest/commandJob.schema.json"
+KEY_TAG = "genai-cloud-key"
+JOB_FILE = "job.yml"
+# Default environment: Azure's OpenMPI/Ubuntu base image (CUDA-capable) with the bundle's
+# requirements as a conda spec, which Azure builds once and caches. A curated environment
+# (azure.environment) or a ready image (azure.image) replaces it.
+BASE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04:latest"
+TORCH_REQUIREMENT = "torch>=2.2"
+_FILE_SUFFIXES = (".jsonl", ".json", ".txt", ".csv", ".tsv", ".parquet", ".gz", ".tar", ".zip")
+
+
+class AzureMLProvider(Provider):
+    """Azure ML command job: ``submit`` is describe-or-create by job name."""
+
+    name = "azureml"
+    install_extra = "azure"
+    name_rules = AZURE_NAMES
+    unsupported: ClassVar[dict[Feature, str]] = {
+        Feature.TPU: "TPUs are a Google Cloud product; Azure ML offers NVIDIA GPUs",
+        Feature.FLEX_START: (
+            "FLEX_START is Vertex AI's Dynamic Workload Scheduler; on Azure queue with "
+            "azure.job_tier instead"
+        ),
+        Feature.NETWORK_ISOLATION: (
+            "Azure ML isolates networks per workspace (managed virtual network), not per job"
+        ),
+        Feature.VPC: (
+            "on Azure ML the virtual network belongs to the compute cluster (azure.compute), "
+            "not to the job; aws.subnets / gcp.network do not apply"
+        ),
+        Feature.CUSTOMER_MANAGED_KEYS: (
+            "Azure ML sets customer-managed keys on the workspace and its storage, not per job"
+        ),
+    }
+
+    def render(self, plan: Plan) -> dict:
+        return render_command_job(plan)
+
+    def render_native(self, plan: Plan) -> str:
+        return render_yaml(plan)
+
+    def submit(self, plan: Plan) -> JobHandle:
+        from . import azureml_ops
+
+        return azureml_ops.submit(plan, self.render(plan))
+
+    def status(self, job_id: str) -> JobStatus:
+        from . import azureml_ops
+
+        return azureml_ops.status(job_id)
+
+    def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
+        from . import azureml_ops
+
+        return azureml_ops.logs(job_id, follow=follow)
+
+    def cancel(self, job_id: str) -> None:
+        from . import azureml_ops
+
+        azureml_ops.cancel(job_id)
+
+    def list(self, labels: dict[str, str] | None = None) -> list[JobStatus]:
+        """genai-cloud jobs in the configured workspace (config.json), filtered by tags."""
+        from . import azureml_ops
+
+        return azureml_ops.list_jobs(labels or {})
+
+
+# --------------------------------------------------------------------------------------------
+# Render
+
+
+def bundle_dir_name(plan: Plan) -> str:
+    return plan.bundle.name.removesuffix(".tar.gz")
+
+
+def render_command_job(plan: Plan) -> dict:
+    """The command-job YAML document for a plan.
+
+    Raises:
+        ProviderError: listing every setting Azure ML cannot take, each naming its spec field.
+    """
+    spec, azure = plan.spec, plan.spec.azure
+    instance = resolve_instance("azureml", spec.compute)
+    _check(plan)
+    inputs = job_inputs(spec)
+    job: dict = {
+        "$schema": SCHEMA,
+        "type": "command",
+        "name": plan.job_name,
+        "display_name": spec.name,
+        "experiment_name": azure.experiment_name or spec.name,
+        "code": f"./{bundle_dir_name(plan)}",
+        "command": command_line(inputs),
+        "environment": environment(spec),
+    }
+    if spec.env:
+        # Non-secret values only: secrets stay references inside spec.json.
+        job["environment_variables"] = dict(sorted(spec.env.items()))
+    job.update(placement(spec, instance))
+    if inputs:
+        job["inputs"] = inputs
+    job["outputs"] = job_outputs(spec, plan.job_name)
+    tier = azure.job_tier or ("spot" if spec.compute.spot else None)
+    if tier:
+        job["queue_settings"] = {"job_tier": tier}
+    if azure.identity:
+        job["identity"] = {"type": "managed" if azure.identity == "managed" else "user_identity"}
+    job["limits"] = {"timeout": spec.compute.max_runtime}
+    job["tags"] = {**spec.labels, KEY_TAG: plan.key, "genai-cloud-instance-type": instance.type}
+    return job
+
+
+def _check(plan: Plan) -> None:
+    spec, problems = plan.spec, []
+    uri = spec.output.uri
+    if uri and not uri.startswith("azureml://"):
+        problems.append(f"output.uri: Azure ML outputs go to a datastore; use "
+                        f"azureml://datastores/<name>/paths/<prefix> or leave it unset "
+                        f"(got {uri!r})")  # fmt: skip
+    for name, value in _data_locations(spec):
+        if value.startswith(("s3://", "gs://")):
+            problems.append(f"data.{name}: Azure ML reads azureml:// datastore paths, https URLs "
+                            f"or local files it uploads; got {value!r}")  # fmt: skip
+        elif not is_remote_uri(value) and not Path(value).exists():
+            problems.append(f"data.{name}: local path {value} does not exist")
+    if spec.model and spec.model.name_or_path.startswith(("s3://", "gs://")):
+        problems.append("model.name_or_path: an Azure job cannot read "
+                        f"{spec.model.name_or_path!r}; use a hub id or a registered model")  # fmt: skip
+    if spec.azure.job_tier and spec.azure.job_tier != "spot" and spec.compute.spot:
+        problems.append(f"azure.job_tier: {spec.azure.job_tier!r} conflicts with "
+                        "compute.spot=true (use 'spot')")  # fmt: skip
+    if problems:
+        raise ProviderError(
+            "the spec cannot run on Azure ML:\n" + "\n".join(f"  - {p}" for p in problems),
+            headline="Invalid spec for azureml",
+        )
+
+
+def _data_locations(spec) -> list[tuple[str, str]]:
+    if spec.data is None:
+        return []
+    return [(n, getattr(spec.data, n)) for n in ("train", "eval") if getattr(spec.data, n)]
+
+
+def _input_type(location: str) -> str:
+    if not is_remote_uri(location):
+        return "uri_file" if Path(location).is_file() else "uri_folder"
+    tail = location.rstrip("/").rsplit("/", 1)[-1]
+    return (
+        "uri_file" if not location.endswith("/") and tail.endswith(_FILE_SUFFIXES) else "uri_folder"
+    )
+
+
+def job_inputs(spec) -> dict:
+    inputs = {}
+    for name, location in _data_locations(spec):
+        kind = _input_type(location)
+        # Datastore paths mount read-only; an https URL cannot be mounted, only downloaded.
+        mode = "download" if location.startswith(("https://", "http://")) else "ro_mount"
+        inputs[name] = {"type": kind, "path": location, "mode": mode}
+    return inputs
+
+
+def job_outputs(spec, job_name: str) -> dict:
+    outputs = {}
+    for name in ("model", "checkpoints", "output"):
+        out: dict = {"type": "uri_folder", "mode": "rw_mount"}
+        if spec.output.uri:
+            out["path"] = f"{spec.output.uri.rstrip('/')}/{job_name}/{name}/"
+        outputs[name] = out
+    return outputs
+
+
+def command_line(inputs: dict) -> str:
+    """The entrypoint flags the contract reads (``--data NAME=PATH``, ``--model-dir`` ...)."""
+    parts = ["python run_job.py"]
+    parts += [f"--data {name}=${{{{inputs.{name}}}}}" for name in inputs]
+    parts += ["--model-dir ${{outputs.model}}", "--checkpoint-dir ${{outputs.checkpoints}}",
+              "--output-dir ${{outputs.output}}"]  # fmt: skip
+    return " ".join(parts)
+
+
+def _requirements() -> list[str]:
+    from ..bundle import TEMPLATES_DIR
+
+    lines = (TEMPLATES_DIR / "requirements.txt").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def environment(spec):
+    azure = spec.azure
+    if azure.environment:
+        env = azure.environment
+        return env if env.startswith("azureml:") else f"azureml:{env}"
+    if azure.image:
+        return {"image": azure.image}
+    conda = {
+        "name": "genai-cloud",
+        "channels": ["conda-forge"],
+        "dependencies": ["python=3.11", "pip", {"pip": [TORCH_REQUIREMENT, *_requirements()]}],
+    }
+    return {"image": BASE_IMAGE, "conda_file": conda}
+
+
+def placement(spec, instance: Instance) -> dict:
+    """compute / resources / distribution."""
+    result: dict = {}
+    resources: dict = {"instance_count": spec.compute.nodes}
+    if spec.azure.compute:
+        result["compute"] = f"azureml:{spec.azure.compute.removeprefix('azureml:')}"
+    else:
+        # No cluster named: Azure's serverless compute, sized by instance_type. A cluster has
+        # a fixed VM size, so instance_type is only sent here.
+        resources["instance_type"] = instance.type
+    result["resources"] = resources
+    per_node = instance.count if instance.count else 1
+    if per_node > 1 or spec.compute.nodes > 1:
+        # Azure starts one process per GPU and sets MASTER_ADDR, RANK, WORLD_SIZE, LOCAL_RANK.
+        result["distribution"] = {"type": "pytorch", "process_count_per_instance": per_node}
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Files for `az ml job create --file` (and for submit)
+
+
+def job_yaml(job: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(job, sort_keys=False, width=100)
+
+
+def render_yaml(plan: Plan) -> str:
+    stem = bundle_dir_name(plan)
+    header = [
+        "# Submit with:",
+        f"#   mkdir {stem} && tar -xzf {plan.bundle.name} -C {stem}",
+        "#   az ml job create --file THIS_FILE --resource-group RG --workspace-name WS",
+        f"# `code` is the bundle folder next to this file ({plan.bundle.name} is the bundle",
+        "# `genai-cloud` built for this spec; `write_job_files` lays both out for you).",
+    ]
+    return "\n".join(header) + "\n" + job_yaml(render_command_job(plan))
+
+
+def write_job_files(plan: Plan, directory: str | Path, job: dict | None = None) -> Path:
+    """Write ``job.yml`` and the extracted bundle folder it names into ``directory``."""
+    from ..bundle import safe_extract
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    safe_extract(plan.bundle.data, directory / bundle_dir_name(plan))
+    path = directory / JOB_FILE
+    path.write_text(job_yaml(job if job is not None else render_command_job(plan)))
+    return path

@@ -1,0 +1,385 @@
+"""AWS SageMaker training jobs: render one ``CreateTrainingJob`` request, then submit and operate it.
+
+``render(plan)`` is pure: it needs no credentials and makes no call, and it returns exactly the
+request ``submit`` sends (and what ``render --format native`` hands to
+``aws sagemaker create-training-job --cli-input-json``). The boto3 side lives in
+``sagemaker_ops.py`` and is imported only when a job is submitted or inspected.
+
+How the job runs: the SageMaker training toolkit in the Hugging Face / PyTorch Deep Learning
+Container downloads the bundle (``sagemaker_submit_directory``), pip-installs its
+``requirements.txt`` and runs ``run_job.py`` (``sagemaker_program``), which starts the bundled
+entrypoint. The spec travels inside the bundle as ``spec.json``; the only hyperparameters are the
+toolkit's own. Secrets are resolved by the entrypoint from ``spec.json``'s ``secrets`` references
+at run time, so neither values nor references are put in ``Environment`` (which
+``DescribeTrainingJob`` returns in plain text).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, ClassVar
+
+from ..bundle import LAUNCHER
+from ..catalog import Instance, catalog, resolve_instance
+from ..errors import ProviderError
+from ..plan import SAGEMAKER_NAMES
+from .base import Feature, JobHandle, JobStatus, Provider
+
+if TYPE_CHECKING:
+    from ..plan import Plan
+    from ..spec import JobSpec
+
+KEY_TAG = "genai-cloud-key"  # tag carrying Plan.key: finds a job again without its name
+NAME_TAG = "genai-cloud-name"
+BUNDLE_PREFIX = "genai-cloud/bundles"  # bundles live at s3://<bucket>/genai-cloud/bundles/<name>
+CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"  # what the toolkit syncs to CheckpointConfig.S3Uri
+# SageMaker stops any training job after 28 days (Service Quotas: "Longest run time for a
+# training job"); asking for more is rejected by the API, so say so before the call.
+MAX_RUNTIME_S = 28 * 24 * 3600
+MAX_ENV_VALUE = 512  # CreateTrainingJob Environment value length limit (service model)
+MAX_TAGS = 50  # CreateTrainingJob Tags limit (service model)
+
+# Deep Learning Container registry accounts (sagemaker-python-sdk image_uri_config): most
+# regions share 763104351884; these regions have their own.
+DLC_ACCOUNTS = {
+    "af-south-1": "626614931356",
+    "ap-east-1": "871362719292",
+    "ap-northeast-3": "364406365360",
+    "eu-south-1": "692866216735",
+    "me-south-1": "217643126080",
+    "cn-north-1": "727897471807",
+    "cn-northwest-1": "727897471807",
+    "us-gov-west-1": "442386744353",
+}
+DLC_DEFAULT_ACCOUNT = "763104351884"
+# Hugging Face training DLCs are GPU-only; CPU jobs use the PyTorch training DLC (the bundle's
+# requirements.txt adds transformers & co. on top).
+GPU_IMAGE = "huggingface-pytorch-training:2.5.1-transformers4.49.0-gpu-py311-cu124-ubuntu22.04"
+CPU_IMAGE = "pytorch-training:2.5.1-cpu-py311-ubuntu22.04-sagemaker"
+
+# Spec fields that may name S3 objects the job reads -> the input channel that delivers them
+# (``SM_CHANNEL_<NAME>`` / ``contract.channel(name)`` inside the container).
+DATA_CHANNELS = (
+    (("data", "train"), "train"),
+    (("data", "eval"), "eval"),
+    (("fairness", "pairs"), "pairs"),
+    (("audit", "lexicon"), "lexicon"),
+    (("evaluate", "feature_extractor"), "feature_extractor"),
+    (("evaluate", "generated_images"), "generated_images"),
+    (("evaluate", "real_images"), "real_images"),
+)
+# Model fields may also be a hub id (downloaded by the job when it has internet access).
+MODEL_CHANNELS = ((("model", "name_or_path"), "model"), (("distill", "teacher"), "teacher"))
+
+
+class SageMakerRenderError(ProviderError):
+    """The spec cannot become a CreateTrainingJob request; lists every reason at once."""
+
+    headline = "Cannot render for SageMaker"
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(f"  - {p}" for p in problems))
+
+
+class SageMakerProvider(Provider):
+    name = "sagemaker"
+    install_extra = "aws"
+    name_rules = SAGEMAKER_NAMES
+    unsupported: ClassVar[dict[Feature, str]] = {
+        Feature.TPU: "TPUs are a Google Cloud product; use provider 'vertex'",
+        Feature.FLEX_START: "FLEX_START is a Vertex AI scheduling strategy; on SageMaker use "
+        "compute.spot with checkpoints",
+    }
+
+    def __init__(self, session=None):
+        # A boto3 Session (or None: the default credential chain). Clients are made lazily.
+        self._session = session
+        self._ops = None
+
+    # ---- pure renders ------------------------------------------------------------------------
+
+    def render(self, plan: Plan) -> dict:
+        return build_request(plan)
+
+    def render_native(self, plan: Plan) -> str:
+        """``aws sagemaker create-training-job --cli-input-json file://job.json`` takes this file:
+        the CLI's input JSON uses the API's member names, so it is the request itself."""
+        return json.dumps(self.render(plan), indent=2, sort_keys=True)
+
+    def render_stepfunctions(self, plan: Plan) -> dict:
+        """A Step Functions Task state that creates the job and waits for it (``.sync``).
+
+        The bundle must already be in S3 (``submit`` or ``ops.upload_bundle`` puts it there).
+        """
+        return {
+            "Type": "Task",
+            "Comment": f"genai-cloud job {plan.spec.name} (key {plan.key})",
+            "Resource": "arn:aws:states:::sagemaker:createTrainingJob.sync",
+            "Parameters": self.render(plan),
+            "End": True,
+        }
+
+    # ---- operations (boto3, in sagemaker_ops) --------------------------------------------------
+
+    @property
+    def ops(self):
+        if self._ops is None:
+            from .sagemaker_ops import SageMakerOps
+
+            self._ops = SageMakerOps(self._session)
+        return self._ops
+
+    def submit(self, plan: Plan) -> JobHandle:
+        return self.ops.submit(plan, self.render(plan))
+
+    def status(self, job_id: str) -> JobStatus:
+        return self.ops.status(job_id)
+
+    def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
+        return self.ops.logs(job_id, follow=follow)
+
+    def cancel(self, job_id: str) -> None:
+        self.ops.cancel(job_id)
+
+    def list(self, labels: dict[str, str] | None = None, region: str | None = None):
+        """genai-cloud jobs (``list[JobStatus]``, newest first) whose tags carry every
+        ``labels`` pair, in ``region`` (default: boto3's configured region)."""
+        return self.ops.list(labels or {}, region)
+
+
+# --------------------------------------------------------------------------------------------
+# The request
+
+
+def region_of(spec: JobSpec) -> str:
+    """aws.region, else compute.region, else the AWS_REGION / AWS_DEFAULT_REGION environment
+    (what boto3 would use), else the catalog's default region."""
+    return (
+        spec.aws.region
+        or spec.compute.region
+        or os.environ.get("AWS_REGION")
+        or os.environ.get("AWS_DEFAULT_REGION")
+        or catalog("sagemaker")["default_region"]
+    )
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """``s3://bucket/a/b`` -> ``("bucket", "a/b")``."""
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    return bucket, key
+
+
+def output_uri(spec: JobSpec) -> str | None:
+    """Where the job writes: output.uri, else s3://<aws.bucket>/genai-cloud/outputs."""
+    if spec.output.uri:
+        return spec.output.uri.rstrip("/")
+    if spec.aws.bucket:
+        return f"s3://{spec.aws.bucket}/genai-cloud/outputs"
+    return None
+
+
+def bundle_location(plan: Plan) -> tuple[str, str]:
+    """(bucket, key) of the plan's bundle: keyed by its content hash, so uploads dedupe."""
+    spec = plan.spec
+    out = output_uri(spec)
+    bucket = spec.aws.bucket or (split_s3(out)[0] if out and out.startswith("s3://") else None)
+    if not bucket:
+        raise SageMakerRenderError(
+            ["aws.bucket: set it, or set output.uri to an s3:// URI, so the bundle has a home"]
+        )
+    return bucket, f"{BUNDLE_PREFIX}/{plan.bundle.name}"
+
+
+def image_uri(spec: JobSpec, instance: Instance, region: str) -> str:
+    if spec.aws.image_uri:
+        return spec.aws.image_uri
+    account = DLC_ACCOUNTS.get(region, DLC_DEFAULT_ACCOUNT)
+    domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    repo_tag = CPU_IMAGE if instance.accelerator == "cpu" else GPU_IMAGE
+    return f"{account}.dkr.ecr.{region}.{domain}/{repo_tag}"
+
+
+def distributed(spec: JobSpec, instance: Instance) -> bool:
+    """torchrun is needed when the job spans several GPUs or several nodes."""
+    return instance.accelerator != "cpu" and (instance.count > 1 or spec.compute.nodes > 1)
+
+
+def hyperparameters(plan: Plan, instance: Instance, region: str, bundle_uri: str) -> dict:
+    """The toolkit's own parameters only. Values are JSON-encoded, as the SageMaker Python SDK
+    does, because the toolkit ``json.loads`` every value (and falls back to raw strings for *all*
+    of them if one fails)."""
+    params: dict = {
+        "sagemaker_program": LAUNCHER,
+        "sagemaker_submit_directory": bundle_uri,
+        "sagemaker_region": region,
+    }
+    if distributed(plan.spec, instance):
+        # The PyTorch/HF DLC launches the program with torchrun on every node, one process per
+        # GPU (sagemaker-python-sdk: distribution={"torch_distributed": {"enabled": True}}).
+        params["sagemaker_torch_distributed_enabled"] = True
+        params["sagemaker_instance_type"] = instance.type
+    return {key: json.dumps(value) for key, value in params.items()}
+
+
+def _field(spec: JobSpec, path: tuple[str, str]) -> str | None:
+    section = getattr(spec, path[0], None)
+    return getattr(section, path[1], None) if section is not None else None
+
+
+def _channel(name: str, uri: str) -> dict:
+    # S3Prefix covers both a single object (its key is a prefix of itself) and a folder.
+    source = {"S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": "FullyReplicated"}
+    return {"ChannelName": name, "DataSource": {"S3DataSource": source}}
+
+
+def input_channels(spec: JobSpec, problems: list[str]) -> list[dict]:
+    channels = []
+    for path, name in DATA_CHANNELS:
+        value = _field(spec, path)
+        if value is None:
+            continue
+        if not value.startswith("s3://"):
+            problems.append(f"{'.'.join(path)}: SageMaker reads inputs from S3; upload "
+                            f"{value!r} and give its s3:// URI")  # fmt: skip
+            continue
+        channels.append(_channel(name, value))
+    for path, name in MODEL_CHANNELS:
+        value = _field(spec, path)
+        if value is None:
+            continue
+        if value.startswith("s3://"):
+            channels.append(_channel(name, value))
+        elif "://" in value or os.path.isabs(value):
+            problems.append(f"{'.'.join(path)}: {value!r} is not reachable from SageMaker; use "
+                            "a hub id or an s3:// URI")  # fmt: skip
+        elif spec.aws.network_isolation:
+            problems.append(f"{'.'.join(path)}: hub id {value!r} cannot be downloaded under "
+                            "aws.network_isolation; stage the model in S3 and give its s3:// URI")  # fmt: skip
+    return channels
+
+
+def _resources(spec: JobSpec, instance: Instance, problems: list[str]) -> dict:
+    config = {
+        "InstanceType": instance.type,
+        "InstanceCount": spec.compute.nodes,
+        "VolumeSizeInGB": spec.compute.volume_gb,
+    }
+    if spec.aws.volume_kms_key_id:
+        if instance.extra.get("local_nvme"):
+            problems.append(f"aws.volume_kms_key_id: {instance.type} has local NVMe instance "
+                            "storage, which SageMaker encrypts itself and which cannot take a "
+                            "volume KMS key; drop the key or pick an EBS-only type (ml.m5.*, "
+                            "ml.p3.*)")  # fmt: skip
+        config["VolumeKmsKeyId"] = spec.aws.volume_kms_key_id
+    if instance.accelerator == "cpu" and spec.compute.nodes > 1:
+        problems.append("compute.nodes: multi-node jobs need GPUs on SageMaker (the DLC's "
+                        "torchrun launcher starts one process per GPU); use a GPU accelerator "
+                        "or nodes: 1")  # fmt: skip
+    return config
+
+
+def _stopping(spec: JobSpec, problems: list[str]) -> dict:
+    runtime = spec.compute.max_runtime
+    if runtime > MAX_RUNTIME_S:
+        problems.append(f"compute.max_runtime: {runtime} s is beyond SageMaker's 28-day limit "
+                        f"({MAX_RUNTIME_S} s)")  # fmt: skip
+    condition = {"MaxRuntimeInSeconds": runtime}
+    if spec.compute.spot:
+        # Waiting for spot capacity counts against MaxWait, which must be >= MaxRuntime: allow
+        # as long a wait as the run itself, within the same 28-day ceiling.
+        condition["MaxWaitTimeInSeconds"] = max(runtime, min(2 * runtime, MAX_RUNTIME_S))
+    return condition
+
+
+def _tags(plan: Plan, problems: list[str]) -> list[dict]:
+    tags = [{"Key": k, "Value": v} for k, v in sorted(plan.spec.labels.items())]
+    tags += [{"Key": KEY_TAG, "Value": plan.key}, {"Key": NAME_TAG, "Value": plan.spec.name}]
+    if len(tags) > MAX_TAGS:
+        problems.append(f"labels: SageMaker takes at most {MAX_TAGS - 2} labels "
+                        f"(2 tags are genai-cloud's own); got {len(plan.spec.labels)}")  # fmt: skip
+    return tags
+
+
+def _security(spec: JobSpec, problems: list[str]) -> dict:
+    aws = spec.aws
+    extra: dict = {}
+    if aws.subnets or aws.security_group_ids:
+        if not (aws.subnets and aws.security_group_ids):
+            problems.append("aws.subnets / aws.security_group_ids: a VPC job needs both")
+        extra["VpcConfig"] = {"SecurityGroupIds": list(aws.security_group_ids),
+                              "Subnets": list(aws.subnets)}  # fmt: skip
+    if aws.network_isolation and spec.secrets:
+        problems.append(f"secrets: aws.network_isolation blocks the Secrets Manager call that "
+                        f"resolves {', '.join(sorted(spec.secrets))} at run time; drop one of "
+                        "the two")  # fmt: skip
+    return extra
+
+
+def _environment(spec: JobSpec, problems: list[str]) -> dict:
+    for key, value in spec.env.items():
+        if len(value) > MAX_ENV_VALUE:
+            problems.append(f"env.{key}: SageMaker limits values to {MAX_ENV_VALUE} characters")
+    return dict(sorted(spec.env.items()))
+
+
+def build_request(plan: Plan) -> dict:
+    """The CreateTrainingJob request for a plan (pure).
+
+    Raises:
+        SageMakerRenderError: every problem found, each naming the spec field to change.
+        CatalogError: no instance type fits ``compute`` (the message lists what does).
+    """
+    spec = plan.spec
+    problems: list[str] = []
+    region = region_of(spec)
+    instance = resolve_instance("sagemaker", spec.compute)  # CatalogError lists valid types
+    if not spec.aws.role_arn:
+        problems.append("aws.role_arn: required; the IAM role SageMaker assumes to run the job "
+                        "(arn:aws:iam::<account>:role/<name>)")  # fmt: skip
+    out = output_uri(spec)
+    if out is None or not out.startswith("s3://"):
+        problems.append("output.uri: SageMaker writes to S3; set an s3:// URI (or aws.bucket)"
+                        + (f", got {out!r}" if out else ""))  # fmt: skip
+    try:
+        bucket, key = bundle_location(plan)
+        bundle_uri = f"s3://{bucket}/{key}"
+    except SageMakerRenderError as exc:
+        problems.extend(exc.problems)
+        bundle_uri = ""
+    output_config = {"S3OutputPath": out}
+    if spec.aws.kms_key_id:
+        output_config["KmsKeyId"] = spec.aws.kms_key_id
+    request = {
+        "TrainingJobName": plan.job_name,
+        "AlgorithmSpecification": {
+            "TrainingImage": image_uri(spec, instance, region),
+            "TrainingInputMode": spec.aws.input_mode,
+        },
+        "RoleArn": spec.aws.role_arn,
+        "HyperParameters": hyperparameters(plan, instance, region, bundle_uri),
+        "OutputDataConfig": output_config,
+        "ResourceConfig": _resources(spec, instance, problems),
+        "StoppingCondition": _stopping(spec, problems),
+        "EnableManagedSpotTraining": spec.compute.spot,
+        "EnableNetworkIsolation": spec.aws.network_isolation,
+        "EnableInterContainerTrafficEncryption": spec.aws.inter_container_encryption,
+        "Tags": _tags(plan, problems),
+    }
+    channels = input_channels(spec, problems)
+    if channels:  # the API wants 1..20 channels or none at all (a toy task reads no data)
+        request["InputDataConfig"] = channels
+    if spec.checkpointing() or spec.compute.spot:
+        # Under the job's own output folder: a restart of the same plan (same job name) finds
+        # the checkpoints of the interrupted attempt.
+        request["CheckpointConfig"] = {"S3Uri": f"{out}/{plan.job_name}/checkpoints",
+                                       "LocalPath": CHECKPOINT_LOCAL_PATH}  # fmt: skip
+    request.update(_security(spec, problems))
+    environment = _environment(spec, problems)
+    if environment:
+        request["Environment"] = environment
+    if problems:
+        raise SageMakerRenderError(problems)
+    return request

@@ -1,0 +1,373 @@
+"""Google Vertex AI CustomJobs: GPU and TPU training from one spec.
+
+``render(plan)`` returns a ``google.cloud.aiplatform_v1.CustomJob`` as a dict of snake_case proto
+field names (``json_format.ParseDict(render, CustomJob.pb())`` accepts it; durations are "Ns"
+strings, enums their member names). It is pure: no SDK import, no network, no credentials.
+
+Why a container spec and not a Python package spec: a ``python_package_spec`` needs a
+pip-installable source distribution (setup.py / pyproject) and runs ``python -m <module>`` from the
+installed package, but our bundle is a plain tarball with ``run_job.py`` at its root. The container
+spec runs the same prebuilt PyTorch training image with a short shell command that unpacks the
+bundle from the Cloud Storage FUSE mount (``/gcs/<bucket>/...``, present in every custom job) and
+runs the launcher, so Vertex executes byte-for-byte the bundle that the local runner executes.
+
+Submitting, status, logs and cancel live in ``vertex_ops.py`` (they import the SDK lazily).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, ClassVar
+
+from ..catalog import Instance, resolve_instance
+from ..errors import ProviderError
+from ..plan import NameRules
+from ..spec import is_remote_uri
+from .base import Feature, JobHandle, JobStatus, Provider
+
+if TYPE_CHECKING:
+    from ..plan import Plan
+
+# CustomJob.display_name: "can be up to 128 characters long and can consist of any UTF-8
+# characters" (aiplatform_v1 CustomJob docs). Display names are not unique: the key label is.
+VERTEX_NAMES = NameRules(max_len=128, allowed="a-zA-Z0-9._-")
+KEY_LABEL = "genai-cloud-key"
+TASK_LABEL = "genai-cloud-task"
+DEFAULT_REGION = "us-central1"
+# Vertex AI prebuilt training containers (latest tag required). The pytorch-xla image serves both
+# CPU and TPU jobs; the GPU image carries CUDA. Override with gcp.image_uri.
+GPU_IMAGE = "us-docker.pkg.dev/vertex-ai/training/pytorch-gpu.2-4.py310:latest"
+XLA_IMAGE = "us-docker.pkg.dev/vertex-ai/training/pytorch-xla.2-4.py310:latest"
+BUNDLE_PREFIX = "genai-cloud/bundles"  # gs://<staging>/genai-cloud/bundles/<name>, as on S3
+WORKDIR = "/tmp/genai-bundle"  # where the container unpacks the bundle
+BOOT_DISK = "pd-ssd"
+_TOPOLOGY = re.compile(r"^\d+x\d+(x\d+)?$")
+_KMS_KEY = re.compile(r"^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$")
+_LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")  # GCP: keys start with a lowercase letter
+
+
+class VertexProvider(Provider):
+    """Vertex AI CustomJob: ``submit`` uploads the bundle, then describe-or-create by label."""
+
+    name = "vertex"
+    install_extra = "gcp"
+    name_rules = VERTEX_NAMES
+    unsupported: ClassVar[dict[Feature, str]] = {
+        Feature.NETWORK_ISOLATION: (
+            "Vertex AI has no per-job switch that blocks all egress; isolate the job with a "
+            "peered VPC (gcp.network) inside a VPC Service Controls perimeter instead"
+        ),
+    }
+
+    def render(self, plan: Plan) -> dict:
+        return render_custom_job(plan)
+
+    def render_native(self, plan: Plan) -> str:
+        return render_gcloud_config(plan)
+
+    def submit(self, plan: Plan) -> JobHandle:
+        from . import vertex_ops
+
+        return vertex_ops.submit(plan, self.render(plan))
+
+    def status(self, job_id: str) -> JobStatus:
+        from . import vertex_ops
+
+        return vertex_ops.status(job_id)
+
+    def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
+        from . import vertex_ops
+
+        return vertex_ops.logs(job_id, follow=follow)
+
+    def cancel(self, job_id: str) -> None:
+        from . import vertex_ops
+
+        vertex_ops.cancel(job_id)
+
+    def list(self, labels: dict[str, str] | None = None, *, project: str | None = None,
+             region: str | None = None) -> list[JobStatus]:  # fmt: skip
+        """genai-cloud jobs in a project/region, optionally filtered by labels."""
+        from . import vertex_ops
+
+        return vertex_ops.list_jobs(labels or {}, project=project, region=region)
+
+
+# --------------------------------------------------------------------------------------------
+# Render
+
+
+def render_custom_job(plan: Plan) -> dict:
+    """The CustomJob for a plan (snake_case proto fields).
+
+    Raises:
+        ProviderError: listing every setting Vertex cannot take, each naming its spec field.
+    """
+    spec = plan.spec
+    instance = resolve_instance("vertex", spec.compute)
+    _check(plan, instance)
+    base = output_base(spec, plan.job_name)
+    pool = {
+        "machine_spec": machine_spec(spec, instance),
+        "replica_count": 1,  # pool 0 is the chief: exactly one replica
+        "disk_spec": {"boot_disk_type": BOOT_DISK, "boot_disk_size_gb": spec.compute.volume_gb},
+        "container_spec": container_spec(plan, instance),
+    }
+    pools = [pool]
+    if spec.compute.nodes > 1:
+        pools.append({**pool, "replica_count": spec.compute.nodes - 1})  # pool 1: the workers
+    job_spec: dict = {
+        "worker_pool_specs": pools,
+        "base_output_directory": {"output_uri_prefix": base},
+        "scheduling": scheduling(spec),
+        "enable_web_access": False,  # an interactive shell into a training VM is opt-in, not ours
+    }
+    if spec.gcp.service_account:
+        job_spec["service_account"] = spec.gcp.service_account
+    if spec.gcp.network:
+        job_spec["network"] = spec.gcp.network
+    job: dict = {"display_name": plan.job_name, "job_spec": job_spec, "labels": labels(plan)}
+    if spec.gcp.kms_key_name:
+        job["encryption_spec"] = {"kms_key_name": spec.gcp.kms_key_name}
+    return job
+
+
+def _check(plan: Plan, instance: Instance) -> None:
+    spec, gcp, problems = plan.spec, plan.spec.gcp, []
+    uri = spec.output.uri
+    if not uri or not uri.startswith("gs://"):
+        problems.append(f"output.uri: Vertex writes the model, checkpoints and outputs to Cloud "
+                        f"Storage; set a gs://bucket/prefix (got {uri!r})")  # fmt: skip
+    if gcp.staging_bucket and not re.fullmatch(r"(gs://)?[a-z0-9][a-z0-9._-]{1,221}/?",
+                                               gcp.staging_bucket):  # fmt: skip
+        problems.append(f"gcp.staging_bucket: {gcp.staging_bucket!r} is not a bucket name")
+    for field, value in _read_locations(spec):
+        if value.startswith("gs://"):
+            continue
+        if is_remote_uri(value):
+            problems.append(f"{field}: Vertex jobs read Cloud Storage; copy {value!r} to a gs:// "
+                            "URI (e.g. `gcloud storage cp`) and point the spec at it")  # fmt: skip
+        elif field.startswith("data.") or value.startswith((".", "/")):
+            problems.append(f"{field}: {value!r} is a local path the job cannot see; upload it "
+                            "to a gs:// URI first")  # fmt: skip
+    if instance.accelerator.startswith("tpu-") and spec.compute.nodes > 1:
+        problems.append("compute.nodes: a Vertex TPU job has one replica; ask for a multi-host "
+                        "slice with gcp.tpu_topology instead of more nodes")  # fmt: skip
+    if gcp.tpu_topology:
+        chips = instance.extra.get("tpu_chips")
+        if not chips:
+            problems.append("gcp.tpu_topology: only applies to TPU accelerators")
+        elif not _TOPOLOGY.match(gcp.tpu_topology) or _product(gcp.tpu_topology) % chips:
+            problems.append(f"gcp.tpu_topology: {gcp.tpu_topology!r} must look like 2x4 or 2x2x4 "
+                            f"with a multiple of {chips} chips ({instance.type})")  # fmt: skip
+    strategy = gcp.strategy
+    if spec.compute.spot and strategy not in (None, "SPOT"):
+        problems.append(f"gcp.strategy: {strategy} conflicts with compute.spot=true (use SPOT)")
+    if gcp.max_wait is not None and strategy != "FLEX_START":
+        problems.append("gcp.max_wait: only used with gcp.strategy FLEX_START")
+    if gcp.kms_key_name and not _KMS_KEY.match(gcp.kms_key_name):
+        problems.append("gcp.kms_key_name: expected projects/P/locations/L/keyRings/R/cryptoKeys/K")
+    for key in spec.labels:
+        if not _LABEL_KEY.match(key):
+            problems.append(f"labels.{key}: GCP label keys start with a lowercase letter")
+    if problems:
+        raise ProviderError(
+            "the spec cannot run on Vertex AI:\n" + "\n".join(f"  - {p}" for p in problems),
+            headline="Invalid spec for vertex",
+        )
+
+
+def _read_locations(spec) -> list[tuple[str, str]]:
+    found = []
+    if spec.data is not None:
+        found += [(f"data.{n}", getattr(spec.data, n)) for n in ("train", "eval")]
+    if spec.model is not None:
+        found.append(("model.name_or_path", spec.model.name_or_path))
+    if spec.distill is not None:
+        found.append(("distill.teacher", spec.distill.teacher))
+    return [(field, value) for field, value in found if value]
+
+
+def _product(topology: str) -> int:
+    total = 1
+    for part in topology.split("x"):
+        total *= int(part)
+    return total
+
+
+def output_base(spec, job_name: str) -> str:
+    """``<output.uri>/<job name>``: AIP_MODEL_DIR etc. are set below it, one folder per job."""
+    return f"{spec.output.uri.rstrip('/')}/{job_name}"
+
+
+def staging_bucket(spec) -> str:
+    """Bucket for bundles: gcp.staging_bucket, else the bucket of output.uri."""
+    if spec.gcp.staging_bucket:
+        return spec.gcp.staging_bucket.removeprefix("gs://").strip("/")
+    return spec.output.uri[len("gs://") :].split("/", 1)[0]
+
+
+def bundle_uri(plan: Plan) -> str:
+    """Bundles live under their content hash, so an upload is skipped when the object exists."""
+    return f"gs://{staging_bucket(plan.spec)}/{BUNDLE_PREFIX}/{plan.bundle.name}"
+
+
+def machine_spec(spec, instance: Instance) -> dict:
+    extra = instance.extra
+    machine = {"machine_type": extra.get("machine_type", instance.type)}
+    if instance.accelerator.startswith("tpu-"):
+        # ct5lp / ct5p / ct6e machine types fix the chip and its count; only the legacy
+        # "cloud-tpu" machine type names its accelerator explicitly.
+        if machine["machine_type"] == "cloud-tpu":
+            machine["accelerator_type"] = extra["accelerator_type"]
+            machine["accelerator_count"] = instance.count
+        machine["tpu_topology"] = spec.gcp.tpu_topology or extra["tpu_topology"]
+    elif instance.count:
+        machine["accelerator_type"] = extra["accelerator_type"]
+        machine["accelerator_count"] = instance.count
+    return machine
+
+
+def processes_per_node(instance: Instance) -> int:
+    """One process per GPU; TPU (torch_xla drives every chip) and CPU jobs run one process."""
+    return instance.count if instance.accelerator not in ("cpu",) and not _is_tpu(instance) else 1
+
+
+def _is_tpu(instance: Instance) -> bool:
+    return instance.accelerator.startswith("tpu-")
+
+
+def image_for(spec, instance: Instance) -> str:
+    if spec.gcp.image_uri:
+        return spec.gcp.image_uri
+    return GPU_IMAGE if instance.count and not _is_tpu(instance) else XLA_IMAGE
+
+
+def container_spec(plan: Plan, instance: Instance) -> dict:
+    spec = plan.spec
+    env = {"GENAI_JOB_NAME": plan.job_name, **spec.env}
+    if spec.data is not None:
+        # The contract maps GENAI_CHANNEL_<NAME>=gs://... onto the /gcs FUSE mount.
+        for name in ("train", "eval"):
+            if getattr(spec.data, name):
+                env[f"GENAI_CHANNEL_{name.upper()}"] = getattr(spec.data, name)
+    if _is_tpu(instance):
+        env.setdefault("PJRT_DEVICE", "TPU")  # torch_xla's runtime selector
+    # Secrets are deliberately absent: spec.json carries only their references, and the
+    # entrypoint resolves them from Secret Manager inside the job.
+    return {
+        "image_uri": image_for(spec, instance),
+        "command": ["bash", "-c", launch_script(plan, instance)],
+        "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
+    }
+
+
+# Reads Vertex's CLUSTER_SPEC: node rank (pool 0 = 0, pool 1 index i = i + 1) and the chief's
+# host:port, the rendezvous point torchrun needs. No single quotes: it sits inside '...'.
+_CLUSTER_PY = (
+    'import json,os;c=json.loads(os.environ.get("CLUSTER_SPEC") or "{}");'
+    't=c.get("task",{});w=c.get("cluster",{}).get("workerpool0") or ["localhost:29500"];'
+    'r=0 if t.get("type","workerpool0")=="workerpool0" else 1+int(t.get("index",0));'
+    'h,_,p=w[0].rpartition(":");print(r,h,p)'
+)
+
+
+def launch_script(plan: Plan, instance: Instance) -> str:
+    uri = bundle_uri(plan)
+    fuse = "/gcs/" + uri[len("gs://") :]
+    lines = [
+        "set -euo pipefail",
+        f"mkdir -p {WORKDIR} && tar -xzf {fuse} -C {WORKDIR} && cd {WORKDIR}",
+        "python -m pip install --quiet --disable-pip-version-check -r requirements.txt",
+    ]
+    nproc, nodes = processes_per_node(instance), plan.spec.compute.nodes
+    if nproc == 1 and nodes == 1:
+        lines.append("exec python run_job.py")
+    else:
+        lines.append(
+            f"read -r NODE_RANK CHIEF_HOST CHIEF_PORT <<< \"$(python -c '{_CLUSTER_PY}')\""
+        )
+        lines.append(
+            f"exec python -m torch.distributed.run --nnodes={nodes} --node_rank=$NODE_RANK "
+            f"--nproc_per_node={nproc} --master_addr=$CHIEF_HOST --master_port=$CHIEF_PORT "
+            "run_job.py"
+        )
+    return "\n".join(lines)
+
+
+def scheduling(spec) -> dict:
+    result: dict = {
+        "timeout": f"{spec.compute.max_runtime}s",
+        "restart_job_on_worker_restart": spec.gcp.restart_job_on_worker_restart,
+    }
+    strategy = spec.gcp.strategy or ("SPOT" if spec.compute.spot else None)
+    if strategy:
+        result["strategy"] = strategy
+    if strategy == "FLEX_START" and spec.gcp.max_wait:
+        result["max_wait_duration"] = f"{spec.gcp.max_wait}s"
+    return result
+
+
+def labels(plan: Plan) -> dict[str, str]:
+    spec = plan.spec
+    task = getattr(spec.task, "value", spec.task)  # the default is an enum member, not its value
+    return {**spec.labels, KEY_LABEL: plan.key, TASK_LABEL: task}
+
+
+# --------------------------------------------------------------------------------------------
+# render --format native: the file `gcloud ai custom-jobs create --config` takes
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def to_camel(value):
+    """snake_case proto field names -> the JSON (camelCase) names gcloud's --config expects."""
+    if isinstance(value, dict):
+        return {_camel(k): to_camel(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_camel(v) for v in value]
+    return value
+
+
+def _block_dumper():
+    import yaml
+
+    class BlockDumper(yaml.SafeDumper):
+        """Multi-line strings (the launch script) as readable ``|`` blocks."""
+
+    def text(dumper, value):
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    BlockDumper.add_representer(str, text)
+    return BlockDumper
+
+
+def render_gcloud_config(plan: Plan) -> str:
+    """YAML of the CustomJobSpec (camelCase), headed by the command that submits it.
+
+    gcloud's --config holds only the job spec; display name, labels and the KMS key are flags.
+    """
+    import yaml
+
+    job = render_custom_job(plan)
+    region = plan.spec.gcp.region or DEFAULT_REGION
+    label_flag = ",".join(f"{k}={v}" for k, v in sorted(job["labels"].items()))
+    flags = [f"--region={region}", f"--display-name={job['display_name']}",
+             f"--labels={label_flag}"]  # fmt: skip
+    if plan.spec.gcp.project:
+        flags.append(f"--project={plan.spec.gcp.project}")
+    if "encryption_spec" in job:
+        flags.append(f"--kms-key={job['encryption_spec']['kms_key_name']}")
+    header = [
+        "# Submit with:",
+        f"#   gcloud storage cp {plan.bundle.name} {bundle_uri(plan)}",
+        "#   gcloud ai custom-jobs create " + " ".join(flags) + " --config=THIS_FILE",
+        f"# ({plan.bundle.name} is the bundle `genai-cloud` built for this spec.)",
+    ]
+    body = yaml.dump(to_camel(job["job_spec"]), Dumper=_block_dumper(), sort_keys=False, width=100)
+    return "\n".join(header) + "\n" + body

@@ -1,0 +1,139 @@
+"""Preemption-safe checkpoints: written atomically, resumed from automatically.
+
+Layout inside the contract's checkpoint dir (SageMaker syncs ``/opt/ml/checkpoints`` to S3, Vertex
+gives ``AIP_CHECKPOINT_DIR``, locally it is ``<run dir>/checkpoints``)::
+
+    step-00000040/state.pt      a complete checkpoint (the folder name carries the step)
+    step-00000050/state.pt
+    .tmp-step-00000060-<pid>/   being written; ignored, and removed on the next start
+
+A checkpoint folder only ever appears under its final name by ``os.replace`` of a fully written
+and fsynced temporary folder, so a kill -9 at any instant leaves either the previous set of
+checkpoints or the new one, never a torn file that a restart would trust.
+
+``state.pt`` is one ``torch.save`` dict: ``model``, ``optimizer``, ``scheduler``, ``scaler``,
+``rng`` (python, numpy, torch CPU, CUDA; one entry per rank), ``loop`` (step, epoch, batch offset,
+sampler seed, loss history...) and ``notes`` (recipe state such as the eval before training). It
+holds only tensors and plain Python values, so it loads with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("genai")
+
+STATE_FILE = "state.pt"
+_NAME = re.compile(r"^step-(\d{8,})$")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def list_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints in ``directory``, oldest first, as ``(step, path)``."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = []
+    for path in directory.iterdir():
+        match = _NAME.match(path.name)
+        if match and (path / STATE_FILE).is_file():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def latest(directory: str | Path) -> Path | None:
+    found = list_checkpoints(directory)
+    return found[-1][1] if found else None
+
+
+def remove_partials(directory: str | Path) -> None:
+    """Delete temporary folders left by a writer that was killed mid-write."""
+    directory = Path(directory)
+    if directory.is_dir():
+        for path in directory.glob(".tmp-step-*"):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def save(directory: str | Path, step: int, state: dict, keep: int) -> Path:
+    """Write ``state`` as the checkpoint for ``step`` atomically; keep the newest ``keep``."""
+    import torch
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / checkpoint_name(step)
+    tmp = directory / f".tmp-{checkpoint_name(step)}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    with open(tmp / STATE_FILE, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())  # the rename below must never publish data still in page cache
+    if final.exists():  # the same step saved before (e.g. a rerun after preemption): replace it
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(directory)
+    for _step, old in list_checkpoints(directory)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load(path: str | Path) -> dict:
+    import torch
+
+    return torch.load(Path(path) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # some FUSE mounts cannot open folders; the rename is still atomic there
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ---- random number generators ---------------------------------------------------------------
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG a training step may draw from, as tensors and plain values."""
+    import numpy as np
+    import torch
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},  # fmt: skip
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import numpy as np
+    import torch
+
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))  # fmt: skip
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

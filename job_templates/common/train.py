@@ -1,0 +1,387 @@
+"""The training loop every recipe shares: one ``Trainer``, used by composition.
+
+    trainer = Trainer(model, train_examples, eval_examples, spec.training, contract, accelerator)
+    if not trainer.resume():                  # newest complete checkpoint, if any
+        trainer.notes["before"] = trainer.evaluate()
+    trainer.fit()                             # may raise Preempted after flushing a checkpoint
+    after = trainer.evaluate()
+
+What it does: AdamW (fused on CUDA; no weight decay on biases and norms), a linear / cosine /
+constant schedule with warmup (``warmup_steps`` or ``warmup_ratio``), gradient accumulation and
+clipping, autocast (``device.select_precision``), optional gradient checkpointing and
+``torch.compile``, ``epochs`` or ``max_steps``, a log line every ``log_every`` steps (loss, lr,
+tokens/s), evaluation every ``eval_every`` steps, DDP when the contract's world size is > 1 (gloo on
+CPU, nccl on CUDA; only rank 0 writes), checkpoints every ``checkpoint_every`` steps.
+
+Exact resume. The data order of epoch ``e`` is a permutation drawn from a generator seeded with
+``seed + e`` (never from the global RNG), the position inside the epoch is saved as a batch offset,
+and the checkpoint restores model, optimizer, scheduler, grad scaler and every RNG. A run that is
+killed and resumed therefore takes the same steps on the same batches with the same dropout masks
+as one that never stopped: on CPU its final weights are bit-identical.
+
+Preemption. SIGTERM (SageMaker allows 120 s before the kill; Vertex and Azure similar) only sets a
+flag; at the next step boundary the loop writes a checkpoint and raises ``Preempted``, which the
+entrypoint turns into exit status 143 so the platform's retry resumes. ``contract.extra
+["preempt_at"]`` (``genai-cloud run --preempt-at STEP``) sends this process that signal at STEP.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..entrypoint import Preempted
+from . import checkpoint, device as devices
+from .evaluation import evaluate
+
+log = logging.getLogger("genai")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA) for reproducible initialisation."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class LoopState:
+    """Where the loop is; saved in every checkpoint and restored on resume."""
+
+    step: int = 0  # optimizer steps done
+    epoch: int = 0
+    offset: int = 0  # micro-batches of this epoch already consumed (per rank)
+    seed: int = 0  # the data-order seed: epoch e uses seed + e
+    tokens: int = 0  # non-pad tokens trained on (all ranks)
+    slots: int = 0  # token positions processed, padding included
+    train_seconds: float = 0.0
+    losses: list = field(default_factory=list)  # mean loss of every optimizer step
+    history: list = field(default_factory=list)  # the log lines, as dicts
+    evals: list = field(default_factory=list)  # {"step", **metrics}
+
+
+def lr_lambda(schedule: str, warmup: int, total: int):
+    """The learning-rate multiplier per step for ``training.schedule``."""
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+class Trainer:
+    """Trains ``model`` on ``train`` (a ``text.Examples``) per the spec's ``training`` section."""
+
+    def __init__(self, model: Any, train: Any, eval_set: Any, training: Any, contract: Any,
+                 accelerator: str = "cpu"):  # fmt: skip
+        import torch
+
+        self.training, self.contract = training, contract
+        self.train_set, self.eval_set = train, eval_set
+        self.rank, self.world = contract.rank, contract.world_size
+        self.device, choice = devices.setup(accelerator, contract.local_rank)
+        self.precision = devices.select_precision(
+            training.precision, choice.kind, devices.bf16_supported(choice.kind))
+        compile_model = devices.select_compile(training.compile, choice.kind)
+        log.info("device %s (%s), precision %s, compile %s", self.device, choice.reason,
+                 self.precision.name, compile_model)  # fmt: skip
+        if self.world > 1:
+            _init_distributed(choice.kind)
+        if training.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
+            model.gradient_checkpointing_enable()
+            model.config.use_cache = False
+        self.model = model.to(self.device)  # the plain module: what checkpoints and saves see
+        self.forward = self.model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [contract.local_rank] if choice.kind == "cuda" else None
+            self.forward = DistributedDataParallel(self.model, device_ids=ids)
+        if compile_model:
+            self.forward = torch.compile(self.forward)
+
+        self.batches_per_epoch = math.ceil(len(train) // self.world / training.batch_size) or 1
+        self.total_steps = self._total_steps()
+        self.optimizer = _adamw(self.model, training, fused=choice.kind == "cuda")
+        warmup = training.warmup_steps or math.ceil(training.warmup_ratio * self.total_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(training.schedule, warmup, self.total_steps))
+        self.scaler = torch.amp.GradScaler(enabled=self.precision.use_grad_scaler)
+        self.state = LoopState(seed=training.seed)
+        self.notes: dict = {}  # recipe values that must survive a restart
+        self._stop = False
+
+    # ---- sizes and data order ---------------------------------------------------------------
+
+    @property
+    def epochs_done(self) -> float:
+        """Passes over the training data so far (fractional)."""
+        return self.state.epoch + self.state.offset / self.batches_per_epoch
+
+    def _total_steps(self) -> int:
+        t = self.training
+        if t.max_steps:
+            return t.max_steps
+        # An epoch's last accumulation group may be short: it still makes one optimizer step.
+        steps_per_epoch = math.ceil(self.batches_per_epoch / t.grad_accum)
+        return max(1, math.ceil(t.epochs * steps_per_epoch))
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """This rank's micro-batches of ``epoch``: a function of (seed, epoch, rank) only."""
+        import torch
+
+        generator = torch.Generator().manual_seed(self.state.seed + epoch)
+        order = torch.randperm(len(self.train_set), generator=generator).tolist()
+        order = order[: len(order) - len(order) % self.world] if self.world > 1 else order
+        mine = order[self.rank :: self.world]
+        size = self.training.batch_size
+        return [mine[i : i + size] for i in range(0, len(mine), size)]
+
+    # ---- checkpoints ------------------------------------------------------------------------
+
+    def resume(self) -> bool:
+        """Load the newest complete checkpoint, if there is one. Returns whether it did."""
+        directory = self.contract.checkpoint_dir
+        if self.contract.is_main:
+            checkpoint.remove_partials(directory)
+        path = checkpoint.latest(directory)
+        if path is None:
+            return False
+        state = checkpoint.load(path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.state = LoopState(**state["loop"])
+        self.notes = state["notes"]
+        rngs = state["rng"]
+        checkpoint.set_rng_state(rngs[self.rank] if self.rank < len(rngs) else rngs[0])
+        log.info("resumed from %s (step %d/%d, epoch %d, batch %d)", path.name, self.state.step,
+                 self.total_steps, self.state.epoch, self.state.offset)  # fmt: skip
+        return True
+
+    def save_checkpoint(self) -> None:
+        """Write a checkpoint of the current step (rank 0 writes; every rank's RNG is in it)."""
+        rngs = [checkpoint.rng_state()]
+        if self.world > 1:
+            import torch.distributed as dist
+
+            rngs = [None] * self.world
+            dist.all_gather_object(rngs, checkpoint.rng_state())
+        if self.contract.is_main:
+            state = {
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "loop": asdict(self.state), "notes": self.notes, "rng": rngs,
+            }  # fmt: skip
+            started = time.perf_counter()
+            path = checkpoint.save(self.contract.checkpoint_dir, self.state.step, state,
+                                   keep=self.training.keep_checkpoints)  # fmt: skip
+            log.info("checkpoint %s written in %.2fs", path, time.perf_counter() - started)
+        _barrier(self.world)
+
+    # ---- evaluation -------------------------------------------------------------------------
+
+    def evaluate(self, examples: Any = None) -> dict:
+        examples = examples if examples is not None else self.eval_set
+        if examples is None or len(examples) == 0:
+            return {}
+        return evaluate(self.forward, examples, self.device, batch_size=self.training.batch_size,
+                        precision=self.precision, max_batches=self.training.eval_batches,
+                        rank=self.rank, world_size=self.world)  # fmt: skip
+
+    # ---- the loop ---------------------------------------------------------------------------
+
+    def fit(self) -> LoopState:
+        """Train until ``total_steps``. Raises ``Preempted`` after flushing on SIGTERM."""
+        previous = _install_sigterm(self)
+        bar = self._progress_bar()
+        try:
+            while self.state.step < self.total_steps:
+                batches = self.epoch_batches(self.state.epoch)
+                for index in range(self.state.offset, len(batches), self.training.grad_accum):
+                    group = batches[index : index + self.training.grad_accum]
+                    self._step(group)
+                    self.state.offset = index + len(group)
+                    bar.update(1)
+                    self._after_step()
+                    if self.state.step >= self.total_steps:
+                        break
+                else:
+                    self.state.epoch, self.state.offset = self.state.epoch + 1, 0
+            every = self.training.checkpoint_every
+            if every and self.state.step % every and self.state.step:
+                self.save_checkpoint()  # a finished run reruns as a no-op
+        finally:
+            bar.close()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        return self.state
+
+    def _step(self, group: list[list[int]]) -> None:
+        """One optimizer step over ``group`` micro-batches (the last of an epoch may be short)."""
+        import torch
+
+        started = time.perf_counter()
+        total_loss, tokens, slots = 0.0, 0, 0
+        for n, indices in enumerate(group):
+            batch = {k: v.to(self.device, non_blocking=True)
+                     for k, v in self.train_set.batch(indices).items()}  # fmt: skip
+            sync = n == len(group) - 1 or self.world == 1
+            context = self.forward.no_sync() if not sync and hasattr(self.forward, "no_sync") \
+                else _null()  # fmt: skip
+            with context:
+                with devices.autocast(self.device, self.precision):
+                    loss = self.forward(**batch).loss / len(group)
+                self.scaler.scale(loss).backward()
+            total_loss += loss.detach().float().item()
+            tokens += int(batch["attention_mask"].sum())
+            slots += batch["attention_mask"].numel()
+        if self.training.max_grad_norm:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.training.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.step += 1
+        self.state.losses.append(_mean_across_ranks(total_loss, self.world))
+        self.state.tokens += tokens * self.world
+        self.state.slots += slots * self.world
+        self.state.train_seconds += time.perf_counter() - started
+
+    def _after_step(self) -> None:
+        t, s = self.training, self.state
+        if s.step % t.log_every == 0 or s.step == self.total_steps:
+            self._log()
+        if t.eval_every and s.step % t.eval_every == 0 and s.step < self.total_steps:
+            s.evals.append({"step": s.step, **self.evaluate()})
+            log.info("eval at step %d: %s", s.step, _fmt(s.evals[-1]))
+        if t.checkpoint_every and s.step % t.checkpoint_every == 0:
+            self.save_checkpoint()
+        if s.step == self.contract.extra.get("preempt_at"):
+            log.info("--preempt-at %d: sending this process SIGTERM, as an eviction would", s.step)
+            os.kill(os.getpid(), signal.SIGTERM)
+        if self._stop_requested():
+            self.save_checkpoint()
+            raise Preempted(f"stopped at step {s.step} by SIGTERM; checkpoint flushed to "
+                            f"{self.contract.checkpoint_dir}")  # fmt: skip
+
+    def _stop_requested(self) -> bool:
+        if self.world == 1:
+            return self._stop
+        import torch
+        import torch.distributed as dist
+
+        flag = torch.tensor([1.0 if self._stop else 0.0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # every rank stops at the same step
+        return bool(flag.item())
+
+    def _log(self) -> None:
+        s = self.state
+        recent = s.losses[-self.training.log_every :]
+        line = {"step": s.step, "epoch": s.epoch, "loss": sum(recent) / len(recent),
+                "lr": self.scheduler.get_last_lr()[0],
+                "tokens_per_s": s.tokens / s.train_seconds if s.train_seconds else 0.0}  # fmt: skip
+        s.history.append(line)
+        if self.contract.is_main:
+            log.info("step %d/%d %s", s.step, self.total_steps, _fmt(line))
+
+    def _progress_bar(self):
+        show = self.contract.is_main and (sys.stdout.isatty() or self.contract.platform == "local")
+        if not show:
+            return _NoBar()
+        from tqdm.auto import tqdm
+
+        return tqdm(total=self.total_steps, initial=self.state.step, desc="train", unit="step",
+                    mininterval=2.0, file=sys.stderr, dynamic_ncols=True)  # fmt: skip
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+
+
+def _adamw(model: Any, training: Any, fused: bool):
+    import torch
+
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            # Biases and norm gains are not weights to shrink (the GPT-2 / BERT convention).
+            (no_decay if param.ndim < 2 else decay).append(param)
+    groups = [{"params": decay, "weight_decay": training.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]  # fmt: skip
+    return torch.optim.AdamW(groups, lr=training.lr, fused=fused or None)
+
+
+def _install_sigterm(trainer: Trainer):
+    def on_sigterm(signum, frame):
+        trainer._stop = True  # acted on at the next step boundary, where state is consistent
+        log.info("SIGTERM received: finishing this step, then flushing a checkpoint")
+
+    try:
+        return signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread (e.g. a notebook worker): no eviction handling
+        return None
+
+
+def _init_distributed(device_kind: str) -> None:
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _mean_across_ranks(value: float, world: int) -> float:
+    if world == 1:
+        return value
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t)
+    return t.item() / world
+
+
+def _fmt(values: dict) -> str:
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in values.items())  # fmt: skip
+
+
+def _null():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,63 @@
+"""Shared fixtures: a tiny GPT-2 built locally (no hub download) and the example corpus."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+CORPUS = EXAMPLES / "data" / "corpus.jsonl"
+
+
+def _examples_module(name: str):
+    spec = importlib.util.spec_from_file_location(f"_examples_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def corpus_path() -> Path:
+    """``examples/data/corpus.jsonl``: ~1,000 generated training-job reports (jsonl, "text")."""
+    return CORPUS
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory) -> Path:
+    """A folder with a 2-layer GPT-2 (random init, ~230k params) and a byte-level BPE tokenizer
+    trained on the example corpus, built the way ``examples/make_tiny_model.py`` builds the
+    committed fixture. Load it with ``from_pretrained(path)``; treat it as read-only."""
+    out = tmp_path_factory.mktemp("tiny-gpt2")
+    return _examples_module("make_tiny_model").build(out, CORPUS)
+
+
+@pytest.fixture
+def make_spec(tiny_gpt2, corpus_path):
+    """Build a finetune spec dict for the tiny model; keyword sections override the defaults.
+
+    ``make_spec(training={"max_steps": 5})`` merges into the ``training`` section.
+    """
+
+    def build(**sections) -> dict:
+        spec = {
+            "name": "tiny-finetune",
+            "task": "finetune",
+            "model": {"name_or_path": str(tiny_gpt2)},
+            "data": {"train": str(corpus_path), "format": "jsonl", "max_seq_len": 64,
+                     "eval_fraction": 0.05},
+            "training": {"max_steps": 10, "batch_size": 8, "lr": 3e-3, "log_every": 5,
+                         "seed": 7, "warmup_steps": 2},
+        }  # fmt: skip
+        for key, value in sections.items():
+            if isinstance(value, dict) and isinstance(spec.get(key), dict):
+                spec[key] = {**spec[key], **value}
+            else:
+                spec[key] = value
+        return spec
+
+    return build

@@ -1,0 +1,51 @@
+"""Device / precision / compile selection (job_templates/common/device.py), without the hardware."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+
+from job_templates.common.device import select_compile, select_device, select_precision
+
+FAKE_XLA = types.ModuleType("torch_xla")  # a stand-in: the choice only asks whether it imported
+
+
+@pytest.mark.parametrize(
+    ("accelerator", "cuda", "xla", "kind"),
+    [
+        ("tpu-v5e", False, FAKE_XLA, "xla"),
+        ("tpu-v5e", True, FAKE_XLA, "xla"),
+        ("tpu-v4", False, None, "cpu"),  # no torch_xla: still runs (a laptop dry run)
+        ("tpu-v4", True, None, "cuda"),
+        ("A100", True, None, "cuda"),
+        ("A100", False, None, "cpu"),
+        ("cpu", True, FAKE_XLA, "cpu"),  # an explicit cpu request is honoured
+    ],
+)
+def test_select_device(accelerator, cuda, xla, kind):
+    choice = select_device(accelerator, cuda, xla)
+    assert choice.kind == kind
+    assert accelerator in choice.reason or "cpu" in choice.reason
+
+
+def test_precision_auto_follows_the_device():
+    import torch
+
+    assert select_precision("auto", "cpu", False).name == "fp32"
+    assert select_precision("auto", "cpu", False).autocast_dtype is None
+    bf16 = select_precision("auto", "cuda", True)
+    assert (bf16.name, bf16.autocast_dtype, bf16.use_grad_scaler) == ("bf16", torch.bfloat16, False)
+    fp16 = select_precision("auto", "cuda", False)  # pre-Ampere GPU: fp16 needs loss scaling
+    assert (fp16.name, fp16.use_grad_scaler) == ("fp16", True)
+    assert select_precision("auto", "xla", False).name == "bf16"
+    assert select_precision("fp32", "cuda", True).autocast_dtype is None
+    assert select_precision("bf16", "cpu", False).autocast_dtype is torch.bfloat16
+
+
+def test_compile_auto_is_cuda_only():
+    assert select_compile("auto", "cuda") is True
+    assert select_compile("auto", "cpu") is False
+    assert select_compile("auto", "xla") is False
+    assert select_compile("on", "cpu") is True
+    assert select_compile("off", "cuda") is False

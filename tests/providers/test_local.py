@@ -1,0 +1,73 @@
+"""The local runner's layouts: each emulation sets the contract its platform's container has."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from genai_cloud.errors import DataError
+from genai_cloud.plan import Plan
+from genai_cloud.providers.local import layout, prepare
+from genai_cloud.spec import load_spec
+from job_templates.contract import resolve
+
+
+@pytest.fixture
+def plan(tmp_path):
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"text": "hello"}\n')
+    spec = load_spec({"name": "demo", "model": {"name_or_path": "gpt2"},
+                      "data": {"train": str(data)}})  # fmt: skip
+    return Plan(spec, "local")
+
+
+def _contract_seen_by_job(lay):
+    """What job_templates.contract.resolve() reports inside the job's process."""
+    args = [a for a in lay.command if a.startswith("--")]
+    return resolve(args, env=lay.env)
+
+
+@pytest.mark.parametrize("emulate", ["local", "sagemaker", "vertex", "azureml"])
+def test_every_emulation_resolves_to_the_laid_out_dirs(plan, tmp_path, emulate, monkeypatch):
+    lay = layout(plan, emulate=emulate, run_dir=tmp_path / "run")
+    prepare(plan, lay)
+    monkeypatch.chdir(lay.code_dir)
+    # The Vertex emulation maps gs:// to the run dir's /gcs stand-in, read at import time.
+    monkeypatch.setattr("job_templates.contract.GCS_FUSE_ROOT",
+                        Path(lay.env.get("GENAI_GCS_FUSE_ROOT", "/gcs")))  # fmt: skip
+    contract = _contract_seen_by_job(lay)
+    assert contract.platform == emulate
+    assert contract.model_dir == lay.model_dir
+    assert contract.checkpoint_dir == lay.checkpoint_dir
+    assert contract.output_dir == lay.output_dir
+    train = contract.channel("train")
+    assert train is not None and (train / "train.jsonl").read_text() == '{"text": "hello"}\n'
+    assert json.loads(contract.spec_path.read_text())["name"] == "demo"
+
+
+def test_sagemaker_emulation_has_the_toolkit_files(plan, tmp_path):
+    lay = layout(plan, emulate="sagemaker", run_dir=tmp_path / "run")
+    prepare(plan, lay)
+    ml = tmp_path / "run" / "opt" / "ml"
+    assert json.loads((ml / "input" / "config" / "resourceconfig.json").read_text())["hosts"]
+    assert lay.env["SM_CHANNEL_TRAIN"] == str(ml / "input" / "data" / "train")
+    assert lay.command[-1] == "run_job.py" and lay.code_dir == ml / "code"
+
+
+def test_nproc_uses_torchrun(plan, tmp_path):
+    lay = layout(plan, nproc=2, run_dir=tmp_path)
+    assert lay.command[1:4] == ["-m", "torch.distributed.run", "--standalone"]
+    assert "--nproc-per-node=2" in lay.command
+
+
+def test_missing_data_file_names_the_path(tmp_path):
+    spec = load_spec({"name": "demo", "model": {"name_or_path": "gpt2"},
+                      "data": {"train": str(tmp_path / "absent.jsonl")}})  # fmt: skip
+    plan = Plan(spec, "local")
+    with pytest.raises(DataError, match="absent.jsonl does not exist"):
+        prepare(plan, layout(plan, run_dir=tmp_path / "run"))
+
+
+def test_render_is_pure(plan, tmp_path):
+    layout(plan, emulate="sagemaker", run_dir=tmp_path / "never")
+    assert not (tmp_path / "never").exists()

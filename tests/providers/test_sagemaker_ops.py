@@ -1,0 +1,374 @@
+"""SageMaker submit / status / logs / cancel / list against moto, and botocore's Stubber where moto
+5.2 differs from the real API (duplicate names, StopTrainingJob, Environment)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import boto3
+import pytest
+from botocore.exceptions import ReadTimeoutError
+from botocore.stub import Stubber
+from moto import mock_aws
+from moto.core.botocore_stubber import MockRawResponse
+from moto.core.models import botocore_stubber as moto_send
+
+from genai_cloud.errors import ProviderError
+from genai_cloud.plan import make_plan
+from genai_cloud.providers.base import JobState
+from genai_cloud.providers.sagemaker import SageMakerProvider
+from genai_cloud.providers.sagemaker_ops import LOG_GROUP, to_status
+from genai_cloud.spec import load_spec
+
+REGION = "us-east-1"
+ROLE = "arn:aws:iam::123456789012:role/genai-sagemaker"
+
+
+def make_plan_for(name="sweep", labels=None, secrets=None, env=None, lr=5e-5):
+    spec = load_spec({
+        "name": name,
+        "model": {"name_or_path": "gpt2"},
+        "data": {"train": "s3://genai-data/train.jsonl"},
+        "training": {"lr": lr},
+        "output": {"uri": "s3://genai-out/runs"},
+        "aws": {"role_arn": ROLE, "region": REGION},
+        "labels": labels or {},
+        "secrets": secrets or {},
+        "env": env or {},
+    })  # fmt: skip
+    return make_plan(spec, "sagemaker")
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    # Retries back off for up to seconds; the tests count attempts, not wait for them.
+    monkeypatch.setattr("botocore.retries.standard.ExponentialBackoff.delay_amount",
+                        lambda self, context: 0)  # fmt: skip
+    with mock_aws():
+        boto3.client("s3", region_name=REGION).create_bucket(Bucket="genai-out")
+        yield
+
+
+@pytest.fixture
+def provider(aws):
+    return SageMakerProvider()
+
+
+def jobs() -> list[str]:
+    answer = boto3.client("sagemaker", region_name=REGION).list_training_jobs()
+    return [j["TrainingJobName"] for j in answer["TrainingJobSummaries"]]
+
+
+# ---- moto -------------------------------------------------------------------------------------
+
+
+def test_submit_uploads_bundle_and_creates_the_job(provider):
+    plan = make_plan_for(labels={"team": "nlp"})
+    handle = provider.submit(plan)
+    assert handle.created and handle.name == plan.job_name
+    assert handle.job_id == f"{REGION}/{plan.job_name}"
+
+    s3 = boto3.client("s3", region_name=REGION)
+    key = f"genai-cloud/bundles/{plan.bundle.name}"
+    assert s3.get_object(Bucket="genai-out", Key=key)["Body"].read() == plan.bundle.data
+
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    described = sagemaker.describe_training_job(TrainingJobName=plan.job_name)
+    request = provider.render(plan)
+    for field in ("RoleArn", "HyperParameters", "ResourceConfig", "OutputDataConfig",
+                  "InputDataConfig", "StoppingCondition", "AlgorithmSpecification"):  # fmt: skip
+        got = described[field]
+        if field == "AlgorithmSpecification":  # moto adds a sample MetricDefinitions list
+            got = {k: v for k, v in got.items() if k != "MetricDefinitions"}
+        assert got == request[field], field
+    tags = sagemaker.list_tags(ResourceArn=described["TrainingJobArn"])["Tags"]
+    assert tags == request["Tags"]
+    assert json.loads(described["HyperParameters"]["sagemaker_submit_directory"]) == (
+        f"s3://genai-out/{key}"
+    )
+
+
+def test_resubmit_is_idempotent_and_skips_the_upload(provider):
+    plan = make_plan_for()
+    provider.submit(plan)
+    puts = []
+    s3 = provider.ops.client("s3", REGION)
+    s3.meta.events.register("before-call.s3.PutObject", lambda **kw: puts.append(1))
+    again = provider.submit(plan)
+    assert again.created is False and puts == []
+    assert jobs() == [plan.job_name]
+
+
+def test_status_maps_moto_completed(provider):
+    handle = provider.submit(make_plan_for())
+    status = provider.status(handle.job_id)
+    assert status.state is JobState.SUCCEEDED and status.native_state == "Completed/Completed"
+    assert status.details["instance_type"] == "ml.m5.xlarge"
+
+
+def test_unknown_job_is_a_clear_error(provider):
+    with pytest.raises(ProviderError, match="no SageMaker training job named 'nope'"):
+        provider.status(f"{REGION}/nope")
+
+
+def test_logs_read_the_jobs_streams_in_order(provider):
+    plan = make_plan_for()
+    handle = provider.submit(plan)
+    logs = boto3.client("logs", region_name=REGION)
+    logs.create_log_group(logGroupName=LOG_GROUP)
+    now = int(dt.datetime.now().timestamp() * 1000)
+    streams = {
+        f"{plan.job_name}/algo-1-1700000000": ["loading spec", "step 10 loss 2.31", "done"],
+        "other-job-0123456789/algo-1-1700000000": ["not ours"],
+    }
+    for stream, lines in streams.items():
+        logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=stream)
+        logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=stream, logEvents=[
+            {"timestamp": now + i, "message": line} for i, line in enumerate(lines)])  # fmt: skip
+    assert list(provider.logs(handle.job_id)) == ["loading spec", "step 10 loss 2.31", "done"]
+    # The job has ended (moto completes at once): follow drains and returns.
+    assert list(provider.logs(handle.job_id, follow=True))[-1] == "done"
+
+
+def test_follow_polls_until_the_job_ends_without_repeating_lines(provider, monkeypatch):
+    plan = make_plan_for()
+    handle = provider.submit(plan)
+    logs = boto3.client("logs", region_name=REGION)
+    stream = f"{plan.job_name}/algo-1-1700000000"
+    logs.create_log_group(logGroupName=LOG_GROUP)
+    logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=stream)
+    now = int(dt.datetime.now().timestamp() * 1000)
+
+    def put(message, offset):
+        logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=stream,
+                            logEvents=[{"timestamp": now + offset, "message": message}])  # fmt: skip
+
+    put("step 1", 0)
+    real_describe, calls = provider.ops.describe, []
+
+    def describe(name, region=None):  # running, running, then done after one more line
+        calls.append(name)
+        answer = dict(real_describe(name, region))
+        if len(calls) <= 3:
+            answer.update(TrainingJobStatus="InProgress", SecondaryStatus="Training")
+        if len(calls) == 3:
+            put("step 2", 1)
+        return answer
+
+    monkeypatch.setattr(provider.ops, "describe", describe)
+    provider.ops.poll_seconds = 0
+    assert list(provider.logs(handle.job_id, follow=True)) == ["step 1", "step 2"]
+
+
+def test_logs_before_the_job_wrote_any(provider):
+    handle = provider.submit(make_plan_for())
+    assert list(provider.logs(handle.job_id)) == []
+
+
+def test_list_filters_by_labels(provider):
+    a = provider.submit(make_plan_for("job-a", labels={"team": "nlp", "stage": "dev"}))
+    b = provider.submit(make_plan_for("job-b", labels={"team": "vision"}))
+    boto3.client("sagemaker", region_name=REGION).create_training_job(
+        **{**provider.render(make_plan_for("foreign")), "TrainingJobName": "not-genai-cloud",
+           "Tags": [{"Key": "team", "Value": "nlp"}]})  # fmt: skip
+    assert [s.details["name"] for s in provider.list({"team": "nlp"}, REGION)] == [a.name]
+    assert [s.details["name"] for s in provider.list({"team": "vision"}, REGION)] == [b.name]
+    assert provider.list({"team": "nlp", "stage": "prod"}, REGION) == []
+
+
+def test_secret_resolves_from_secrets_manager_and_never_reaches_the_request(provider):
+    from job_templates.secrets import fetch
+
+    value = "hf_s3cr3t-VALUE-123"
+    arn = boto3.client("secretsmanager", region_name=REGION).create_secret(
+        Name="hf-token", SecretString=value
+    )["ARN"]
+    assert fetch(arn) == value  # what the entrypoint does at run time
+
+    sent = []
+    sagemaker = provider.ops.client("sagemaker", REGION)
+    sagemaker.meta.events.register("provide-client-params.sagemaker.CreateTrainingJob",
+                                   lambda params, **kw: sent.append(params))  # fmt: skip
+    plan = make_plan_for(secrets={"HF_TOKEN": arn}, env={"HF_HUB_OFFLINE": "1"})
+    provider.submit(plan)
+    assert len(sent) == 1 and sent[0]["Environment"] == {"HF_HUB_OFFLINE": "1"}
+    assert value not in json.dumps(sent[0]) and value not in provider.render_native(plan)
+    assert json.loads(plan.spec_json)["secrets"] == {"HF_TOKEN": arn}  # travels as a reference
+
+
+def _throttle_first(client, operation: str, failures: int, kind: str = "throttle"):
+    """Answer the first ``failures`` HTTP attempts of ``operation`` with a throttling error (or a
+    read timeout after the request reached moto, i.e. a lost answer); count every attempt."""
+    attempts = []
+
+    def before_send(request, **kwargs):
+        attempts.append(1)
+        if len(attempts) > failures:
+            return None  # let moto answer
+        if kind == "timeout":
+            moto_send(event_name=kwargs["event_name"], request=request)  # the create happens...
+            raise ReadTimeoutError(endpoint_url=request.url)  # ...but its answer is lost
+        body = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"})
+        from botocore.awsrequest import AWSResponse
+
+        return AWSResponse(request.url, 400, {"Content-Type": "application/x-amz-json-1.1"},
+                           MockRawResponse(body.encode()))  # fmt: skip
+
+    client.meta.events.register_first(f"before-send.sagemaker.{operation}", before_send)
+    return attempts
+
+
+@pytest.mark.parametrize("kind", ["throttle", "timeout"])
+def test_transient_errors_are_retried_and_launch_once(provider, kind):
+    plan = make_plan_for()
+    sagemaker = provider.ops.client("sagemaker", REGION)
+    attempts = _throttle_first(sagemaker, "CreateTrainingJob", failures=3, kind=kind)
+    handle = provider.submit(plan)
+    assert handle.name == plan.job_name
+    assert len(attempts) == 4  # three failures, then the answer
+    assert jobs() == [plan.job_name]
+
+
+def test_persistent_throttling_gives_up_with_a_clear_error(provider):
+    sagemaker = provider.ops.client("sagemaker", REGION)
+    attempts = _throttle_first(sagemaker, "CreateTrainingJob", failures=100)
+    with pytest.raises(ProviderError, match="ThrottlingException"):
+        provider.submit(make_plan_for())
+    assert len(attempts) == 11  # the first try + max_attempts=10 retries (botocore counts retries)
+
+
+# ---- Stubber: the real API's answers where moto 5.2 differs ----------------------------------
+
+
+def _error(code: str, message: str, status: int = 400) -> dict:
+    return {"service_error_code": code, "service_message": message, "http_status_code": status}
+
+
+def _described(plan, status="InProgress", secondary="Training") -> dict:
+    request = SageMakerProvider().render(plan)
+    created = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
+    return {
+        "TrainingJobName": plan.job_name,
+        "TrainingJobArn": f"arn:aws:sagemaker:{REGION}:123456789012:training-job/{plan.job_name}",
+        "ModelArtifacts": {"S3ModelArtifacts": ""},
+        "TrainingJobStatus": status,
+        "SecondaryStatus": secondary,
+        "AlgorithmSpecification": request["AlgorithmSpecification"],
+        "ResourceConfig": request["ResourceConfig"],
+        "StoppingCondition": request["StoppingCondition"],
+        "CreationTime": created,
+    }
+
+
+@pytest.fixture
+def stubbed(provider):
+    """The provider with a Stubber on its SageMaker client (S3 stays on moto)."""
+    client = boto3.client("sagemaker", region_name=REGION)
+    provider.ops.clients[("sagemaker", REGION)] = client
+    with Stubber(client) as stub:
+        yield provider, stub
+        stub.assert_no_pending_responses()
+
+
+def test_duplicate_name_returns_the_existing_job(stubbed):
+    provider, stub = stubbed
+    plan = make_plan_for(secrets={"HF_TOKEN": "arn:aws:secretsmanager:us-east-1:123456789012:"
+                                              "secret:hf-AbCdEf"}, env={"MODE": "prod"})  # fmt: skip
+    request = provider.render(plan)
+    assert request["Environment"] == {"MODE": "prod"}  # no secret value, no reference
+    name = {"TrainingJobName": plan.job_name}
+    stub.add_client_error("describe_training_job", **_error("ValidationException",
+                          "Requested resource not found."), expected_params=name)  # fmt: skip
+    # A racing submit of the same plan created it in between: real SageMaker says ResourceInUse.
+    stub.add_client_error("create_training_job", **_error("ResourceInUse",
+                          f"Training job names must be unique within an AWS account and region, "
+                          f"and a training job with this name already exists "
+                          f"({_described(plan)['TrainingJobArn']})"),
+                          expected_params=request)  # fmt: skip
+    stub.add_response("describe_training_job", _described(plan), expected_params=name)
+    handle = provider.submit(plan)
+    assert handle.created is False and handle.name == plan.job_name
+    assert handle.details["arn"].endswith(plan.job_name)
+
+
+def test_duplicate_submit_never_calls_create(stubbed):
+    provider, stub = stubbed
+    plan = make_plan_for()
+    stub.add_response("describe_training_job", _described(plan),
+                      expected_params={"TrainingJobName": plan.job_name})  # fmt: skip
+    assert provider.submit(plan).created is False  # a create call would be an unstubbed error
+
+
+def test_cancel_stops_a_running_job(stubbed):
+    provider, stub = stubbed
+    plan = make_plan_for()
+    name = {"TrainingJobName": plan.job_name}
+    stub.add_response("describe_training_job", _described(plan), expected_params=name)
+    stub.add_response("stop_training_job", {}, expected_params=name)
+    provider.cancel(f"{REGION}/{plan.job_name}")
+
+
+def test_cancel_leaves_a_finished_job_alone(stubbed):
+    provider, stub = stubbed
+    plan = make_plan_for()
+    stub.add_response("describe_training_job", _described(plan, "Completed", "Completed"),
+                      expected_params={"TrainingJobName": plan.job_name})  # fmt: skip
+    provider.cancel(f"{REGION}/{plan.job_name}")  # no StopTrainingJob stubbed: none is sent
+
+
+def test_access_denied_is_a_user_error(stubbed):
+    provider, stub = stubbed
+    stub.add_client_error("describe_training_job", **_error("AccessDeniedException",
+                          "User is not authorized to perform: sagemaker:DescribeTrainingJob"))  # fmt: skip
+    with pytest.raises(ProviderError, match="AccessDeniedException"):
+        provider.status(f"{REGION}/some-job")
+
+
+def test_list_without_labels_asks_for_genai_cloud_jobs(stubbed):
+    # moto's Search cannot evaluate the Exists operator; the real API can.
+    provider, stub = stubbed
+    plan = make_plan_for()
+    job = {**_described(plan, "Completed", "Completed"),
+           "Tags": [{"Key": "genai-cloud-key", "Value": plan.key}]}  # fmt: skip
+    expected = {"Resource": "TrainingJob", "MaxResults": 100, "SearchExpression": {
+        "Filters": [{"Name": "Tags.genai-cloud-key", "Operator": "Exists"}]}}  # fmt: skip
+    stub.add_response("search", {"Results": [{"TrainingJob": job}], "NextToken": "page2"},
+                      expected_params=expected)  # fmt: skip
+    stub.add_response("search", {"Results": []}, expected_params={**expected, "NextToken": "page2"})
+    [status] = provider.list({}, REGION)
+    assert status.details["name"] == plan.job_name and status.state is JobState.SUCCEEDED
+
+
+# ---- state mapping ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "primary, secondary, state",
+    [
+        ("InProgress", "Starting", JobState.PENDING),
+        ("InProgress", "LaunchingMLInstances", JobState.PENDING),
+        ("InProgress", "Downloading", JobState.PENDING),
+        ("InProgress", "Interrupted", JobState.PENDING),  # spot reclaimed, waiting to resume
+        ("InProgress", "Training", JobState.RUNNING),
+        ("InProgress", "Uploading", JobState.RUNNING),
+        ("Completed", "Completed", JobState.SUCCEEDED),
+        ("Failed", "Failed", JobState.FAILED),
+        ("Stopping", "Stopping", JobState.STOPPING),
+        ("Stopped", "Stopped", JobState.STOPPED),
+        ("Stopped", "MaxRuntimeExceeded", JobState.FAILED),
+        ("Stopped", "MaxWaitTimeExceeded", JobState.FAILED),
+    ],
+)  # fmt: skip
+def test_state_mapping(primary, secondary, state):
+    status = to_status("job", {"TrainingJobStatus": primary, "SecondaryStatus": secondary})
+    assert status.state is state
+    if secondary == "MaxRuntimeExceeded":
+        assert "compute.max_runtime" in status.message
+
+
+def test_failure_reason_is_the_message():
+    status = to_status("job", {"TrainingJobStatus": "Failed", "SecondaryStatus": "Failed",
+                               "FailureReason": "AlgorithmError: exit code 2"})  # fmt: skip
+    assert status.message == "AlgorithmError: exit code 2"

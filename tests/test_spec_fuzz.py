@@ -1,0 +1,46 @@
+"""Fuzzed spec documents never produce a traceback; every error names a field path."""
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+
+from genai_cloud.errors import GenaiCloudError, SpecError
+from genai_cloud.spec import JobSpec, load_spec
+
+from fuzz_specs import documents
+
+FIELDS = tuple(JobSpec.model_fields)
+
+
+def names_a_field(line: str, doc: dict) -> bool:
+    """An error line starts with a field path rooted at a top-level key, or '(top level)'."""
+    roots = FIELDS + tuple(str(k) for k in doc) + ("(top level)",)
+    return any(line.startswith(root) and line[len(root):len(root) + 1] in (".", " ", ":")
+               for root in roots)  # fmt: skip
+
+
+def check_document(doc: dict, tmp_path) -> str:
+    """Load a document from a dict and from YAML text; return 'valid' or 'invalid'."""
+    outcomes = []
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True))
+    for source in (doc, path):
+        try:
+            load_spec(source)
+            outcomes.append("valid")
+        except SpecError as exc:
+            assert exc.errors, "a SpecError must list its problems"
+            for line in exc.errors:
+                assert names_a_field(line, doc) or "spec.yaml" in line, line
+            outcomes.append("invalid")
+    assert outcomes[0] == outcomes[1], "dict and YAML loading must agree"
+    return outcomes[0]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(doc=documents)
+def test_fuzzed_specs_fail_cleanly(doc, tmp_path):
+    try:
+        check_document(doc, tmp_path)
+    except GenaiCloudError:
+        raise AssertionError("only SpecError is expected from loading")

@@ -53,11 +53,51 @@ def _load(spec_path: str, overrides: tuple[str, ...] = ()):
     return spec
 
 
+def _place(spec, provider: str, *, configured_only: bool) -> str:
+    """``provider``, or for ``cheapest`` the provider cost.cheapest picks (saying why)."""
+    if provider.lower() != "cheapest":
+        return provider
+    from .cost import catalog_providers, cheapest
+    from .jobs import configured_providers
+
+    candidates = catalog_providers()
+    if configured_only:  # submit launches: only where this machine can reach
+        candidates, missing = configured_providers(candidates, spec)
+        for name, reason in sorted(missing.items()):
+            click.echo(f"Not considered: {name} (not configured: {reason})", err=True)
+        if not candidates:
+            raise GenaiCloudError("--provider cheapest: no cloud provider is configured here; "
+                                  "see the reasons above", headline="No placement")  # fmt: skip
+    placement = cheapest(spec, candidates)
+    why = placement.why()
+    click.echo(why[0].upper() + why[1:], err=True)
+    return placement.provider
+
+
+def _job_provider(job_id: str, provider: str | None) -> str:
+    if provider:
+        return provider
+    from .jobs import infer_provider
+
+    found = infer_provider(job_id)
+    if found is None:
+        raise GenaiCloudError(f"cannot tell the provider of job {job_id!r} from its id; pass "
+                              "--provider", headline="Bad option")  # fmt: skip
+    return found
+
+
 spec_argument = click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
 set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                           help="Override a spec field, e.g. --set training.max_steps=10.")  # fmt: skip
-provider_option = click.option("--provider", "-p", required=True,
-                               help="local, sagemaker, vertex or azureml.")  # fmt: skip
+place_option = click.option("--provider", "-p", required=True,
+                            help="local, sagemaker, vertex, azureml, or cheapest (the cheapest "
+                                 "provider that can run every feature of the spec).")  # fmt: skip
+job_provider_option = click.option("--provider", "-p",
+                                   help="Default: read from the job id's shape.")  # fmt: skip
+providers_option = click.option("--provider", "-p", "providers", multiple=True,
+                                help="Provider(s) to ask (default: every configured one).")  # fmt: skip
+label_option = click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
+                            help="Only jobs carrying this label (repeatable).")  # fmt: skip
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -102,7 +142,7 @@ def schema() -> None:
 
 @cli.command()
 @spec_argument
-@provider_option
+@place_option
 @click.option("--format", "fmt", type=click.Choice(["json", "yaml", "native", "stepfunctions"]),
               default="json", show_default=True,
               help="native: the file the provider's own CLI takes; stepfunctions: a Task state.")
@@ -115,7 +155,7 @@ def render(spec_path: str, provider: str, fmt: str, output: str | None,
     from .providers import get_provider
 
     spec = _load(spec_path, overrides)
-    plan = make_plan(spec, provider)
+    plan = make_plan(spec, _place(spec, provider, configured_only=False))
     impl = get_provider(plan.provider)
     if fmt == "native":
         text = impl.render_native(plan)
@@ -172,7 +212,7 @@ def run(spec_path: str, emulate: str, nproc: int, run_dir: str | None, preempt_a
 
 @cli.command()
 @spec_argument
-@provider_option
+@place_option
 @set_option
 def submit(spec_path: str, provider: str, overrides: tuple[str, ...]) -> None:
     """Launch a spec on a provider (a retried submit returns the job already launched)."""
@@ -180,7 +220,13 @@ def submit(spec_path: str, provider: str, overrides: tuple[str, ...]) -> None:
     from .providers import get_provider
 
     spec = _load(spec_path, overrides)
-    plan = make_plan(spec, provider)
+    plan = make_plan(spec, _place(spec, provider, configured_only=True))
+    if spec.budget.max_usd is not None and plan.provider != "local":
+        from .cost import worst_case
+
+        worst = worst_case(spec, plan.provider)  # BudgetError refuses the launch here
+        click.echo(f"Budget: at most ${worst.usd:,.2f} of ${spec.budget.max_usd:,.2f} "
+                   f"(runtime capped at {worst.seconds} s)", err=True)  # fmt: skip
     handle = get_provider(plan.provider).submit(plan)
     verb = "Submitted" if handle.created else "Already submitted"
     click.echo(f"{verb}: {handle.name} ({handle.provider}, id {handle.job_id})")
@@ -189,38 +235,93 @@ def submit(spec_path: str, provider: str, overrides: tuple[str, ...]) -> None:
 
 
 @cli.command()
-@click.argument("job_id")
-@provider_option
-def status(job_id: str, provider: str) -> None:
-    """Show a job's state."""
+@click.argument("job_id", required=False)
+@providers_option
+@label_option
+@click.option("--limit", type=click.IntRange(1), default=20, show_default=True,
+              help="Without JOB_ID: show this many of the newest jobs.")
+def status(job_id: str | None, providers: tuple[str, ...], labels: tuple[str, ...],
+           limit: int) -> None:  # fmt: skip
+    """Show a job's state; without JOB_ID, one table of recent jobs across providers."""
+    if job_id is None:
+        _job_table(providers, labels, limit)
+        return
+    if len(providers) > 1:
+        raise GenaiCloudError("a JOB_ID belongs to one --provider", headline="Bad option")
     from .providers import get_provider
 
-    result = get_provider(provider).status(job_id)
+    result = get_provider(_job_provider(job_id, providers[0] if providers else None)).status(job_id)
     line = f"{result.job_id}: {result.state.value} ({result.native_state})"
     click.echo(line + (f" - {result.message}" if result.message else ""))
 
 
+@cli.command("list")
+@label_option
+@providers_option
+@click.option("--limit", type=click.IntRange(1), help="Show at most this many (newest first).")
+def list_jobs(labels: tuple[str, ...], providers: tuple[str, ...], limit: int | None) -> None:
+    """List genai-cloud jobs across providers (filter with --label KEY=VALUE)."""
+    _job_table(providers, labels, limit)
+
+
+def _job_table(providers: tuple[str, ...], labels: tuple[str, ...], limit: int | None) -> None:
+    from .jobs import cloud_providers, collect, configured_providers, format_table, parse_labels
+
+    wanted = parse_labels(labels)
+    names = [p for item in providers for p in item.split(",") if p]
+    if not names:
+        names, missing = configured_providers(cloud_providers())
+        for name, reason in sorted(missing.items()):
+            click.echo(f"Skipped {name}: not configured ({reason})", err=True)
+        if not names:
+            raise GenaiCloudError("no cloud provider is configured here (reasons above); name "
+                                  "one with --provider", headline="No providers")  # fmt: skip
+    table = collect(names, wanted, limit=limit)
+    for name, error in sorted(table.errors.items()):
+        click.secho(f"Warning: {name}: could not list jobs: {error}", fg="yellow", err=True)
+    click.echo(format_table(table))
+
+
 @cli.command()
 @click.argument("job_id")
-@provider_option
+@job_provider_option
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the job ends.")
-def logs(job_id: str, provider: str, follow: bool) -> None:
-    """Print a job's log."""
+def logs(job_id: str, provider: str | None, follow: bool) -> None:
+    """Print a job's log (the same for every provider)."""
     from .providers import get_provider
 
-    for line in get_provider(provider).logs(job_id, follow=follow):
+    for line in get_provider(_job_provider(job_id, provider)).logs(job_id, follow=follow):
         click.echo(line)
 
 
 @cli.command()
 @click.argument("job_id")
-@provider_option
-def cancel(job_id: str, provider: str) -> None:
+@job_provider_option
+def cancel(job_id: str, provider: str | None) -> None:
     """Stop a running job."""
     from .providers import get_provider
 
-    get_provider(provider).cancel(job_id)
+    get_provider(_job_provider(job_id, provider)).cancel(job_id)
     click.echo(f"Stop requested: {job_id}")
+
+
+@cli.command()
+@spec_argument
+@click.option("--tokens", type=click.IntRange(1), help="Tokens the job will process in total.")
+@click.option("--throughput", type=click.FloatRange(min=0, min_open=True), metavar="TOK_PER_S",
+              help="Tokens per second of the whole job (all GPUs); with --tokens.")
+@click.option("--provider", "-p", "providers", multiple=True,
+              help="Only these providers (default: every one with a price catalog).")
+@set_option
+def estimate(spec_path: str, tokens: int | None, throughput: float | None,
+             providers: tuple[str, ...], overrides: tuple[str, ...]) -> None:  # fmt: skip
+    """Price a spec on every provider before launching it, cheapest first."""
+    from .cost import estimate as price
+    from .cost import format_estimate
+
+    spec = _load(spec_path, overrides)
+    names = [p for item in providers for p in item.split(",") if p] or None
+    click.echo(format_estimate(price(spec, names, tokens=tokens, throughput=throughput), spec))
 
 
 @cli.command()

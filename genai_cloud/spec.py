@@ -13,12 +13,9 @@ from __future__ import annotations
 import json
 import re
 from enum import Enum
-from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from .errors import SpecError
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SPEC_VERSION = 1
 
@@ -48,7 +45,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def parse_duration(value: int | float | str) -> int:
+def parse_duration(value: float | str) -> int:
     """``90``, ``"90s"``, ``"30m"``, ``"2h"``, ``"1d"`` -> seconds."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = int(value)
@@ -152,7 +149,7 @@ class ComputeSpec(Section):
     volume_gb: int = Field(100, ge=1, le=16_384)
     instance_type: str | None = Field(None, description="Override the catalog's choice.")
     region: str | None = None
-    fallback: list["FallbackSpec"] = Field(
+    fallback: list[FallbackSpec] = Field(
         default_factory=list, description="Placements to try in order on capacity/quota errors."
     )
 
@@ -457,181 +454,14 @@ _SECTION_TYPES = {
 }
 
 
-# --------------------------------------------------------------------------------------------
-# Loading
-
-
-def load_spec(source: str | Path | dict, *, overrides: dict | None = None) -> JobSpec:
-    """Load and validate a spec from a YAML/JSON file (or a dict).
-
-    Relative local paths in ``data`` and ``model`` are resolved against the spec file's folder.
-
-    Raises:
-        SpecError: with every problem, each as ``path (line N): message``.
-    """
-    lines: dict[tuple, int] = {}
-    name = None
-    if isinstance(source, dict):
-        raw = source
-    else:
-        path = Path(source)
-        name = str(path)
-        if not path.is_file():
-            raise SpecError([f"spec file not found: {path}"], source=name)
-        text = path.read_text(encoding="utf-8")
-        raw, lines = _parse(text, name)
-        raw = _resolve_relative_paths(raw, path.parent)
-    if overrides:
-        raw = _deep_merge(raw, overrides)
-    if not isinstance(raw, dict):
-        raise SpecError(["the top level must be a mapping of sections (name, task, model, ...)"],
-                        source=name)  # fmt: skip
-    try:
-        return JobSpec.model_validate(raw)
-    except ValidationError as exc:
-        raise SpecError(_describe(exc, lines), source=name) from None
-
-
-def _parse(text: str, name: str) -> tuple[Any, dict[tuple, int]]:
-    import yaml
-
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{name}:{mark.line + 1}" if mark else name
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError([f"{where}: not valid YAML/JSON ({problem})"], source=name) from None
-    lines: dict[tuple, int] = {}
-    _index_lines(node, (), lines)
-    return (data if data is not None else {}), lines
-
-
-def _index_lines(node, path: tuple, out: dict[tuple, int]) -> None:
-    import yaml
-
-    if node is None:
-        return
-    out[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            out[path + (key.value,)] = key.start_mark.line + 1
-            _index_lines(value, path + (key.value,), out)
-            out[path + (key.value,)] = key.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _index_lines(item, path + (i,), out)
-
-
-def _describe(exc: ValidationError, lines: dict[tuple, int]) -> list[str]:
-    problems = []
-    for err in exc.errors(include_url=False):
-        loc = tuple(str(p) if not isinstance(p, int) else p for p in err["loc"])
-        # pydantic appends the tag of a failing validator; keep only real field names.
-        loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
-        path = ".".join(str(p) for p in loc) or "(top level)"
-        line = _nearest_line(loc, lines)
-        where = f"{path} (line {line})" if line else path
-        problems.append(f"{where}: {_message(err, loc)}")
-    return problems
-
-
-def _nearest_line(loc: tuple, lines: dict[tuple, int]) -> int | None:
-    for cut in range(len(loc), -1, -1):
-        key = tuple(str(p) if not isinstance(p, int) else p for p in loc[:cut])
-        if key in lines and cut:
-            return lines[key]
-    return None
-
-
-def _message(err: dict, loc: tuple) -> str:
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        parent = _model_at(loc[:-1])
-        valid = ", ".join(parent.model_fields) if parent else ""
-        return f"unknown field {loc[-1]!r}" + (f"; valid fields: {valid}" if valid else "")
-    if kind == "missing":
-        return "field required"
-    msg = err["msg"]
-    if kind == "value_error":
-        msg = msg.removeprefix("Value error, ")
-    if "input" in err and kind not in ("missing",) and not isinstance(err["input"], (dict, list)):
-        shown = repr(err["input"])
-        if len(shown) > 60:
-            shown = shown[:57] + "..."
-        msg = f"{msg} (got {shown})"
-    return msg
-
-
-def _model_at(loc: tuple) -> type[BaseModel] | None:
-    model: type[BaseModel] = JobSpec
-    for part in loc:
-        field = model.model_fields.get(str(part))
-        if field is None:
-            return None
-        inner = _section_type(field.annotation)
-        if inner is None:
-            return None
-        model = inner
-    return model
-
-
-def _section_type(annotation) -> type[BaseModel] | None:
-    import typing
-
-    candidates = [annotation, *typing.get_args(annotation)]
-    for c in candidates:
-        if isinstance(c, type) and issubclass(c, BaseModel):
-            return c
-    return None
-
-
-def _resolve_relative_paths(raw: Any, base: Path) -> Any:
-    if not isinstance(raw, dict):
-        return raw
-
-    def fix(value, always: bool):
-        if not isinstance(value, str) or is_remote_uri(value) or "://" in value:
-            return value
-        if Path(value).is_absolute():
-            return value
-        candidate = (base / value).resolve()
-        # Model ids look like relative paths ("gpt2", "org/model"): keep them unless they exist.
-        keep = not always and not candidate.exists() and not value.startswith(".")
-        return value if keep else str(candidate)
-
-    raw = dict(raw)
-    for section, keys, always in (
-        ("data", ("train", "eval"), True),
-        ("model", ("name_or_path",), False),
-        ("distill", ("teacher",), False),
-        ("fairness", ("pairs",), True),
-        ("audit", ("lexicon",), True),
-    ):
-        part = raw.get(section)
-        if isinstance(part, dict):
-            part = dict(part)
-            for key in keys:
-                if key in part:
-                    part[key] = fix(part[key], always)
-            raw[section] = part
-    return raw
-
-
-def _deep_merge(base: dict, extra: dict) -> dict:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def json_schema() -> dict:
     """The JSON Schema of a spec file (for editor autocompletion)."""
     schema = JobSpec.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "genai-cloud JobSpec"
     return schema
+
+
+# Loading lives in its own module; it is re-exported here because callers think of it as part
+# of the spec ("from genai_cloud.spec import load_spec").
+from .loading import load_spec  # noqa: E402, F401

@@ -173,7 +173,7 @@ def toy_pairs(scratch, max_len: int, seed: int) -> tuple[list, Vocab]:
 
 
 def record_pairs(spec, contract) -> tuple[list, list | None, Vocab]:
-    """prompt -> response records, a char vocabulary from the training split (``<unk>`` else)."""
+    """prompt -> response records; a char vocabulary from the training records (``<unk>`` else)."""
     data = spec.data
     if data.format != "instruction":
         raise JobError(

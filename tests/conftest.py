@@ -36,7 +36,7 @@ def tiny_gpt2(tmp_path_factory) -> Path:
     return _examples_module("make_tiny_model").build(out, CORPUS)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_spec(tiny_gpt2, corpus_path):
     """Build a finetune spec dict for the tiny model; keyword sections override the defaults.
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from ..catalog import Instance, resolve_instance
+from ..cost import capped_runtime
 from ..errors import ProviderError
 from ..plan import NameRules
 from ..spec import is_remote_uri
@@ -138,7 +139,7 @@ def render_command_job(plan: Plan) -> dict:
         job["queue_settings"] = {"job_tier": tier}
     if azure.identity:
         job["identity"] = {"type": "managed" if azure.identity == "managed" else "user_identity"}
-    job["limits"] = {"timeout": spec.compute.max_runtime}
+    job["limits"] = {"timeout": capped_runtime(spec, "azureml")}  # max_runtime, or less by budget
     job["tags"] = {**spec.labels, KEY_TAG: plan.key, "genai-cloud-instance-type": instance.type}
     return job
 

@@ -20,16 +20,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import GenaiCloudError, ProviderError, require
+from ..failover import PlacementError
 from .azureml import KEY_TAG, write_job_files
 from .base import JobHandle, JobState, JobStatus
 
 if TYPE_CHECKING:
     from ..plan import Plan
 
-CREATE_ATTEMPTS = 4
+CALL_ATTEMPTS = 6  # with backoff capped at 20 s: about a minute of throttling ridden out
 BACKOFF_S = 2.0  # doubled per attempt
+MAX_BACKOFF_S = 20.0
 _sleep = time.sleep  # replaced in tests
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+# Azure's words for "not here, not now": quota (QuotaExceeded, OperationNotAllowed "... exceeding
+# approved ... quota"), capacity (AllocationFailed, ZonalAllocationFailed, SkuNotAvailable,
+# OverconstrainedAllocationRequest) and low-priority (spot) core quota.
+_QUOTA = re.compile(r"quota", re.IGNORECASE)
+_CAPACITY = re.compile(r"capacity|AllocationFailed|SkuNotAvailable|Overconstrained|"
+                       r"not enough (cores|nodes|resources)", re.IGNORECASE)  # fmt: skip
+_SPOT = re.compile(r"low.?priority|spot", re.IGNORECASE)
 _ARM_ID = re.compile(
     r"^/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/"
     r"Microsoft\.MachineLearningServices/workspaces/([^/]+)/jobs/([^/]+)$",
@@ -97,11 +106,71 @@ def _is_transient(exc: Exception) -> bool:
     return isinstance(exc, errors.HttpResponseError) and exc.status_code in _TRANSIENT_STATUS
 
 
-def _get(client, name: str):
-    try:
-        return client.jobs.get(name)
-    except _not_found():
+def placement_problem(exc: BaseException) -> tuple[str, str] | None:
+    """``(kind, message)`` when an Azure answer means no capacity / quota / spot for this
+    placement (kind: ``capacity``, ``quota`` or ``spot``), else None."""
+    errors = require("azure.core.exceptions", "azure")
+    if not isinstance(exc, errors.HttpResponseError):
         return None
+    code = getattr(getattr(exc, "error", None), "code", None) or ""
+    text = f"{code}: {exc.message}" if code else str(exc.message)
+    return _classify(text)
+
+
+def _classify(text: str) -> tuple[str, str] | None:
+    if _QUOTA.search(text):
+        return ("spot" if _SPOT.search(text) else "quota"), text
+    if _CAPACITY.search(text):
+        return ("spot" if _SPOT.search(text) else "capacity"), text
+    return None
+
+
+def placement_problem_in_status(status: JobStatus) -> str | None:
+    """Why a job that ended got no machines, when its status message says so, else None."""
+    if status.state is not JobState.FAILED or not status.message:
+        return None
+    problem = _classify(status.message)
+    return f"{problem[0]}: {problem[1]}" if problem else None
+
+
+class Unavailable(ProviderError):
+    """Azure ML stayed throttled or unreachable through every retry."""
+
+    headline = "Azure ML unavailable"
+
+
+def _call(what: str, fn, *args, attempts: int = CALL_ATTEMPTS, **kwargs):
+    """``fn(*args, **kwargs)``, retried on throttling and transient errors.
+
+    Raises:
+        PlacementError: no capacity / quota / spot (another placement may have it).
+        Unavailable: still throttled / unreachable after ``attempts`` tries.
+    """
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - sorted below; the rest is re-raised
+            problem = placement_problem(exc)
+            if problem is not None:
+                raise PlacementError(f"{what}: {problem[1]}", kind=problem[0]) from None
+            if not _is_transient(exc):
+                raise
+            if attempt == attempts - 1:
+                raise Unavailable(f"{what}: no answer after {attempts} tries: {exc}") from None
+            _sleep(min(BACKOFF_S * 2**attempt, MAX_BACKOFF_S))
+    raise AssertionError("unreachable")
+
+
+def _get(client, name: str):
+    not_found = _not_found()
+
+    def get():
+        try:
+            return client.jobs.get(name)
+        except not_found:
+            return None
+
+    return _call(f"looking up job {name!r}", get)
 
 
 def _handle(job, *, created: bool) -> JobHandle:
@@ -116,26 +185,38 @@ def load_rendered_job(plan: Plan, job: dict, directory: str | Path):
     return ml.load_job(write_job_files(plan, directory, job))
 
 
-def submit(plan: Plan, job: dict) -> JobHandle:
+def _workspace_client(plan: Plan):
     azure = plan.spec.azure
-    client = ml_client(azure.subscription_id, azure.resource_group, azure.workspace)
+    return ml_client(azure.subscription_id, azure.resource_group, azure.workspace)
+
+
+def find_existing(plan: Plan) -> tuple[JobHandle, JobStatus] | None:
+    """The job this plan already launched (the job name is the plan's), with its status."""
+    job = _get(_workspace_client(plan), plan.job_name)
+    return None if job is None else (_handle(job, created=False), _status_of(job))
+
+
+def submit(plan: Plan, job: dict) -> JobHandle:
+    client = _workspace_client(plan)
     existing = _get(client, plan.job_name)
     if existing is not None:
         return _handle(existing, created=False)
+    what = f"creating job {plan.job_name!r}"
     with tempfile.TemporaryDirectory(prefix="genai-azureml-") as tmp:
         entity = load_rendered_job(plan, job, tmp)
-        for attempt in range(CREATE_ATTEMPTS):
+        for attempt in range(CALL_ATTEMPTS):
             try:
-                # create_or_update uploads the code folder while `tmp` still exists.
-                return _handle(client.jobs.create_or_update(entity), created=True)
-            except Exception as exc:
-                if not _is_transient(exc):
-                    raise
-                if attempt == CREATE_ATTEMPTS - 1:
-                    raise ProviderError(f"Azure ML did not accept the job after "
-                                        f"{CREATE_ATTEMPTS} tries: {exc}") from None  # fmt: skip
-                _sleep(BACKOFF_S * 2**attempt)
-                existing = _get(client, plan.job_name)  # the failed call may have landed
+                # One try per call: between tries the job is looked up, because a create
+                # whose answer was lost may have landed. create_or_update uploads the code
+                # folder while `tmp` still exists.
+                made = _call(what, client.jobs.create_or_update, entity, attempts=1)
+                return _handle(made, created=True)
+            except Unavailable as exc:
+                if attempt == CALL_ATTEMPTS - 1:
+                    raise Unavailable(f"Azure ML did not accept the job after {CALL_ATTEMPTS} "
+                                      f"tries: {exc.message}") from None  # fmt: skip
+                _sleep(min(BACKOFF_S * 2**attempt, MAX_BACKOFF_S))
+                existing = _get(client, plan.job_name)
                 if existing is not None:
                     return _handle(existing, created=False)
     raise AssertionError("unreachable")

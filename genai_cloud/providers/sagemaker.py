@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from ..bundle import LAUNCHER
 from ..catalog import Instance, catalog, resolve_instance
+from ..cost import capped_runtime
 from ..errors import ProviderError
 from ..plan import SAGEMAKER_NAMES
 from .base import Feature, JobHandle, JobStatus, Provider
@@ -282,7 +283,7 @@ def _resources(spec: JobSpec, instance: Instance, problems: list[str]) -> dict:
 
 
 def _stopping(spec: JobSpec, problems: list[str]) -> dict:
-    runtime = spec.compute.max_runtime
+    runtime = capped_runtime(spec, "sagemaker")  # budget.max_usd may lower max_runtime
     if runtime > MAX_RUNTIME_S:
         problems.append(f"compute.max_runtime: {runtime} s is beyond SageMaker's 28-day limit "
                         f"({MAX_RUNTIME_S} s)")  # fmt: skip

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from ..errors import ProviderError, require
+from ..failover import PlacementError
 from .base import JobHandle, JobState, JobStatus
 from .sagemaker import KEY_TAG, bundle_location, region_of
 
@@ -49,6 +50,43 @@ _PRIMARY = {
 # Stopped by SageMaker itself because a StoppingCondition ran out: a failure, not a cancel.
 _LIMIT_SECONDARY = {"MaxRuntimeExceeded": "compute.max_runtime",
                     "MaxWaitTimeExceeded": "compute.max_runtime (spot wait)"}  # fmt: skip
+
+
+# Answers that mean "not here, not now" rather than "never" (failover moves on after them).
+# ResourceLimitExceeded is CreateTrainingJob's quota answer: an instance type's account limit
+# ("The account-level service limit 'ml.p4d.24xlarge for training job usage' is 0 Instances")
+# or too many concurrent jobs. The capacity codes come from SageMaker's capacity-backed APIs and
+# EC2; CreateTrainingJob itself reports a stockout on the job (FailureReason "CapacityError: ...").
+_QUOTA_CODES = {"ResourceLimitExceeded", "ServiceQuotaExceededException"}
+_CAPACITY_CODES = {"CapacityError", "InsufficientCapacity", "InsufficientCapacityException",
+                   "InsufficientInstanceCapacity"}  # fmt: skip
+_CAPACITY_FAILURE = ("CapacityError", "InsufficientInstanceCapacity", "insufficient capacity")
+
+
+def placement_problem(exc) -> tuple[str, str] | None:
+    """``(kind, message)`` when an AWS answer means no capacity / quota / spot for this
+    placement (kind: ``capacity``, ``quota`` or ``spot``), else None."""
+    if not isinstance(exc, _botocore.ClientError):
+        return None
+    code = error_code(exc)
+    message = exc.response.get("Error", {}).get("Message", "")
+    if code in _QUOTA_CODES:
+        return ("spot" if "spot" in message.lower() else "quota"), f"{code}: {message}"
+    if code in _CAPACITY_CODES:
+        return "capacity", f"{code}: {message}"
+    return None
+
+
+def placement_problem_in_status(status: JobStatus) -> str | None:
+    """Why a job that ended got no machines ('capacity: ...' / 'spot: ...'), else None."""
+    message = status.message or ""
+    if status.state not in (JobState.FAILED, JobState.STOPPED):
+        return None
+    if any(word.lower() in message.lower() for word in _CAPACITY_FAILURE):
+        return f"capacity: {message}"
+    if status.native_state.endswith("MaxWaitTimeExceeded"):  # spot never came within MaxWait
+        return f"spot: no spot capacity before the spot wait ran out ({status.native_state})"
+    return None
 
 
 def retry_config():
@@ -131,6 +169,15 @@ class SageMakerOps:
             if is_missing_job(exc):
                 return None
             raise _aws_error(exc, f"describing training job {name!r}") from None
+
+    def find_existing(self, plan: Plan) -> tuple[JobHandle, JobStatus] | None:
+        """The job this plan already launched (its name is the plan's), with its status."""
+        region = region_of(plan.spec)
+        described = self.describe(plan.job_name, region)
+        if described is None:
+            return None
+        handle = _handle(described, region, created=False)
+        return handle, to_status(handle.job_id, described)
 
     def submit(self, plan: Plan, request: dict) -> JobHandle:
         region = region_of(plan.spec)
@@ -306,5 +353,8 @@ def _aws_error(exc, doing: str) -> Exception:
     code = error_code(exc)
     if not code:
         return exc
+    problem = placement_problem(exc)
+    if problem is not None:
+        return PlacementError(f"{doing}: {problem[1]}", kind=problem[0])
     message = exc.response.get("Error", {}).get("Message", "")
     return ProviderError(f"{doing}: {code}: {message}", headline="SageMaker request failed")

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, ClassVar
 
 from ..catalog import Instance, resolve_instance
+from ..cost import capped_runtime
 from ..errors import ProviderError
 from ..plan import NameRules
 from ..spec import is_remote_uri
@@ -298,7 +299,7 @@ def launch_script(plan: Plan, instance: Instance) -> str:
 
 def scheduling(spec) -> dict:
     result: dict = {
-        "timeout": f"{spec.compute.max_runtime}s",
+        "timeout": f"{capped_runtime(spec, 'vertex')}s",  # max_runtime, lowered by the budget
         "restart_job_on_worker_restart": spec.gcp.restart_job_on_worker_restart,
     }
     strategy = spec.gcp.strategy or ("SPOT" if spec.compute.spot else None)

@@ -18,16 +18,27 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from ..errors import GenaiCloudError, ProviderError, require
+from ..failover import PlacementError
 from .base import JobHandle, JobState, JobStatus
 from .vertex import DEFAULT_REGION, KEY_LABEL, bundle_uri
 
 if TYPE_CHECKING:
     from ..plan import Plan
 
-CREATE_ATTEMPTS = 4
-BACKOFF_S = 2.0  # doubled per attempt: 2, 4, 8 s
+# Tries per call. Six with backoff capped at 20 s ride out ~1 minute of throttling, about what
+# google.api_core's own default retry deadline allows.
+CALL_ATTEMPTS = 6
+BACKOFF_S = 2.0  # doubled per attempt: 2, 4, 8, 16, 20 s
+MAX_BACKOFF_S = 20.0
 LOG_POLL_S = 10.0  # Cloud Logging ingestion lags by seconds; polling faster buys nothing
 _sleep = time.sleep  # replaced in tests
+# Vertex's wording for a stockout (job error code 8, or a create refused for lack of machines).
+_STOCKOUT = re.compile(r"resources? (are|is) insufficient|insufficient (resources|capacity)|"
+                       r"stockout|does not have enough resources|out of capacity|"
+                       r"RESOURCE_POOL_EXHAUSTED", re.IGNORECASE)  # fmt: skip
+# Per-minute request quotas are rate limits: wait and retry, do not move the job elsewhere.
+_RATE_LIMIT = re.compile(r"per minute|per second|requests per|rate limit", re.IGNORECASE)
+_SPOT = re.compile(r"spot|preemptible", re.IGNORECASE)  # quota metrics: ..._preemptible_..._gpus
 _JOB_NAME = re.compile(r"^projects/([^/]+)/locations/([^/]+)/customJobs/([^/]+)$")
 
 STATES = {
@@ -89,28 +100,100 @@ def to_proto(job: dict):
     return aip.CustomJob.from_json(json.dumps(job))
 
 
+def _transient():
+    exceptions = require("google.api_core.exceptions", "gcp")
+    requests = require("requests", "gcp")  # what google-cloud-storage speaks underneath
+    return (exceptions.TooManyRequests, exceptions.InternalServerError, exceptions.BadGateway,
+            exceptions.ServiceUnavailable, exceptions.GatewayTimeout, ConnectionError,
+            requests.exceptions.ConnectionError, requests.exceptions.Timeout)  # fmt: skip
+
+
+def placement_problem(exc: BaseException) -> tuple[str, str] | None:
+    """``(kind, message)`` when a Vertex answer means no capacity / quota / spot for this
+    placement, else None. A 429 ResourceExhausted is a quota unless it is a per-minute request
+    rate (those are throttling, retried here)."""
+    exceptions = require("google.api_core.exceptions", "gcp")
+    if not isinstance(exc, exceptions.GoogleAPICallError):
+        return None
+    text = str(exc.message or exc)
+    spot = bool(_SPOT.search(text))
+    if _STOCKOUT.search(text):
+        return ("spot" if spot else "capacity"), text
+    if isinstance(exc, exceptions.ResourceExhausted) and not _RATE_LIMIT.search(text):
+        return ("spot" if spot else "quota"), text
+    return None
+
+
+def placement_problem_in_status(status: JobStatus) -> str | None:
+    """Why a job that ended got no machines (Vertex: error code 8 "Resources are insufficient in
+    region ..."), else None."""
+    text = status.message or ""
+    if status.state is not JobState.FAILED or not _STOCKOUT.search(text):
+        return None
+    return f"{'spot' if _SPOT.search(text) else 'capacity'}: {text}"
+
+
+class Unavailable(ProviderError):
+    """Vertex AI (or Cloud Storage) stayed throttled or unreachable through every retry."""
+
+    headline = "Vertex AI unavailable"
+
+
+def _call(what: str, fn, *args, attempts: int = CALL_ATTEMPTS, **kwargs):
+    """``fn(*args, **kwargs)``, retried on throttling and transient errors.
+
+    Raises:
+        PlacementError: no capacity / quota / spot (another placement may have it).
+        Unavailable: still throttled / unreachable after ``attempts`` tries.
+        ProviderError: any other Vertex answer.
+    """
+    exceptions = require("google.api_core.exceptions", "gcp")
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - sorted below; non-SDK errors are re-raised
+            problem = placement_problem(exc)
+            if problem is not None:
+                raise PlacementError(f"{what}: {problem[1]}", kind=problem[0]) from None
+            if not isinstance(exc, _transient()):
+                if isinstance(exc, exceptions.GoogleAPICallError):
+                    raise ProviderError(f"{what}: {exc}", headline="Vertex AI request failed"
+                                        ) from None  # fmt: skip
+                raise
+            if attempt == attempts - 1:
+                raise Unavailable(f"{what}: no answer after {attempts} tries: {exc}") from None
+            _sleep(min(BACKOFF_S * 2**attempt, MAX_BACKOFF_S))
+    raise AssertionError("unreachable")
+
+
 def upload_bundle(plan: Plan, project: str) -> bool:
     """Put the bundle at its content-hash path; False when it was already there."""
     storage = require("google.cloud.storage", "gcp")
     exceptions = require("google.api_core.exceptions", "gcp")
-    bucket, _, path = bundle_uri(plan)[len("gs://") :].partition("/")
+    uri = bundle_uri(plan)
+    bucket, _, path = uri[len("gs://") :].partition("/")
     blob = storage.Client(project=project).bucket(bucket).blob(path)
-    if blob.exists():
+    if _call(f"checking {uri}", blob.exists):
         return False
-    try:
-        # if_generation_match=0: create only; a concurrent identical upload is not an error.
-        blob.upload_from_string(plan.bundle.data, content_type="application/gzip",
-                                if_generation_match=0)  # fmt: skip
-    except exceptions.PreconditionFailed:
-        return False
-    return True
+
+    def create_only() -> bool:
+        # if_generation_match=0: create only. A retry after a lost answer, or a concurrent
+        # identical upload, finds the object there: not an error.
+        try:
+            blob.upload_from_string(plan.bundle.data, content_type="application/gzip",
+                                    if_generation_match=0)  # fmt: skip
+        except exceptions.PreconditionFailed:
+            return False
+        return True
+
+    return _call(f"uploading the bundle to {uri}", create_only)
 
 
 def find_by_key(client, parent: str, key: str):
     request = {"parent": parent, "filter": f'labels.{KEY_LABEL}="{key}"'}
-    for job in client.list_custom_jobs(request=request):
-        return job
-    return None
+    # list() returns a pager that fetches lazily: take the first page inside the retry.
+    return _call(f"looking up the job labelled {KEY_LABEL}={key}",
+                 lambda: next(iter(client.list_custom_jobs(request=request)), None))  # fmt: skip
 
 
 def _handle(job, *, created: bool, uploaded: bool) -> JobHandle:
@@ -123,12 +206,23 @@ def _handle(job, *, created: bool, uploaded: bool) -> JobHandle:
     )  # fmt: skip
 
 
-def submit(plan: Plan, job: dict) -> JobHandle:
-    exceptions = require("google.api_core.exceptions", "gcp")
-    transient = (exceptions.ServiceUnavailable, exceptions.DeadlineExceeded,
-                 exceptions.TooManyRequests, exceptions.InternalServerError)  # fmt: skip
+def _parent(plan: Plan) -> tuple[str, str]:
     project = resolve_project(plan.spec.gcp.project)
     region = plan.spec.gcp.region or DEFAULT_REGION
+    return project, region
+
+
+def find_existing(plan: Plan) -> tuple[JobHandle, JobStatus] | None:
+    """The job this plan already launched (found by its key label), with its status."""
+    project, region = _parent(plan)
+    job = find_by_key(job_client(region), f"projects/{project}/locations/{region}", plan.key)
+    if job is None:
+        return None
+    return _handle(job, created=False, uploaded=False), _status_of(job)
+
+
+def submit(plan: Plan, job: dict) -> JobHandle:
+    project, region = _parent(plan)
     parent = f"projects/{project}/locations/{region}"
     uploaded = upload_bundle(plan, project)
     client = job_client(region)
@@ -136,16 +230,20 @@ def submit(plan: Plan, job: dict) -> JobHandle:
     if existing is not None:
         return _handle(existing, created=False, uploaded=uploaded)
     custom_job = to_proto(job)
-    for attempt in range(CREATE_ATTEMPTS):
+    what = f"creating CustomJob {plan.job_name!r} in {parent}"
+    for attempt in range(CALL_ATTEMPTS):
         try:
-            created = client.create_custom_job(parent=parent, custom_job=custom_job)
+            # One try per call here: between tries the job is looked up, because a create
+            # whose answer was lost (timeout, 503 from a proxy) may have landed.
+            created = _call(what, client.create_custom_job, parent=parent, custom_job=custom_job,
+                            attempts=1)  # fmt: skip
             return _handle(created, created=True, uploaded=uploaded)
-        except transient as exc:
-            if attempt == CREATE_ATTEMPTS - 1:
-                raise ProviderError(f"Vertex AI did not accept the job after {CREATE_ATTEMPTS} "
-                                    f"tries: {exc}") from None  # fmt: skip
-            _sleep(BACKOFF_S * 2**attempt)
-            existing = find_by_key(client, parent, plan.key)  # the failed call may have landed
+        except Unavailable as exc:
+            if attempt == CALL_ATTEMPTS - 1:
+                raise Unavailable(f"Vertex AI did not accept the job after {CALL_ATTEMPTS} "
+                                  f"tries: {exc.message}") from None
+            _sleep(min(BACKOFF_S * 2**attempt, MAX_BACKOFF_S))
+            existing = find_by_key(client, parent, plan.key)
             if existing is not None:
                 return _handle(existing, created=False, uploaded=uploaded)
     raise AssertionError("unreachable")
@@ -162,12 +260,12 @@ def _status_of(job) -> JobStatus:
 
 def status(job_id: str) -> JobStatus:
     region = parse_job_name(job_id)[1]
-    return _status_of(job_client(region).get_custom_job(name=job_id))
+    return _status_of(_call(f"reading {job_id}", job_client(region).get_custom_job, name=job_id))
 
 
 def cancel(job_id: str) -> None:
     region = parse_job_name(job_id)[1]
-    job_client(region).cancel_custom_job(name=job_id)
+    _call(f"cancelling {job_id}", job_client(region).cancel_custom_job, name=job_id)
 
 
 def list_jobs(labels: dict[str, str], *, project: str | None = None,

@@ -56,8 +56,8 @@ def launch_blob(blob: Any) -> None:
     length = getattr(blob, "length", None) or 0
     if length > core.MAX_SPEC_BYTES:
         uri = f"blob://{container}/{path}"
-        core.log(logging.ERROR, "spec rejected", source=uri,
-                 **core.error_body(core.too_large(uri, length)))  # fmt: skip
+        body = core.error_body(core.too_large(uri, length))
+        core.log(logging.ERROR, "spec rejected", source=uri, detail=body)
         return
 
     def read(_container: str, _path: str) -> bytes:

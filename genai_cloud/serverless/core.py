@@ -81,7 +81,8 @@ class _JsonFormatter(logging.Formatter):
         request_id = _request_id.get()
         if request_id:
             entry["request_id"] = request_id
-        entry.update(getattr(record, "fields", {}))
+        for key, value in getattr(record, "fields", {}).items():
+            entry.setdefault(key, value)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
@@ -106,7 +107,9 @@ if not _logger.handlers:
     _logger.propagate = False  # the platforms' root handlers would print every line twice
 
 
-def log(level: int, message: str, *, exc_info: bool = False, **fields: Any) -> None:
+def log(level: int, message: str, /, *, exc_info: bool = False, **fields: Any) -> None:
+    """One JSON line: time, level, message, request_id, then ``fields`` (which cannot
+    overwrite those four)."""
     _logger.log(level, message, exc_info=exc_info, extra={"fields": fields})
 
 
@@ -274,10 +277,9 @@ def split_envelope(doc: dict, source: str) -> tuple[dict, str | None]:
 def launch(raw: dict, settings: Settings, *, source: str, provider: str | None = None) -> dict:
     """Validate, plan and submit (describe-or-create). Returns what the caller is told."""
     from .. import api
-    from ..spec import load_spec
 
     name = resolve_provider(provider, settings)
-    spec = load_spec(apply_defaults(raw, settings.defaults))
+    spec = api.load_spec(apply_defaults(raw, settings.defaults))
     for note in spec.warnings():
         log(logging.WARNING, "spec warning", source=source, spec=spec.name, warning=note)
     handle = api.submit(spec, name)
@@ -323,7 +325,7 @@ def handle_object(
         if is_transient(exc):
             raise
         body = error_body(exc)
-        log(logging.ERROR, "spec rejected", source=uri, **body)
+        log(logging.ERROR, "spec rejected", source=uri, detail=body)
         return {"source": uri, **body}
 
 
@@ -342,7 +344,7 @@ def handle_document(
         if is_transient(exc):
             raise
         status, answer = http_status(exc), error_body(exc)
-        log(logging.WARNING, "request rejected", source=source, status=status, **answer)
+        log(logging.WARNING, "request rejected", source=source, status=status, detail=answer)
         return status, answer
 
 

@@ -57,7 +57,7 @@ def launch_gcs(cloud_event: Any) -> dict:
         if size > core.MAX_SPEC_BYTES:
             uri = f"gs://{data['bucket']}/{data['name']}"
             body = core.error_body(core.too_large(uri, size))
-            core.log(logging.ERROR, "spec rejected", source=uri, **body)
+            core.log(logging.ERROR, "spec rejected", source=uri, detail=body)
             return {"source": uri, **body}
         return core.handle_object(data["bucket"], data["name"], _read_gcs, settings, scheme="gs")
 

@@ -32,9 +32,7 @@ SUBSTITUTIONS = {
 def render() -> tuple[str, object]:
     """(definition text, the plan's bundle)."""
     sys.path.insert(0, str(HERE.parents[1]))
-    from genai_cloud.plan import make_plan
-    from genai_cloud.providers import get_provider
-    from genai_cloud.spec import load_spec
+    from genai_cloud import get_provider, load_spec, make_plan
 
     plan = make_plan(load_spec(SPEC), "sagemaker")
     task = get_provider("sagemaker").render_stepfunctions(plan)

@@ -281,8 +281,8 @@ class Trainer:
             os.kill(os.getpid(), signal.SIGTERM)
         if self._stop_requested():
             self.save_checkpoint()
-            raise Preempted(f"stopped at step {s.step} by SIGTERM; checkpoint flushed to "
-                            f"{self.contract.checkpoint_dir}")  # fmt: skip
+            raise _preempted_class()(f"stopped at step {s.step} by SIGTERM; checkpoint flushed "
+                                     f"to {self.contract.checkpoint_dir}")  # fmt: skip
 
     def _stop_requested(self) -> bool:
         if self.world == 1:
@@ -328,6 +328,20 @@ def _adamw(model: Any, training: Any, fused: bool):
     groups = [{"params": decay, "weight_decay": training.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]  # fmt: skip
     return torch.optim.AdamW(groups, lr=training.lr, fused=fused or None)
+
+
+def _preempted_class() -> type:
+    """The ``Preempted`` class that the running entrypoint catches.
+
+    ``python -m job_templates.entrypoint`` executes the entrypoint as ``__main__``, a second module
+    object whose ``Preempted`` is a different class from ``job_templates.entrypoint.Preempted``;
+    raising the package's class would escape that ``except`` as a traceback and exit 1, not 143.
+    """
+    main = sys.modules.get("__main__")
+    candidate = getattr(main, "Preempted", None)
+    if isinstance(candidate, type) and issubclass(candidate, Exception) and hasattr(main, "RECIPES"):
+        return candidate
+    return Preempted
 
 
 def _install_sigterm(trainer: Trainer):

@@ -16,6 +16,16 @@ TINY = {"d_model": 16, "nhead": 2, "num_encoder_layers": 1, "num_decoder_layers"
         "dim_feedforward": 32, "dropout": 0.0}  # fmt: skip
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Matrices this small gain nothing from intra-op threads, and on a busy 2-core machine two
+    spinning threads made the same training ~10x slower in wall time."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def config(**sections) -> Config:
     """What the entrypoint hands a recipe: the validated spec, defaults filled, as a Config."""
     raw = {"name": "scratch-test", "task": "pretrain-scratch", **sections}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import ClassVar
 
 import pytest
 
@@ -17,7 +18,7 @@ class FakeProvider(Provider):
     """Describe-or-create over a dict shared by all instances (the registry makes new ones)."""
 
     name = "fake"
-    jobs: dict[str, dict] = {}
+    jobs: ClassVar[dict[str, dict]] = {}
     submit_error: Exception | None = None
     calls = 0
 

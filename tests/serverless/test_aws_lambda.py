@@ -66,7 +66,9 @@ def test_s3_event_launches_exactly_one_job_even_when_delivered_twice(aws, capsys
 
     (one,), (two,) = first["results"], second["results"]
     assert one["created"] is True and two["created"] is False
-    assert one["job_name"] == two["job_name"] and one["source"] == f"s3://{BUCKET}/specs/demo run.yaml"
+    assert (
+        one["job_name"] == two["job_name"] and one["source"] == f"s3://{BUCKET}/specs/demo run.yaml"
+    )
     jobs = aws.sagemaker.list_training_jobs()["TrainingJobSummaries"]
     assert [j["TrainingJobName"] for j in jobs] == [one["job_name"]]
     described = aws.sagemaker.describe_training_job(TrainingJobName=one["job_name"])

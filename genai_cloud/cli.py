@@ -170,11 +170,19 @@ def render(spec_path: str, provider: str, fmt: str, output: str | None,
         text = yaml.safe_dump(impl.render(plan), sort_keys=False)
     else:
         text = json.dumps(impl.render(plan), indent=2, sort_keys=True)
-    if output:
-        Path(output).write_text(text + "\n")
-        click.echo(f"Wrote {output}", err=True)
-    else:
+    if not output:
         click.echo(text)
+        return
+    Path(output).write_text(text + "\n")
+    click.echo(f"Wrote {output}", err=True)
+    if fmt == "native":
+        # The native file names the bundle; put it beside the file so the provider's CLI finds it.
+        bundle = plan.bundle.write(Path(output).parent)
+        if plan.provider == "azureml":
+            from .bundle import safe_extract
+
+            bundle = safe_extract(bundle, bundle.with_name(bundle.name.removesuffix(".tar.gz")))
+        click.echo(f"Wrote {bundle}", err=True)
 
 
 @cli.command()
@@ -342,6 +350,18 @@ def providers() -> None:
         for feature in Feature:
             if feature in impl.unsupported:
                 click.echo(f"  no {feature.value}: {impl.unsupported[feature]}")
+
+
+@cli.command()
+@click.argument("target", type=click.Choice(["lambda", "gcp", "azure"]))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="dist",
+              show_default=True, help="Folder for the deployment zip.")  # fmt: skip
+def package(target: str, out_dir: str) -> None:
+    """Build the deployment zip of the serverless launcher (Lambda, Cloud Function, Azure)."""
+    from .serverless.package import build_function_zip, build_lambda_zip
+
+    path = build_lambda_zip(out_dir) if target == "lambda" else build_function_zip(out_dir, target)
+    click.echo(f"Wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -136,7 +136,8 @@ def candidate_plans(spec: JobSpec, provider: str) -> list[Plan]:
         except SpecError:
             raise
         except GenaiCloudError as exc:
-            raise type(exc)(f"compute.fallback.{index} ({name}): {exc.message}") from None
+            raise ProviderError(f"compute.fallback.{index} ({name}): {exc.message}",
+                                headline=exc.headline) from None
         plans.append(plan)
     return plans
 

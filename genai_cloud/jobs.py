@@ -5,8 +5,9 @@ rows (name, provider, state, runtime, cost so far), newest first. Runtime and co
 the ``details`` a provider's status carries, by these keys (what is missing shows as ``?``):
 
 - ``name`` / ``display_name``; ``created`` / ``started`` / ``ended`` (datetime or ISO string);
-- ``instance_type`` (or the Azure tag ``genai-cloud-instance-type``), ``instance_count``,
-  ``region`` (else parsed from an ARN or a Vertex resource name), ``spot``;
+- ``instance_type`` (or the Azure tag ``genai-cloud-instance-type``, or Vertex's
+  ``machine_type`` + ``accelerator_count``), ``instance_count`` (machines), ``region`` (else
+  parsed from an ARN or a Vertex resource name), ``spot``;
 - ``billable_seconds``: SageMaker's BillableTimeInSeconds. Managed spot already shortens it by
   the spot saving, so it is priced at the on-demand rate (AWS's own savings formula).
 
@@ -216,6 +217,22 @@ def _region(provider: str, status: JobStatus) -> str | None:
     return None
 
 
+def _catalog_type(provider: str, details: dict) -> str | None:
+    """The catalog type of a job: named directly, by the Azure tag, or (Vertex) found from its
+    ``machine_type`` + ``accelerator_count`` (N1 rows are '<machine>+<n>x<GPU>' in the catalog)."""
+    found = details.get("instance_type") or (details.get("tags") or {}).get(AZURE_INSTANCE_TAG)
+    machine = details.get("machine_type")
+    if found or not machine:
+        return found
+    from .catalog import instances
+
+    rows = [r for r in instances(provider) if r.extra.get("machine_type", r.type) == machine]
+    if len(rows) > 1:  # N1: the same machine with 0, 1, 2 or 4 GPUs attached
+        count = int(details.get("accelerator_count") or 0)
+        rows = [r for r in rows if r.count == count]
+    return rows[0].type if rows else None
+
+
 def _rate(provider: str, instance_type: str | None, region: str | None, spot: bool,
           ) -> float | None:  # fmt: skip
     if not instance_type:
@@ -241,8 +258,10 @@ def row_from_status(provider: str, status: JobStatus, now: datetime | None = Non
     """A table row for one job: runtime so far and its cost at the catalog's prices."""
     now = now or datetime.now(timezone.utc)
     details = status.details
-    tags = details.get("tags") or {}
-    instance_type = details.get("instance_type") or tags.get(AZURE_INSTANCE_TAG)
+    try:
+        instance_type = _catalog_type(provider, details)
+    except CatalogError:  # a provider without a catalog: no price, still a row
+        instance_type = None
     count = int(details.get("instance_count") or 1)
     region = _region(provider, status)
     runtime = _runtime(status, now)

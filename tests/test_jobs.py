@@ -58,7 +58,8 @@ class FakeVertex(Provider):
                      "created": (NOW - timedelta(hours=3)).isoformat(),
                      "started": (NOW - timedelta(hours=2)).isoformat().replace("+00:00", "Z"),
                      "ended": (NOW - timedelta(hours=1)).isoformat(),
-                     "instance_type": "g2-standard-8"},
+                     "machine_type": "n1-standard-8", "accelerator_count": 2,
+                     "instance_count": 2, "spot": True},
         )  # fmt: skip
         return _keep("vertex", labels, [job])
 
@@ -115,12 +116,15 @@ def test_one_table_across_providers_with_runtime_and_cost(fakes):
     assert done.cost_usd == pytest.approx(2.816) and done.runtime_s == 3600
     running = by_name["tune-b-0123456789"]  # 30 min so far x ml.g4dn.xlarge 0.736
     assert running.runtime_s == 1800 and running.cost_usd == pytest.approx(0.368)
-    vertex = by_name["tune-vertex"]  # started 2 h ago, ended 1 h ago: g2-standard-8 0.9821
-    assert vertex.runtime_s == 3600 and vertex.cost_usd == pytest.approx(0.9821)
+    # started 2 h ago, ended 1 h ago on 2 x n1-standard-8 + 2 T4 (catalog row n1-standard-8+2xT4),
+    # spot: 0.4347 per machine-hour
+    vertex = by_name["tune-vertex"]
+    assert vertex.instance_type == "n1-standard-8+2xT4"
+    assert vertex.runtime_s == 3600 and vertex.cost_usd == pytest.approx(2 * 0.4347)
     azure = by_name[AZURE_ID]  # queued, no times yet: runtime and cost unknown
     assert azure.runtime_s is None and azure.cost_usd is None
     assert azure.instance_type == "Standard_NC4as_T4_v3"
-    assert table.total_usd == pytest.approx(2.816 + 0.368 + 0.9821)
+    assert table.total_usd == pytest.approx(2.816 + 0.368 + 0.8694)
     assert table.errors == {}
 
 
@@ -150,8 +154,8 @@ def test_format_table_columns_and_total(fakes):
     assert lines[0].split() == ["NAME", "PROVIDER", "STATE", "RUNTIME", "COST", "SO", "FAR",
                                 "JOB", "ID"]  # fmt: skip
     assert lines[1].split()[:5] == ["tune-b-0123456789", "sagemaker", "running", "30m00s", "$0.37"]
-    assert lines[2].split()[:5] == ["tune-vertex", "vertex", "succeeded", "1h00m", "$0.98"]
-    assert lines[-1].startswith("Total so far: $4.17")
+    assert lines[2].split()[:5] == ["tune-vertex", "vertex", "succeeded", "1h00m", "$0.87"]
+    assert lines[-1].startswith("Total so far: $4.05")
     assert "1 job(s) without a known instance or runtime" in lines[-1]
 
 

@@ -216,6 +216,7 @@ class ScratchSpec(Section):
     num_decoder_layers: int = Field(2, ge=1)
     dim_feedforward: int = Field(256, ge=8)
     dropout: float = Field(0.1, ge=0, lt=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
     toy_task: Literal["copy", "reverse"] | None = Field(
         None, description="Generate a toy seq2seq task instead of reading data."
     )

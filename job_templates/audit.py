@@ -18,8 +18,8 @@ import json
 import logging
 from pathlib import Path
 
-from .config import Config, JobError
 from .common.records import read_records
+from .config import Config, JobError
 from .responsible import dedup, pii, quality
 from .responsible.lexicon import load_lexicon
 from .responsible.report import Report, bar_chart, histogram, write_json
@@ -82,11 +82,13 @@ def audit_records(records: list[dict], spec) -> dict:
     result = {
         "records": n,
         "duplicates": {
-            "exact": len(exact), "exact_fraction": len(exact) / n,
-            "near": len(near), "near_fraction": len(near) / n,
+            "exact": len(exact),
+            "exact_fraction": len(exact) / n,
+            "near": len(near),
+            "near_fraction": len(near) / n,
             "near_threshold": settings.near_duplicate_threshold,
             "examples": [records[i].get("_source") for i in near[:10]],
-        },  # fmt: skip
+        },
         "pii": pii.pii_summary(texts),
         "quality": quality.quality_summary(texts),
         "lengths": length_stats(texts, spec),
@@ -124,8 +126,9 @@ def _labels_section(records: list[dict], spec, axes: dict) -> dict:
     return {
         "positive_label": positive,
         "counts": counts,
-        "per_axis": {name: label_metrics(m, labels, g, positive) for name, (m, g) in axes.items()
-                     if any(m)},  # fmt: skip
+        "per_axis": {
+            name: label_metrics(m, labels, g, positive) for name, (m, g) in axes.items() if any(m)
+        },
     }
 
 
@@ -151,9 +154,11 @@ def _tokenizer(spec):
         return None
     from .responsible.classifier import resolve_model_path
 
+    if model.name_or_path.startswith(("s3://", "azureml://", "http://", "https://")):
+        return None  # auditing must not download a model just to count tokens
     path = resolve_model_path(model.name_or_path)
     if not Path(path).is_dir():
-        return None  # a hub id: auditing must not download anything
+        return None  # a hub id: same reason
     try:
         from transformers import AutoTokenizer
 

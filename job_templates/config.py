@@ -41,6 +41,13 @@ class JobError(Exception):
         self.where = where
 
 
+class Preempted(Exception):
+    """Raised by a training loop after it has flushed a checkpoint on SIGTERM (exit 143).
+
+    Defined here rather than in ``entrypoint`` because ``python -m job_templates.entrypoint``
+    runs that module as ``__main__``: a class defined there would exist twice."""
+
+
 def load_config(path: str | Path) -> Config:
     path = Path(path)
     if not path.is_file():

@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 
-from .config import JobError, load_config
+from .config import JobError, Preempted, load_config
 from .contract import resolve
 
 RECIPES = {
@@ -27,12 +27,9 @@ RECIPES = {
 }
 EXIT_INPUT_ERROR = 2
 EXIT_PREEMPTED = 143  # 128 + SIGTERM: what a process killed by the eviction signal reports
+__all__ = ["EXIT_INPUT_ERROR", "EXIT_PREEMPTED", "Preempted", "RECIPES", "main"]
 
 log = logging.getLogger("genai")
-
-
-class Preempted(Exception):
-    """Raised by a training loop after it has flushed a checkpoint on SIGTERM."""
 
 
 def resolve_secrets(secrets: dict[str, str]) -> None:

@@ -29,7 +29,7 @@ from .common.records import read_records
 from .config import Config, JobError
 from .responsible import classifier as models
 from .responsible.lexicon import load_lexicon
-from .responsible.report import Report, bar_chart, write_json
+from .responsible.report import Report, bar_chart, fmt, write_json
 
 log = logging.getLogger("genai.fairness")
 
@@ -48,7 +48,7 @@ def run(spec, contract) -> dict:
     if settings.mode == "classifier":
         result = classifier_fairness(spec, contract, settings)
     else:
-        result = language_model_fairness(spec, settings)
+        result = language_model_fairness(spec, contract, settings)
     if contract.is_main:
         write_outputs(result, Path(contract.output_dir))
     reasons = check_thresholds(result["metrics"], settings.fail_on)
@@ -71,7 +71,7 @@ def classifier_fairness(spec, contract, settings) -> dict:
     texts = [str(r[spec.data.text_field]) for r in records]
     labels = [r[spec.data.label_field] for r in records]
     axes = group_axes(records, spec)
-    model, tokenizer = models.load_classifier(spec.model.name_or_path)
+    model, tokenizer = models.load_classifier(spec.model.name_or_path, contract)
     ids, _ = models.predict(model, tokenizer, texts, max_len=spec.data.max_seq_len)
     predicted = to_label_space(ids, labels, model.config)
     y_true, y_pred = binarize(labels, predicted, settings.positive_label)
@@ -85,7 +85,9 @@ def classifier_fairness(spec, contract, settings) -> dict:
     metrics = {"accuracy": accuracy}
     for agg, pick in (("demographic_parity_difference", max), ("demographic_parity_ratio", min),
                       ("equalized_odds_difference", max)):  # fmt: skip
-        values = {a: r["metrics"][agg] for a, r in per_axis.items() if r["metrics"][agg] is not None}
+        values = {
+            a: r["metrics"][agg] for a, r in per_axis.items() if r["metrics"][agg] is not None
+        }
         metrics.update({f"{agg}.{a}": v for a, v in values.items()})
         metrics[agg] = pick(values.values()) if values else None
     return {"mode": "classifier", "records": len(records), "data": str(location),
@@ -123,7 +125,12 @@ def to_label_space(ids: list[int], labels: list, config) -> list:
     if all(isinstance(y, int) and not isinstance(y, bool) for y in labels):
         return ids
     id2label = {int(k): v for k, v in (config.id2label or {}).items()}
-    return [id2label.get(i, i) for i in ids]
+    names, classes = set(map(str, id2label.values())), {str(y) for y in labels}
+    if not classes <= names:
+        raise JobError(f"the data's labels ({', '.join(sorted(classes))}) are not the model's "
+                       f"id2label names ({', '.join(sorted(names))}); use integer class ids in "
+                       "the data or save the model with matching id2label", "data.label_field")  # fmt: skip
+    return [id2label[i] for i in ids]
 
 
 def binarize(labels: list, predicted: list, positive) -> tuple[list[int], list[int]]:
@@ -153,9 +160,16 @@ def evaluate_groups(y_true: list[int], y_pred: list[int], groups: list[str], boo
             true labels (its TPR or FPR would be undefined). Not strict: such groups are dropped
             and listed under ``dropped``.
     """
-    from fairlearn.metrics import (MetricFrame, count, demographic_parity_difference,
-                                   demographic_parity_ratio, equalized_odds_difference,
-                                   false_positive_rate, selection_rate, true_positive_rate)  # fmt: skip
+    from fairlearn.metrics import (
+        MetricFrame,
+        count,
+        demographic_parity_difference,
+        demographic_parity_ratio,
+        equalized_odds_difference,
+        false_positive_rate,  # fmt: skip
+        selection_rate,
+        true_positive_rate,
+    )
     from sklearn.metrics import accuracy_score
 
     y_true, y_pred, groups, dropped = _usable(y_true, y_pred, groups, strict)
@@ -197,20 +211,26 @@ def _usable(y_true, y_pred, groups, strict):
         raise JobError(f"need at least two groups with samples to compare; found "
                        f"{len(remaining)} ({', '.join(map(str, remaining)) or 'none'})"
                        + (f"; dropped: {dropped}" if dropped else ""), "data.group_field")  # fmt: skip
-    pick = lambda xs: [xs[i] for i in keep]  # noqa: E731
+    pick = lambda xs: [xs[i] for i in keep]
     return pick(y_true), pick(y_pred), pick(groups), dropped
 
 
 def _bootstrap(y_true, y_pred, groups, n_boot, seed) -> dict:
     """Percentile intervals; resampling within each group keeps every group in every replicate.
+    A difference is a max-min gap, so with truly equal groups its replicates sit above the
+    estimate: read a lower bound near the estimate as "no evidence of a smaller gap".
 
     One ``MetricFrame`` per replicate: the disparities are its between-group ``difference`` /
     ``ratio``, exactly how Fairlearn's demographic_parity_* and equalized_odds_difference
     define them, at a third of the cost of calling those three functions.
     """
     import numpy as np
-    from fairlearn.metrics import (MetricFrame, false_positive_rate, selection_rate,
-                                   true_positive_rate)  # fmt: skip
+    from fairlearn.metrics import (
+        MetricFrame,
+        false_positive_rate,
+        selection_rate,
+        true_positive_rate,  # fmt: skip
+    )
 
     rng = np.random.default_rng(seed)
     yt, yp, gs = np.asarray(y_true), np.asarray(y_pred), np.asarray(groups)
@@ -246,8 +266,8 @@ def _num(value):
 # Language models
 
 
-def language_model_fairness(spec, settings) -> dict:
-    model, tokenizer = models.load_causal_lm(spec.model.name_or_path)
+def language_model_fairness(spec, contract, settings) -> dict:
+    model, tokenizer = models.load_causal_lm(spec.model.name_or_path, contract)
     lexicon = load_lexicon(audit_settings(spec).lexicon)
     templates = json.loads((DATA_DIR / "fairness_templates.json").read_text())["templates"]
     axes = {}
@@ -263,12 +283,16 @@ def language_model_fairness(spec, settings) -> dict:
         metrics[key] = max((r[key] for r in axes.values()), default=None)
     for key in ("preference_rate", "preference_rate_normalised"):
         metrics[f"stereotype_{key}"] = stereo[key]
-        metrics[f"stereotype_deviation{key.removeprefix('preference_rate')}"] = abs(stereo[key] - 0.5)
+        metrics[f"stereotype_deviation{key.removeprefix('preference_rate')}"] = abs(
+            stereo[key] - 0.5
+        )
     return {"mode": "language-model", "axes": axes, "stereotype": stereo, "metrics": metrics,
             "templates": len(templates), "pairs_file": str(settings.pairs or "bundled")}  # fmt: skip
 
 
-def template_likelihoods(model, tokenizer, templates: list[str], phrases: dict[str, list[str]]) -> dict:
+def template_likelihoods(
+    model, tokenizer, templates: list[str], phrases: dict[str, list[str]]
+) -> dict:
     """Per group: mean sentence log-likelihood, mean per-token log-likelihood, perplexity."""
     by_group = {}
     for group, persons in phrases.items():
@@ -375,14 +399,19 @@ def build_report(result: dict) -> Report:
         r.heading(f"Axis: {axis}")
         if result["mode"] == "classifier":
             cols = ["count", "accuracy", "selection_rate", "tpr", "fpr"]
-            r.table(["group", *cols], [[g, *(v[c] for c in cols)] for g, v in res["by_group"].items()])
+            r.table(
+                ["group", *cols], [[g, *(v[c] for c in cols)] for g, v in res["by_group"].items()]
+            )
             for name, (lo, hi) in res.get("ci", {}).items():
-                r.text(f"{name} = {res['metrics'][name]} (95% bootstrap CI {lo} - {hi})")
+                r.text(f"{name} = {fmt(res['metrics'][name])} (95% bootstrap CI {fmt(lo)} to "
+                       f"{fmt(hi)})")  # fmt: skip
             if res["dropped"]:
                 r.text(f"Groups left out: {res['dropped']}")
         else:
             cols = ["sentences", "mean_loglik", "mean_loglik_per_token", "perplexity"]
-            r.table(["group", *cols], [[g, *(v[c] for c in cols)] for g, v in res["by_group"].items()])
+            r.table(
+                ["group", *cols], [[g, *(v[c] for c in cols)] for g, v in res["by_group"].items()]
+            )
     if result["mode"] == "language-model":
         s = result["stereotype"]
         r.heading("Stereotype preference (0.5 = no preference)")

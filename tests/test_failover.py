@@ -10,6 +10,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from moto import mock_aws
 from moto.core.botocore_stubber import MockRawResponse
+from moto.core.models import botocore_stubber as moto_send
 
 from genai_cloud.errors import GenaiCloudError, ProviderError, SpecError
 from genai_cloud.failover import (
@@ -91,9 +92,15 @@ class SageMakerAnswers:
         if event_name.endswith("CreateTrainingJob"):
             self.creates.append(region)
             if region in self.refuse:
+                # botocore runs every before-send handler: keep moto's from acting on it too.
+                moto_send.enabled = False
                 body = json.dumps({"__type": self.code, "message": self.message}).encode()
                 return AWSResponse(request.url, 400, {}, MockRawResponse(body))
         return None
+
+    @staticmethod
+    def after_send(**kwargs):
+        moto_send.enabled = True
 
     def after_call(self, parsed, model, **kwargs):
         if model.name == "DescribeTrainingJob" and "TrainingJobArn" in parsed:
@@ -114,6 +121,7 @@ def aws(monkeypatch):
             for region in ("us-east-1", "us-west-2", "eu-west-1"):
                 events = provider.ops.client("sagemaker", region).meta.events
                 events.register_first("before-send.sagemaker", answers.before_send)
+                events.register_last("before-send", answers.after_send)  # after moto's
                 events.register("after-call.sagemaker", answers.after_call)
             return answers
 
@@ -325,7 +333,7 @@ def test_azure_quota_moves_to_the_next_accelerator(azure):
     handle, passed = submit_with_fallback(spec, "azureml")
     assert handle.created and azure.creates[0] == "Standard_NC4as_T4_v3"
     assert azure.creates[1] != azure.creates[0] and len(azure.store) == 1
-    assert passed[0][1].startswith("quota: QuotaExceeded")
+    assert passed[0][1].startswith("quota: ") and "QuotaExceeded: " in passed[0][1]
 
 
 def test_azure_low_priority_quota_is_a_spot_problem_and_bad_requests_are_not(azure):

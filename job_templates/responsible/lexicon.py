@@ -93,7 +93,9 @@ def _axis(name: str, body, where: str) -> Axis:
         person[group] = list(spec.get("person", [])) if isinstance(spec, dict) else []
     pairs = []
     for pair in body.get("swap_pairs", []):
-        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
+        if not (
+            isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)
+        ):
             raise JobError(f"axes.{name}.swap_pairs: each entry must be [word, word], got {pair!r}",
                            where)  # fmt: skip
         pairs.append((pair[0].lower(), pair[1].lower()))

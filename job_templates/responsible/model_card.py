@@ -46,7 +46,9 @@ def _metadata(spec, metrics: dict) -> dict:
         meta["base_model"] = base
     if model.get("lora"):
         meta["tags"].append("lora")
-    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    numbers = {
+        k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
     if numbers:
         data = spec.get("data") or {}
         meta["model-index"] = [{
@@ -79,13 +81,13 @@ def _body(spec, metrics: dict, audit: dict | None, fairness: dict | None) -> str
     lines = [f"# {spec.get('name', 'model')}", "",
              f"Trained with genai-cloud (task `{spec.get('task')}`).", "",
              "## Training data and settings", "",
-             f"- Base model: `{model.get('name_or_path')}` (head: {model.get('head')}, "
-             f"init: {model.get('init', 'pretrained')})",
-             f"- Data: `{data.get('train')}` (format: {data.get('format')}); eval: "
-             f"`{data.get('eval') or 'a split of train'}`",
-             f"- Training: epochs={training.get('epochs')}, max_steps={training.get('max_steps')}, "
+             (f"- Base model: `{model.get('name_or_path')}` (head: {model.get('head')}, "
+             f"init: {model.get('init', 'pretrained')})"),
+             (f"- Data: `{data.get('train')}` (format: {data.get('format')}); eval: "
+             f"`{data.get('eval') or 'a split of train'}`"),
+             (f"- Training: epochs={training.get('epochs')}, max_steps={training.get('max_steps')}, "
              f"lr={training.get('lr')}, batch_size={training.get('batch_size')}, "
-             f"seed={training.get('seed')}"]  # fmt: skip
+             f"seed={training.get('seed')}")]  # fmt: skip
     if model.get("lora"):
         lora = model["lora"]
         lines.append(f"- LoRA: r={lora.get('r')}, alpha={lora.get('alpha')}")
@@ -100,14 +102,14 @@ def _body(spec, metrics: dict, audit: dict | None, fairness: dict | None) -> str
     lines += ["", "## Fairness", ""] + (_fairness_lines(fairness) if fairness else
                                         ["No fairness evaluation was run (task `fairness`)."])  # fmt: skip
     lines += ["", "## Intended use", "",
-              "Research and prototyping on data like the training data above. Review the audit "
-              "and fairness sections before any use that affects people.", "",
+              ("Research and prototyping on data like the training data above. Review the audit "
+              "and fairness sections before any use that affects people."), "",
               "## Limitations", "",
-              "- Quality and fairness were measured only on the data named above; other domains, "
-              "languages and populations may see different behaviour.",
-              "- Group membership in the audit and fairness checks comes from a group column or "
+              ("- Quality and fairness were measured only on the data named above; other domains, "
+              "languages and populations may see different behaviour."),
+              ("- Group membership in the audit and fairness checks comes from a group column or "
               "an English word lexicon: it misses groups, misreads ambiguous words and does not "
-              "capture intersectional groups.",
+              "capture intersectional groups."),
               "- Metrics are point estimates on finite samples; small groups have wide intervals.",
               "- The model can reproduce biases present in its pre-training and training data.", ""]  # fmt: skip
     return "\n".join(lines)
@@ -119,7 +121,11 @@ def _audit_lines(audit: dict) -> list[str]:
     rows = [[k, m.get(k)] for k in keys if k in m]
     rows += [[k, v] for k, v in m.items() if k.startswith(("representation_tvd.", "max_abs_dpl."))
              and v is not None]  # fmt: skip
-    return [f"{audit.get('records', '?')} training records audited.", "", *_table(["metric", "value"], rows)]
+    return [
+        f"{audit.get('records', '?')} training records audited.",
+        "",
+        *_table(["metric", "value"], rows),
+    ]
 
 
 def _fairness_lines(fairness: dict) -> list[str]:

@@ -57,12 +57,16 @@ def symbol_ratio(words, text) -> bool:
 
 def bullet_lines(words, text) -> bool:
     lines = _lines(text)
-    return bool(lines) and sum(ln.startswith(BULLETS) for ln in lines) / len(lines) > MAX_BULLET_LINES
+    return (
+        bool(lines) and sum(ln.startswith(BULLETS) for ln in lines) / len(lines) > MAX_BULLET_LINES
+    )
 
 
 def ellipsis_lines(words, text) -> bool:
     lines = _lines(text)
-    return bool(lines) and sum(ln.endswith(ELLIPSES) for ln in lines) / len(lines) > MAX_ELLIPSIS_LINES
+    return (
+        bool(lines) and sum(ln.endswith(ELLIPSES) for ln in lines) / len(lines) > MAX_ELLIPSIS_LINES
+    )
 
 
 def non_alpha_words(words, text) -> bool:

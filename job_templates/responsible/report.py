@@ -46,10 +46,10 @@ class Report:
         return "\n".join(out)
 
     def html(self) -> str:
-        parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}"
+        parts = [(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}"
                  "</title><style>body{font-family:sans-serif;max-width:60em;margin:auto}"
                  "table{border-collapse:collapse}td,th{border:1px solid #999;padding:2px 8px}"
-                 "</style></head><body>", f"<h1>{html.escape(self.title)}</h1>"]  # fmt: skip
+                 "</style></head><body>"), f"<h1>{html.escape(self.title)}</h1>"]  # fmt: skip
         for kind, body in self.blocks:
             if kind == "h2":
                 parts.append(f"<h2>{html.escape(body)}</h2>")
@@ -117,8 +117,14 @@ def bar_chart(path: Path, title: str, series: dict[str, dict[str, float]],
         ys = [_num(values.get(c)) for c in categories]
         yerr = None
         if errors and name in errors:
-            lows = [ys[j] - _num(errors[name].get(c, (ys[j], ys[j]))[0]) for j, c in enumerate(categories)]
-            highs = [_num(errors[name].get(c, (ys[j], ys[j]))[1]) - ys[j] for j, c in enumerate(categories)]
+            lows = [
+                ys[j] - _num(errors[name].get(c, (ys[j], ys[j]))[0])
+                for j, c in enumerate(categories)
+            ]
+            highs = [
+                _num(errors[name].get(c, (ys[j], ys[j]))[1]) - ys[j]
+                for j, c in enumerate(categories)
+            ]
             yerr = [lows, highs]
         ax.bar(xs, ys, width, label=name, yerr=yerr, capsize=3 if yerr else 0)
     ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(categories))])
@@ -153,4 +159,6 @@ def histogram(path: Path, title: str, values: list[float], xlabel: str) -> Path:
 
 
 def _num(value) -> float:
-    return 0.0 if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+    return (
+        0.0 if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+    )

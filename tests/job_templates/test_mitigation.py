@@ -11,9 +11,15 @@ from genai_cloud.spec import load_spec
 from job_templates.config import Config, JobError
 from job_templates.fairness import evaluate_groups
 from job_templates.responsible.lexicon import load_lexicon
-from job_templates.responsible.mitigation import (WEIGHT_KEY, apply_mitigation,
-                                                  counterfactual_augment, record_groups, reweight,
-                                                  swap_map, swap_terms)  # fmt: skip
+from job_templates.responsible.mitigation import (
+    WEIGHT_KEY,
+    apply_mitigation,
+    counterfactual_augment,
+    record_groups,
+    reweight,
+    swap_map,  # fmt: skip
+    swap_terms,
+)
 
 
 def finetune_spec(mitigation: list[str], fmt: str = "classification") -> Config:
@@ -60,7 +66,9 @@ def test_counterfactual_needs_swap_pairs():
 
 def test_reweight_needs_labels():
     with pytest.raises(JobError, match="reweight needs labels"):
-        apply_mitigation([{"text": "she"}], finetune_spec(["reweight"], fmt="jsonl"), load_lexicon())
+        apply_mitigation(
+            [{"text": "she"}], finetune_spec(["reweight"], fmt="jsonl"), load_lexicon()
+        )
 
 
 def test_record_groups_prefers_the_group_column():
@@ -75,9 +83,9 @@ def test_record_groups_prefers_the_group_column():
 # only clue on those is the subject's gender. The evaluation set has gender independent of the
 # label; a model that learned the shortcut selects women far more often.
 
-POS = "lovely great superb wonderful brilliant charming delightful moving".split()
-NEG = "awful boring dreadful terrible dull clumsy tedious painful".split()
-NEU = "okay average ordinary fine long short".split()
+POS = ["lovely", "great", "superb", "wonderful", "brilliant", "charming", "delightful", "moving"]
+NEG = ["awful", "boring", "dreadful", "terrible", "dull", "clumsy", "tedious", "painful"]
+NEU = ["okay", "average", "ordinary", "fine", "long", "short"]
 
 
 def planted(n: int, rng: random.Random, p_female_pos: float, p_female_neg: float) -> list[dict]:

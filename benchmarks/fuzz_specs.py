@@ -30,9 +30,8 @@ def main() -> int:
     parser.add_argument("--show", type=int, default=3, help="examples of each problem to print")
     args = parser.parse_args()
 
-    from hypothesis import HealthCheck, given, seed, settings
-
     from fuzz_specs import documents
+    from hypothesis import HealthCheck, given, seed, settings
     from test_fuzz_render import PROVIDERS, check_render, provider_documents
 
     counts = {p: Counter() for p in PROVIDERS}

@@ -59,8 +59,13 @@ def ours(steps: int) -> tuple[float, float]:
 def hf_trainer(steps: int) -> float:
     """tokens/s of a plain transformers Trainer on the same model and data."""
     import torch
-    from transformers import (AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments,
-                              default_data_collator)  # fmt: skip
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        Trainer,
+        TrainingArguments,
+        default_data_collator,
+    )
 
     tokenizer = AutoTokenizer.from_pretrained(MODEL)
     texts = [json.loads(line)["text"] for line in CORPUS.read_text().splitlines() if line]

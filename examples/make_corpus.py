@@ -53,17 +53,23 @@ def report(rng: random.Random, number: int) -> str:
     status = rng.choices(["succeeded", "preempted", "failed"], weights=[6, 3, 1])[0]
     lines = [
         f"Job {number:04d} fine-tuned {model} ({size} parameters) on the {data} dataset for {owner}.",
-        f"It ran on {count} {accel} GPU{'s' if count > 1 else ''} in {cloud} {region}"
-        f" as {'a spot' if spot else 'an on-demand'} job for {hours} hour{'s' if hours > 1 else ''}.",
+        (
+            f"It ran on {count} {accel} GPU{'s' if count > 1 else ''} in {cloud} {region} as "
+            f"{'a spot' if spot else 'an on-demand'} job for {hours} hour{'s' if hours > 1 else ''}."
+        ),
         f"The {accel} price was {price:.2f} USD per GPU hour, so the run cost {cost:.2f} USD.",
     ]
     if status == "succeeded":
         loss = rng.uniform(1.2, 2.6)
-        lines.append(f"Status: succeeded. Final eval loss {loss:.2f}, perplexity {2.718 ** loss:.1f}.")
+        lines.append(
+            f"Status: succeeded. Final eval loss {loss:.2f}, perplexity {2.718**loss:.1f}."
+        )
     elif status == "preempted":
         step = rng.randrange(200, 2000, 50)
-        lines.append(f"Status: preempted at step {step}. It resumed from the checkpoint at step "
-                     f"{step - step % 200} and finished.")
+        lines.append(
+            f"Status: preempted at step {step}. It resumed from the checkpoint at step "
+            f"{step - step % 200} and finished."
+        )
     else:
         lines.append(f"Status: failed. The {data} dataset had a malformed line; {owner} fixed it.")
     if rng.random() < 0.3:
@@ -100,12 +106,17 @@ THINGS = ["dashboard", "API", "training service", "subscription", "storage bucke
 def ticket(rng: random.Random) -> dict:
     label = rng.choice(sorted(TICKETS))
     text = rng.choice(TICKETS[label]).format(
-        n=rng.randint(2, 9), thing=rng.choice(THINGS), amount=rng.randint(90, 9000),
-        month=rng.choice(["March", "April", "May", "June"]), time=f"{rng.randint(1, 12)} pm",
+        n=rng.randint(2, 9),
+        thing=rng.choice(THINGS),
+        amount=rng.randint(90, 9000),
+        month=rng.choice(["March", "April", "May", "June"]),
+        time=f"{rng.randint(1, 12)} pm",
         region=rng.choice(["Europe", "the US", "Asia"]),
     )
     if rng.random() < 0.4:
-        text += rng.choice([" Thanks!", " This is urgent.", " Regards, the ops team.", " Any update?"])
+        text += rng.choice(
+            [" Thanks!", " This is urgent.", " Regards, the ops team.", " Any update?"]
+        )
     return {"text": text, "label": label}
 
 
@@ -114,11 +125,9 @@ def main() -> None:
     out = HERE / "data"
     out.mkdir(exist_ok=True)
     with open(out / "corpus.jsonl", "w", encoding="utf-8", newline="\n") as f:
-        for number in range(1, N_REPORTS + 1):
-            f.write(json.dumps({"text": report(rng, number)}) + "\n")
+        f.writelines(json.dumps({"text": report(rng, n)}) + "\n" for n in range(1, N_REPORTS + 1))
     with open(out / "tickets.jsonl", "w", encoding="utf-8", newline="\n") as f:
-        for _ in range(N_TICKETS):
-            f.write(json.dumps(ticket(rng)) + "\n")
+        f.writelines(json.dumps(ticket(rng)) + "\n" for _ in range(N_TICKETS))
     for name in ("corpus.jsonl", "tickets.jsonl"):
         print(f"{out / name}: {(out / name).stat().st_size / 1024:.0f} KiB")
 

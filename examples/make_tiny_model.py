@@ -21,7 +21,7 @@ EOS = "<|endoftext|>"
 VOCAB_SIZE = 2048
 # Small enough to keep the committed fixture about 1 MB and a quickstart step ~50 ms on one core;
 # 256 positions leave room for the quickstart's 128-token blocks.
-SHAPE = dict(n_positions=256, n_embd=64, n_layer=2, n_head=2)
+SHAPE = {"n_positions": 256, "n_embd": 64, "n_layer": 2, "n_head": 2}
 SEED = 0
 
 

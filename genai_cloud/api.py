@@ -25,8 +25,17 @@ def render(spec: JobSpec | str | Path | dict, provider: str) -> dict:
 
 
 def submit(spec: JobSpec | str | Path | dict, provider: str) -> JobHandle:
-    """Launch (or find the identical, already launched) job and return its handle at once."""
-    job_plan = plan(spec, provider)
+    """Launch (or find the identical, already launched) job and return its handle at once.
+
+    With ``compute.fallback`` set, capacity / quota / no-spot refusals move the job to the next
+    placement; ``handle.details["placement"]`` says where it landed.
+    """
+    job_spec = _spec(spec)
+    if job_spec.compute.fallback:
+        from .failover import submit_with_fallback
+
+        return submit_with_fallback(job_spec, provider)[0]
+    job_plan = make_plan(job_spec, provider)
     return get_provider(job_plan.provider).submit(job_plan)
 
 

@@ -84,7 +84,8 @@ def instance_for(provider: str, accelerator: str, count: int = 1) -> Instance:
     if not rows:
         known = sorted({r.accelerator for r in instances(provider)})
         raise CatalogError(
-            f"{provider} offers no {accelerator!r} instances; available: {', '.join(known)}"
+            f"compute.accelerator: {provider} offers no {accelerator!r} instances; "
+            f"available: {', '.join(known)}"
         )
     if accelerator.lower() == "cpu":
         return rows[0]

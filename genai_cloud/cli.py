@@ -235,7 +235,14 @@ def submit(spec_path: str, provider: str, overrides: tuple[str, ...]) -> None:
         worst = worst_case(spec, plan.provider)  # BudgetError refuses the launch here
         click.echo(f"Budget: at most ${worst.usd:,.2f} of ${spec.budget.max_usd:,.2f} "
                    f"(runtime capped at {worst.seconds} s)", err=True)  # fmt: skip
-    handle = get_provider(plan.provider).submit(plan)
+    if spec.compute.fallback:
+        from .failover import submit_with_fallback
+
+        handle, passed = submit_with_fallback(spec, plan.provider)
+        for placement, reason in passed:
+            click.echo(f"Moved on from {placement}: {reason}", err=True)
+    else:
+        handle = get_provider(plan.provider).submit(plan)
     verb = "Submitted" if handle.created else "Already submitted"
     click.echo(f"{verb}: {handle.name} ({handle.provider}, id {handle.job_id})")
     if handle.console_url:

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -128,8 +129,9 @@ def candidate_plans(spec: JobSpec, provider: str) -> list[Plan]:
         new_spec, new_provider = fallback_spec(spec, entry, index)
         name = new_provider or provider
         if name in ("azureml", "azure") and entry.region is not None:
-            raise SpecError([f"compute.fallback.{index}.region: an Azure ML job runs in its "
-                             "workspace's region; name another provider or leave region out"])
+            problem = (f"compute.fallback.{index}.region: an Azure ML job runs in its "
+                       "workspace's region; name another provider or leave region out")
+            raise SpecError([problem])
         try:
             plan = make_plan(new_spec, name)
             get_provider(plan.provider).render(plan)

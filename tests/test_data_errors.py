@@ -105,8 +105,6 @@ def test_a_missing_file_names_its_path(tmp_path):
     assert str(tmp_path / "nope.jsonl") in str(error_of(tmp_path / "nope.jsonl"))
 
 
-@pytest.mark.xfail(strict=True, reason="records.py skips a 0-byte shard among good ones; a "
-                   "truncated upload should fail loudly (reported to the records.py owner)")
 def test_a_zero_byte_shard_among_good_ones_is_an_error(tmp_path):
     folder = tmp_path / "shards"
     folder.mkdir()
@@ -122,7 +120,7 @@ def test_a_zero_byte_shard_among_good_ones_is_an_error(tmp_path):
     "content, line",
     [(b'{"text": "fine"}\n' * 40 + b'{"text": "broken"\n', 41),
      (b'{"text": "fine"}\n' * 40 + '{"text": "caf\xe9"}\n'.encode("latin-1"), 41),
-     (b"", None)],
+     (b"", 1)],
     ids=["malformed", "latin-1", "0-byte"],
 )  # fmt: skip
 def test_a_local_run_on_bad_data_exits_2_and_leaves_no_finished_outputs(

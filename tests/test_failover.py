@@ -20,8 +20,14 @@ from genai_cloud.failover import (
     fallback_spec,
     submit_with_fallback,
 )
-from genai_cloud.providers import JobState, JobStatus, azureml_ops, get_provider, vertex_ops
-from genai_cloud.providers import sagemaker_ops
+from genai_cloud.providers import (
+    JobState,
+    JobStatus,
+    azureml_ops,
+    get_provider,
+    sagemaker_ops,
+    vertex_ops,
+)
 from genai_cloud.spec import load_spec
 
 ROLE = "arn:aws:iam::123456789012:role/genai-sagemaker"
@@ -103,10 +109,10 @@ class SageMakerAnswers:
         moto_send.enabled = True
 
     def after_call(self, parsed, model, **kwargs):
-        if model.name == "DescribeTrainingJob" and "TrainingJobArn" in parsed:
-            if parsed["TrainingJobArn"].split(":")[3] in self.stockout:
-                parsed.update(TrainingJobStatus="Failed", SecondaryStatus="Failed",
-                              FailureReason=CAPACITY)  # fmt: skip
+        arn = parsed.get("TrainingJobArn", "") if model.name == "DescribeTrainingJob" else ""
+        if arn and arn.split(":")[3] in self.stockout:
+            parsed.update(TrainingJobStatus="Failed", SecondaryStatus="Failed",
+                          FailureReason=CAPACITY)  # fmt: skip
 
 
 @pytest.fixture

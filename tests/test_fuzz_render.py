@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import re
 
+from fuzz_specs import JUNK, KEYS, documents, valid_specs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fuzz_specs import JUNK, KEYS, documents, valid_specs
 from genai_cloud.bundle import Bundle
 from genai_cloud.errors import GenaiCloudError, SpecError
 from genai_cloud.plan import make_plan

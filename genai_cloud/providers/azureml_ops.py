@@ -149,7 +149,7 @@ def _call(what: str, fn, *args, attempts: int = CALL_ATTEMPTS, **kwargs):
     for attempt in range(attempts):
         try:
             return fn(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - sorted below; the rest is re-raised
+        except Exception as exc:
             problem = placement_problem(exc)
             if problem is not None:
                 raise PlacementError(f"{what}: {problem[1]}", kind=problem[0]) from None

@@ -60,6 +60,17 @@ def required_features(spec: JobSpec) -> set[Feature]:
     return needed
 
 
+# The spec field that asks for each feature: unsupported-feature errors name it.
+FEATURE_FIELDS = {
+    Feature.GPU: "compute.accelerator", Feature.TPU: "compute.accelerator",
+    Feature.MULTI_GPU: "compute.count", Feature.MULTI_NODE: "compute.nodes",
+    Feature.SPOT: "compute.spot", Feature.FLEX_START: "gcp.strategy",
+    Feature.VPC: "aws.subnets / gcp.network", Feature.NETWORK_ISOLATION: "aws.network_isolation",
+    Feature.CUSTOMER_MANAGED_KEYS: "aws.kms_key_id / aws.volume_kms_key_id / gcp.kms_key_name",
+    Feature.SECRETS: "secrets",
+}  # fmt: skip
+
+
 class JobState(str, Enum):
     """The states every provider's native states map onto."""
 
@@ -112,8 +123,8 @@ class Provider:
         for feature in sorted(required_features(spec), key=lambda f: f.value):
             if feature in self.unsupported:
                 raise UnsupportedFeatureError(
-                    f"{self.name} cannot run this spec: {feature.value} is not supported "
-                    f"({self.unsupported[feature]})."
+                    f"{FEATURE_FIELDS[feature]}: {self.name} cannot run this spec: "
+                    f"{feature.value} is not supported ({self.unsupported[feature]})."
                 )
 
     def render(self, plan: Plan) -> dict:

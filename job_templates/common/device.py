@@ -33,7 +33,9 @@ class Precision:
     use_grad_scaler: bool
 
 
-def select_device(accelerator: str, cuda_available: bool, xla_module: ModuleType | None) -> DeviceChoice:
+def select_device(
+    accelerator: str, cuda_available: bool, xla_module: ModuleType | None
+) -> DeviceChoice:
     """Pick the device kind for ``compute.accelerator`` given what this machine has.
 
     Args:

@@ -56,7 +56,11 @@ def evaluate(model: Any, examples: Any, device: Any, *, batch_size: int, precisi
     total = max(count.item(), 1.0)
     loss = loss_sum.item() / total
     if classifier:
-        return {"loss": loss, **classification_scores(confusion.cpu()), "examples": int(count.item())}
+        return {
+            "loss": loss,
+            **classification_scores(confusion.cpu()),
+            "examples": int(count.item()),
+        }
     return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": int(count.item())}
 
 

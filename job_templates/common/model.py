@@ -66,7 +66,9 @@ def _package_dir(uri: str) -> Path:
                        "model.name_or_path")  # fmt: skip
     path = Path(next(iter(spec.submodule_search_locations))) / sub
     if not path.is_dir():
-        raise JobError(f"{uri!r}: no folder {sub!r} inside package {package!r}", "model.name_or_path")
+        raise JobError(
+            f"{uri!r}: no folder {sub!r} inside package {package!r}", "model.name_or_path"
+        )
     return path
 
 
@@ -133,8 +135,10 @@ def load_model_and_tokenizer(model_spec: Any, contract: Any = None, *, num_label
 
     location = resolve_location(model_spec.name_or_path, contract)
     tokenizer = load_tokenizer(location, model_spec)
-    common = dict(revision=model_spec.get("revision"),
-                  trust_remote_code=bool(model_spec.get("trust_remote_code")))  # fmt: skip
+    common = {
+        "revision": model_spec.get("revision"),
+        "trust_remote_code": bool(model_spec.get("trust_remote_code")),
+    }
     try:
         config = AutoConfig.from_pretrained(location, **common)
     except (OSError, ValueError) as exc:

@@ -55,6 +55,8 @@ def read_records(location: str | Path, data: Any) -> list[dict]:
 
 def _read_lines(file: Path) -> list[str]:
     raw = file.read_bytes()
+    if not raw:
+        raise JobError("0-byte file (a truncated upload?)", f"{file}:1")
     try:
         return raw.decode("utf-8-sig").splitlines()
     except UnicodeDecodeError as exc:

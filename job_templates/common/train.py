@@ -37,8 +37,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..entrypoint import Preempted
-from . import checkpoint, device as devices
+from ..config import Preempted  # what job_templates.entrypoint catches (exit 143)
+from . import checkpoint, distributed
+from . import device as devices
 from .evaluation import evaluate
 
 log = logging.getLogger("genai")
@@ -98,12 +99,13 @@ class Trainer:
         self.rank, self.world = contract.rank, contract.world_size
         self.device, choice = devices.setup(accelerator, contract.local_rank)
         self.precision = devices.select_precision(
-            training.precision, choice.kind, devices.bf16_supported(choice.kind))
+            training.precision, choice.kind, devices.bf16_supported(choice.kind)
+        )
         compile_model = devices.select_compile(training.compile, choice.kind)
         log.info("device %s (%s), precision %s, compile %s", self.device, choice.reason,
                  self.precision.name, compile_model)  # fmt: skip
         if self.world > 1:
-            _init_distributed(choice.kind)
+            distributed.init(choice.kind)
         if training.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
             model.gradient_checkpointing_enable()
             model.config.use_cache = False
@@ -122,7 +124,8 @@ class Trainer:
         self.optimizer = _adamw(self.model, training, fused=choice.kind == "cuda")
         warmup = training.warmup_steps or math.ceil(training.warmup_ratio * self.total_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_lambda(training.schedule, warmup, self.total_steps))
+            self.optimizer, lr_lambda(training.schedule, warmup, self.total_steps)
+        )
         self.scaler = torch.amp.GradScaler(enabled=self.precision.use_grad_scaler)
         self.state = LoopState(seed=training.seed)
         self.notes: dict = {}  # recipe values that must survive a restart
@@ -195,7 +198,7 @@ class Trainer:
             path = checkpoint.save(self.contract.checkpoint_dir, self.state.step, state,
                                    keep=self.training.keep_checkpoints)  # fmt: skip
             log.info("checkpoint %s written in %.2fs", path, time.perf_counter() - started)
-        _barrier(self.world)
+        distributed.barrier(self.world)
 
     # ---- evaluation -------------------------------------------------------------------------
 
@@ -262,7 +265,7 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
-        self.state.losses.append(_mean_across_ranks(total_loss, self.world))
+        self.state.losses.append(distributed.mean(total_loss, self.world))
         self.state.tokens += tokens * self.world
         self.state.slots += slots * self.world
         self.state.train_seconds += time.perf_counter() - started
@@ -281,8 +284,8 @@ class Trainer:
             os.kill(os.getpid(), signal.SIGTERM)
         if self._stop_requested():
             self.save_checkpoint()
-            raise _preempted_class()(f"stopped at step {s.step} by SIGTERM; checkpoint flushed "
-                                     f"to {self.contract.checkpoint_dir}")  # fmt: skip
+            raise Preempted(f"stopped at step {s.step} by SIGTERM; checkpoint flushed to "
+                            f"{self.contract.checkpoint_dir}")  # fmt: skip
 
     def _stop_requested(self) -> bool:
         if self.world == 1:
@@ -330,20 +333,6 @@ def _adamw(model: Any, training: Any, fused: bool):
     return torch.optim.AdamW(groups, lr=training.lr, fused=fused or None)
 
 
-def _preempted_class() -> type:
-    """The ``Preempted`` class that the running entrypoint catches.
-
-    ``python -m job_templates.entrypoint`` executes the entrypoint as ``__main__``, a second module
-    object whose ``Preempted`` is a different class from ``job_templates.entrypoint.Preempted``;
-    raising the package's class would escape that ``except`` as a traceback and exit 1, not 143.
-    """
-    main = sys.modules.get("__main__")
-    candidate = getattr(main, "Preempted", None)
-    if isinstance(candidate, type) and issubclass(candidate, Exception) and hasattr(main, "RECIPES"):
-        return candidate
-    return Preempted
-
-
 def _install_sigterm(trainer: Trainer):
     def on_sigterm(signum, frame):
         trainer._stop = True  # acted on at the next step boundary, where state is consistent
@@ -353,33 +342,6 @@ def _install_sigterm(trainer: Trainer):
         return signal.signal(signal.SIGTERM, on_sigterm)
     except ValueError:  # not the main thread (e.g. a notebook worker): no eviction handling
         return None
-
-
-def _init_distributed(device_kind: str) -> None:
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
-def _mean_across_ranks(value: float, world: int) -> float:
-    if world == 1:
-        return value
-    import torch
-    import torch.distributed as dist
-
-    t = torch.tensor([value], dtype=torch.float64)
-    if dist.get_backend() == "nccl":
-        t = t.cuda()
-    dist.all_reduce(t)
-    return t.item() / world
 
 
 def _fmt(values: dict) -> str:

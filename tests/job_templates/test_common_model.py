@@ -51,7 +51,9 @@ def test_s3_uri_is_downloaded(tiny_gpt2):
             s3.upload_file(str(file), "models", f"tiny/{file.name}")
         local = Path(resolve_location("s3://models/tiny"))
     assert sorted(p.name for p in local.iterdir()) == sorted(p.name for p in tiny_gpt2.iterdir())
-    assert (local / "model.safetensors").read_bytes() == (tiny_gpt2 / "model.safetensors").read_bytes()
+    assert (local / "model.safetensors").read_bytes() == (
+        tiny_gpt2 / "model.safetensors"
+    ).read_bytes()
 
 
 def test_random_init_and_classification_head(tiny_gpt2):

@@ -70,8 +70,9 @@ def test_data_order_depends_on_seed_and_epoch_only(tiny_gpt2, blocks, tmp_path):
 
 
 def test_total_steps_from_epochs_counts_a_short_last_group(tiny_gpt2, blocks, tmp_path):
-    trainer = _trainer(tiny_gpt2, blocks, tmp_path, max_steps=None, epochs=2.0, grad_accum=3,
-                       batch_size=2)
+    trainer = _trainer(
+        tiny_gpt2, blocks, tmp_path, max_steps=None, epochs=2.0, grad_accum=3, batch_size=2
+    )
     per_epoch = math.ceil(math.ceil(len(blocks) / 2) / 3)
     assert trainer.total_steps == 2 * per_epoch
     trainer.fit()

@@ -52,7 +52,9 @@ def test_malformed_jsonl_names_file_and_line(make_spec, tmp_path, capsys):
 def test_max_seq_len_beyond_positions_is_rejected(make_spec, tmp_path, capsys):
     code, _ = _run_in_process(make_spec(data={"max_seq_len": 1024}), tmp_path)
     assert code == entrypoint.EXIT_INPUT_ERROR
-    assert "data.max_seq_len: 1024 is longer than the model's 256 positions" in capsys.readouterr().err
+    assert (
+        "data.max_seq_len: 1024 is longer than the model's 256 positions" in capsys.readouterr().err
+    )
 
 
 @pytest.mark.slow
@@ -127,7 +129,7 @@ def reference(make_spec, tmp_path_factory):
 
     run = run_local(_runner_spec(make_spec), run_dir=tmp_path_factory.mktemp("reference"),
                     stream=_Watch(10**9, None))  # fmt: skip
-    assert run.returncode == 0, "".join(open(run.run_dir / "job.log").read()[-3000:])
+    assert run.returncode == 0, (run.run_dir / "job.log").read_text()[-3000:]
     return run
 
 

@@ -35,7 +35,9 @@ from ..spec import is_remote_uri
 from .base import JobHandle, JobState, JobStatus, Provider
 
 EMULATIONS = ("local", "sagemaker", "vertex", "azureml")
-FAKE_BUCKET = "local-bucket"  # the bucket name an emulated Vertex run sees under its /gcs mount
+FAKE_BUCKET = "local-bucket"
+EXIT_PREEMPTED = 143  # the entrypoint's status after flushing a checkpoint on SIGTERM
+SIGTERM_GRACE_S = 120  # what SageMaker gives a job between SIGTERM and the kill  # the bucket name an emulated Vertex run sees under its /gcs mount
 
 
 @dataclass
@@ -262,31 +264,38 @@ def run_local(spec, *, emulate: str = "local", nproc: int = 1, run_dir: str | Pa
     env = {**os.environ, **lay.env}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(lay.code_dir), env.get("PYTHONPATH")]))
     with open(lay.run_dir / "job.log", "a", encoding="utf-8") as log:
-        code = _stream(command, cwd=lay.code_dir, env=env, outs=(stream or sys.stdout, log))
+        code, preempted = _stream(command, cwd=lay.code_dir, env=env,
+                                  outs=(stream or sys.stdout, log))  # fmt: skip
+    if code != 0 and preempted and nproc > 1:
+        code = EXIT_PREEMPTED  # torchrun reports a child's 143 as its own failure (exit 1)
     result = LocalRun(run_dir=lay.run_dir, returncode=code, layout=lay)
     if check and code != 0:
         raise JobFailedError(f"local job exited with status {code}; its log is above.")
     return result
 
 
-def _stream(command: list[str], *, cwd: Path, env: dict, outs: tuple[IO[str], ...]) -> int:
+def _stream(command: list[str], *, cwd: Path, env: dict,
+            outs: tuple[IO[str], ...]) -> tuple[int, bool]:  # fmt: skip
+    """Run ``command``, copying its output to ``outs``; return (exit status, saw preemption)."""
     proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, bufsize=1)  # fmt: skip
+    preempted = False
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
+            preempted = preempted or line.startswith("preempted:")
             for out in outs:
                 out.write(line)
                 out.flush()
-        return proc.wait()
+        return proc.wait(), preempted
     except KeyboardInterrupt:
         # Like a spot eviction: let the job flush a checkpoint, then stop.
         proc.send_signal(signal.SIGTERM)
         try:
-            return proc.wait(timeout=120)
+            return proc.wait(timeout=SIGTERM_GRACE_S), True
         except subprocess.TimeoutExpired:
             proc.kill()
-            return proc.wait()
+            return proc.wait(), True
 
 
 def _docker_command(lay: LocalLayout, image: str) -> list[str]:

@@ -91,7 +91,9 @@ class Trainer:
     """Trains ``model`` on ``train`` (a ``text.Examples``) per the spec's ``training`` section."""
 
     def __init__(self, model: Any, train: Any, eval_set: Any, training: Any, contract: Any,
-                 accelerator: str = "cpu"):  # fmt: skip
+                 accelerator: str = "cpu", loss_fn: Any = None):  # fmt: skip
+        """``loss_fn(forward, batch) -> loss`` replaces the model's own loss (e.g. distillation,
+        per-example weights); ``forward`` is the wrapped model (DDP / compiled) to call."""
         import torch
 
         self.training, self.contract = training, contract
@@ -129,6 +131,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(enabled=self.precision.use_grad_scaler)
         self.state = LoopState(seed=training.seed)
         self.notes: dict = {}  # recipe values that must survive a restart
+        self.loss_fn = loss_fn or (lambda forward, batch: forward(**batch).loss)
         self._stop = False
 
     # ---- sizes and data order ---------------------------------------------------------------
@@ -252,7 +255,7 @@ class Trainer:
                 else _null()  # fmt: skip
             with context:
                 with devices.autocast(self.device, self.precision):
-                    loss = self.forward(**batch).loss / len(group)
+                    loss = self.loss_fn(self.forward, batch) / len(group)
                 self.scaler.scale(loss).backward()
             total_loss += loss.detach().float().item()
             tokens += int(batch["attention_mask"].sum())

@@ -15,6 +15,10 @@ Accepted locations:
 
 ``model.init: random`` builds the architecture from the config with fresh weights (seeded by the
 caller), for pre-training from scratch or tests.
+
+Given the device kind, loading applies the GPU fast path (``device.fast_path``): SDPA attention and,
+for a config-built model, a vocabulary padded to a multiple of 64. ``apply_lora`` wraps a loaded
+model in peft LoRA adapters per ``model.lora``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 
 from ..config import JobError
 from ..contract import gcs_to_fuse
+from .device import fast_path
 
 log = logging.getLogger("genai")
 
@@ -114,7 +119,8 @@ def load_tokenizer(location: str, model_spec: Any):
 
 
 def load_model_and_tokenizer(model_spec: Any, contract: Any = None, *, num_labels: int | None = None,
-                             id2label: dict[int, str] | None = None):  # fmt: skip
+                             id2label: dict[int, str] | None = None,
+                             device_kind: str | None = None):  # fmt: skip
     """Build the model (head per ``model.head``) and tokenizer for a spec's ``model`` section.
 
     Args:
@@ -123,6 +129,8 @@ def load_model_and_tokenizer(model_spec: Any, contract: Any = None, *, num_label
         contract: the job's contract (for a ``model`` channel and gs:// paths), or None.
         num_labels / id2label: for ``sequence-classification``, taken from the data when the spec
             does not say.
+        device_kind: where the model will train (``device.detect_kind``); ``cuda`` turns on the
+            fast path's SDPA attention and vocabulary padding. None: load as transformers does.
 
     Returns:
         ``(model, tokenizer)``; the model is on the CPU in train mode.
@@ -156,18 +164,122 @@ def load_model_and_tokenizer(model_spec: Any, contract: Any = None, *, num_label
         cls = AutoModelForCausalLM
 
     dtype = getattr(torch, DTYPES.get(model_spec.get("dtype", "auto"), "float32"))
-    if model_spec.get("init") == "random":
-        model = cls.from_config(config, trust_remote_code=common["trust_remote_code"])
-        model = model.to(dtype)
-    else:
-        try:
-            # dtype 'auto' trains fp32 master weights; autocast supplies bf16/fp16 compute.
-            model = cls.from_pretrained(location, config=config, dtype=dtype, **common)
-        except (OSError, ValueError) as exc:
-            raise JobError(f"cannot load model weights from {location!r}: {exc}",
-                           "model.name_or_path")  # fmt: skip
+    init = model_spec.get("init") or "pretrained"
+    speed = fast_path(device_kind or "cpu", init)
+    model = _build(cls, config, location, dtype, common, init, speed.attn_implementation)
+    if speed.vocab_multiple:
+        before = model.get_input_embeddings().weight.shape[0]
+        # The extra rows never occur as labels, so training only pushes their logits down.
+        model.resize_token_embeddings(pad_to_multiple_of=speed.vocab_multiple, mean_resizing=False)
+        log.info("vocabulary padded from %d to %d rows (a multiple of %d, for tensor cores)",
+                 before, model.get_input_embeddings().weight.shape[0], speed.vocab_multiple)  # fmt: skip
     model.train()
     return model, tokenizer
+
+
+def _build(cls: Any, config: Any, location: str, dtype: Any, common: dict, init: str,
+           attn: str | None):  # fmt: skip
+    """from_config (random init) or from_pretrained, asking for ``attn`` attention if given and
+    falling back to the model's default when the architecture does not support it."""
+    extra = {"attn_implementation": attn} if attn else {}
+    try:
+        if init == "random":
+            return cls.from_config(config, trust_remote_code=common["trust_remote_code"],
+                                   **extra).to(dtype)  # fmt: skip
+        # dtype 'auto' trains fp32 master weights; autocast supplies bf16/fp16 compute.
+        return cls.from_pretrained(location, config=config, dtype=dtype, **common, **extra)
+    except (OSError, ValueError) as exc:
+        if extra and any(word in str(exc).lower() for word in ("attention", "attn")):
+            log.info("%s attention is not available for this model (%s); using its default",
+                     attn, exc)  # fmt: skip
+            return _build(cls, config, location, dtype, common, init, None)
+        raise JobError(f"cannot load model weights from {location!r}: {exc}",
+                       "model.name_or_path") from None  # fmt: skip
+
+
+# Where LoRA goes when model.lora.target_modules is empty: the attention projections, as in the LoRA
+# paper (Hu et al. 2021: adapting q and v recovers most of full fine-tuning); q, k, v and the output
+# projection where they are cheap to name. Keys are ``config.model_type``; peft's own table covers
+# the rest.
+LORA_TARGETS = {
+    "gpt2": ["c_attn", "attn.c_proj"],  # c_attn is q, k, v fused; attn.c_proj is the output
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "mistral": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "qwen2": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "gemma": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "bert": ["query", "value"],
+    "roberta": ["query", "value"],
+    "distilbert": ["q_lin", "v_lin"],
+    "gpt_neox": ["query_key_value"],
+    "t5": ["q", "v"],
+}
+
+
+def lora_targets(model: Any, requested: list[str] | None = None) -> list[str]:
+    """The module names LoRA adapts: ``requested``, else the default for the architecture.
+
+    Raises:
+        JobError: a requested name that matches no module, or an architecture without a default
+            (both list the model's linear layers to choose from).
+    """
+    names = [n for n, _ in model.named_modules()]
+    if requested:
+        missing = [t for t in requested if not any(_matches(n, t) for n in names)]
+        if missing:
+            raise JobError(f"{missing} match no module of this model; linear layers are: "
+                           f"{', '.join(_linear_names(model))}", "model.lora.target_modules")  # fmt: skip
+        return list(requested)
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT
+
+    model_type = getattr(model.config, "model_type", "")
+    targets = LORA_TARGETS.get(model_type) or PEFT.get(model_type)
+    if not targets:
+        raise JobError(f"no default LoRA targets for model type {model_type!r}; set "
+                       f"model.lora.target_modules to some of: {', '.join(_linear_names(model))}",
+                       "model.lora.target_modules")  # fmt: skip
+    return list(targets)
+
+
+def apply_lora(model: Any, lora_spec: Any, head: str = "causal-lm"):
+    """Wrap ``model`` in peft LoRA adapters; only the adapters (and a classifier head) train.
+
+    Args:
+        lora_spec: the spec's ``model.lora`` (``r``, ``alpha``, ``dropout``, ``target_modules``).
+        head: ``causal-lm`` or ``sequence-classification`` (the new head then trains in full).
+
+    Returns:
+        a ``peft.PeftModel``.
+    """
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers.pytorch_utils import Conv1D
+
+    targets = lora_targets(model, lora_spec.get("target_modules"))
+    # GPT-2's Conv1D stores weights transposed (in x out); peft must know to merge them right.
+    fan_in_fan_out = any(isinstance(m, Conv1D) for n, m in model.named_modules()
+                         if any(_matches(n, t) for t in targets))  # fmt: skip
+    task = TaskType.SEQ_CLS if head == "sequence-classification" else TaskType.CAUSAL_LM
+    config = LoraConfig(task_type=task, r=lora_spec.r, lora_alpha=lora_spec.alpha,
+                        lora_dropout=lora_spec.dropout, target_modules=targets,
+                        fan_in_fan_out=fan_in_fan_out)  # fmt: skip
+    model = get_peft_model(model, config)
+    counts = count_parameters(model)
+    log.info("LoRA r=%d alpha=%d on %s: %d of %d parameters train (%.2f%%)", lora_spec.r,
+             lora_spec.alpha, targets, counts["trainable"], counts["total"],
+             100 * counts["trainable"] / counts["total"])  # fmt: skip
+    return model
+
+
+def _matches(name: str, target: str) -> bool:
+    return name == target or name.endswith("." + target)  # peft's rule for a list of names
+
+
+def _linear_names(model: Any) -> list[str]:
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    leaf = {n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+            if isinstance(m, (torch.nn.Linear, Conv1D))}  # fmt: skip
+    return sorted(leaf)
 
 
 def max_positions(config: Any) -> int | None:

@@ -28,8 +28,14 @@ def write_metrics(output_dir: str | Path, metrics: dict) -> Path:
     return write_json(Path(output_dir) / "metrics.json", metrics)
 
 
-def save_model(model: Any, tokenizer: Any, model_dir: str | Path) -> list[str]:
+def save_model(model: Any, tokenizer: Any, model_dir: str | Path,
+               merge_adapters: bool = True) -> list[str]:  # fmt: skip
     """``save_pretrained`` (safetensors) model and tokenizer into ``model_dir``.
+
+    A peft (LoRA) model is saved either merged (``merge_adapters``: the adapters folded into the
+    base weights, a plain model any ``from_pretrained`` loads; this changes ``model`` in place) or
+    as the adapter alone (``adapter_config.json`` + ``adapter_model.safetensors``, loaded on top of
+    the base model with ``peft.PeftModel.from_pretrained``).
 
     Everything is written to a hidden sibling folder first and then moved in file by file, so a
     kill mid-save never leaves a truncated weights file where a loader would trust it.
@@ -40,6 +46,8 @@ def save_model(model: Any, tokenizer: Any, model_dir: str | Path) -> list[str]:
     shutil.rmtree(staging, ignore_errors=True)
     model = getattr(model, "module", model)  # unwrap DDP
     model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
+    if merge_adapters and hasattr(model, "merge_and_unload"):  # a peft model
+        model = model.merge_and_unload()
     model.save_pretrained(staging, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(staging)

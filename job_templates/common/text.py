@@ -13,6 +13,11 @@
 tokens (documents separated by EOS, the last block padded), so almost no compute goes to padding;
 ``Examples.non_pad_fraction`` reports how much. Without packing each example is truncated to
 ``max_seq_len`` and a batch is padded to its longest member.
+
+Records carrying ``_weight`` (``responsible.mitigation`` reweighting) make weighted examples: the
+weights are normalised to mean 1, a classifier example keeps one weight, and a causal-LM example
+gives its weight to each of its tokens (a packed block can mix examples). ``batch()`` then adds a
+``weights`` tensor for ``train.weighted_loss``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import JobError
+from ..responsible.mitigation import WEIGHT_KEY
 
 log = logging.getLogger("genai")
 IGNORE = -100  # the label value torch's cross-entropy skips
@@ -31,7 +37,8 @@ IGNORE = -100  # the label value torch's cross-entropy skips
 class Examples:
     """Token examples: ``len()``, ``batch(indices) -> dict of tensors`` for the model's forward.
 
-    ``labels`` is a list of per-token label lists (causal LM) or a list of class ids (classifier).
+    ``labels`` is a list of per-token label lists (causal LM) or a list of class ids (classifier);
+    ``weights``, when set, is shaped the same way (per-token lists or one float per example).
     """
 
     input_ids: list[list[int]]
@@ -39,6 +46,7 @@ class Examples:
     pad_id: int
     packed: bool = False
     stats: dict = field(default_factory=dict)
+    weights: list | None = None
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -49,7 +57,8 @@ class Examples:
         return self.stats.get("non_pad_fraction", 1.0)
 
     def batch(self, indices) -> dict:
-        """``input_ids``, ``attention_mask`` and ``labels`` tensors for these examples."""
+        """``input_ids``, ``attention_mask`` and ``labels`` tensors for these examples (and
+        ``weights`` for weighted examples)."""
         if self.packed:
             # Packed blocks all have one length: pad once, then a batch is a single gather.
             if not self._cache:
@@ -74,7 +83,20 @@ class Examples:
                 labels[n, : len(row)] = torch.tensor(self.labels[i])
         if not per_token:
             labels = torch.tensor([self.labels[i] for i in indices], dtype=torch.long)
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        out = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        if self.weights is not None:
+            out["weights"] = self._weights(indices, width, per_token)
+        return out
+
+    def _weights(self, indices: list[int], width: int, per_token: bool):
+        import torch
+
+        if not per_token:
+            return torch.tensor([self.weights[i] for i in indices], dtype=torch.float32)
+        weights = torch.zeros((len(indices), width), dtype=torch.float32)  # padding: no weight
+        for n, i in enumerate(indices):
+            weights[n, : len(self.weights[i])] = torch.tensor(self.weights[i])
+        return weights
 
 
 def check_max_seq_len(max_seq_len: int, limit: int | None) -> None:
@@ -87,47 +109,77 @@ def check_max_seq_len(max_seq_len: int, limit: int | None) -> None:
 def tokenize(records: list[dict], tokenizer: Any, data: Any,
              label_ids: dict | None = None) -> Examples:  # fmt: skip
     """Tokenize records per ``data.format`` and pack them when ``data.packing`` (causal LM only)."""
+    weights = example_weights(records)
     if data.format == "classification":
-        return _classification(records, tokenizer, data, label_ids or label_map(records, data))
+        return _classification(records, tokenizer, data, label_ids or label_map(records, data),
+                               weights)  # fmt: skip
     render = {"text": _plain, "jsonl": _plain, "instruction": _instruction, "chat": _chat}
     pairs = [render[data.format](r, tokenizer, data) for r in records]
     if data.packing:
-        return pack(pairs, data.max_seq_len, tokenizer.pad_token_id)
-    ids, labels, skipped = [], [], 0
-    for seq, lab in pairs:
+        return pack(pairs, data.max_seq_len, tokenizer.pad_token_id, weights)
+    ids, labels, kept, skipped = [], [], [], 0
+    for n, (seq, lab) in enumerate(pairs):
         seq, lab = seq[: data.max_seq_len], lab[: data.max_seq_len]
         if all(x == IGNORE for x in lab[1:]):
             skipped += 1  # nothing left to learn from (e.g. a prompt longer than max_seq_len)
             continue
         ids.append(seq)
         labels.append(lab)
+        kept.append(n)
     if not ids:
         raise JobError(f"no example has a target token within data.max_seq_len={data.max_seq_len}")
     if skipped:
         log.warning("%d examples had no target tokens within max_seq_len and were skipped", skipped)
     real = sum(len(s) for s in ids)
+    token_weights = [[weights[n]] * len(ids[k]) for k, n in enumerate(kept)] if weights else None
     return Examples(ids, labels, tokenizer.pad_token_id, packed=False,
-                    stats={"examples": len(ids), "tokens": real, "skipped": skipped})  # fmt: skip
+                    stats={"examples": len(ids), "tokens": real, "skipped": skipped},
+                    weights=token_weights)  # fmt: skip
 
 
-def pack(pairs: list[tuple[list[int], list[int]]], block: int, pad_id: int) -> Examples:
+def example_weights(records: list[dict]) -> list[float] | None:
+    """The records' ``_weight`` values normalised to mean 1 (missing: 1), or None if none has one.
+
+    Raises:
+        JobError: a weight that is not a finite number >= 0, or weights that are all zero.
+    """
+    if not any(WEIGHT_KEY in r for r in records):
+        return None
+    weights = [r.get(WEIGHT_KEY, 1.0) for r in records]
+    for record, w in zip(records, weights):
+        if not isinstance(w, (int, float)) or isinstance(w, bool) or not 0 <= w < float("inf"):
+            raise JobError(f"example weight must be a finite number >= 0, got {w!r}",
+                           record.get("_source"))  # fmt: skip
+    mean = sum(weights) / len(weights)
+    if mean == 0:
+        raise JobError("every example weight is 0: nothing would be learned")
+    return [w / mean for w in weights]
+
+
+def pack(pairs: list[tuple[list[int], list[int]]], block: int, pad_id: int,
+         weights: list[float] | None = None) -> Examples:  # fmt: skip
     """Concatenate ``(input_ids, labels)`` pairs into blocks of exactly ``block`` tokens.
 
     Documents run on across block boundaries (no token is dropped); only the last block is
-    padded, with labels -100 and attention mask 0 there.
+    padded, with labels -100 and attention mask 0 there. ``weights`` (one per pair) become
+    per-token weights that follow each token into its block.
     """
     flat_ids = [t for ids, _ in pairs for t in ids]
     flat_labels = [t for _, labels in pairs for t in labels]
     if not flat_ids:
         raise JobError("the dataset has no tokens")
-    blocks_ids, blocks_labels = [], []
+    flat_weights = [w for (ids, _), w in zip(pairs, weights) for _ in ids] if weights else None
+    blocks_ids, blocks_labels, blocks_weights = [], [], []
     for start in range(0, len(flat_ids), block):
         blocks_ids.append(flat_ids[start : start + block])
         blocks_labels.append(flat_labels[start : start + block])
+        if flat_weights:
+            blocks_weights.append(flat_weights[start : start + block])
     slots = len(blocks_ids) * block
     stats = {"examples": len(pairs), "blocks": len(blocks_ids), "tokens": len(flat_ids),
              "non_pad_fraction": len(flat_ids) / slots}  # fmt: skip
-    return Examples(blocks_ids, blocks_labels, pad_id, packed=True, stats=stats)
+    return Examples(blocks_ids, blocks_labels, pad_id, packed=True, stats=stats,
+                    weights=blocks_weights if flat_weights else None)  # fmt: skip
 
 
 def _eos(tokenizer: Any) -> list[int]:
@@ -210,7 +262,8 @@ def label_map(records: list[dict], data: Any) -> dict:
     return {value: i for i, value in enumerate(ordered)}
 
 
-def _classification(records: list[dict], tokenizer: Any, data: Any, label_ids: dict) -> Examples:
+def _classification(records: list[dict], tokenizer: Any, data: Any, label_ids: dict,
+                    weights: list[float] | None = None) -> Examples:  # fmt: skip
     ids, labels = [], []
     for record in records:
         value = record[data.label_field]
@@ -222,4 +275,4 @@ def _classification(records: list[dict], tokenizer: Any, data: Any, label_ids: d
         labels.append(label_ids[value])
     real = sum(len(s) for s in ids)
     return Examples(ids, labels, tokenizer.pad_token_id, packed=False,
-                    stats={"examples": len(ids), "tokens": real})  # fmt: skip
+                    stats={"examples": len(ids), "tokens": real}, weights=weights)  # fmt: skip

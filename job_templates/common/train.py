@@ -8,9 +8,10 @@
 
 What it does: AdamW (fused on CUDA; no weight decay on biases and norms), a linear / cosine /
 constant schedule with warmup (``warmup_steps`` or ``warmup_ratio``), gradient accumulation and
-clipping, autocast (``device.select_precision``), optional gradient checkpointing and
-``torch.compile``, ``epochs`` or ``max_steps``, a log line every ``log_every`` steps (loss, lr,
-tokens/s), evaluation every ``eval_every`` steps, DDP when the contract's world size is > 1 (gloo on
+clipping, an optional ``loss_fn(forward, batch)`` in place of the model's own loss
+(``weighted_loss`` for per-example weights), autocast (``device.select_precision``), optional
+gradient checkpointing and ``torch.compile``, ``epochs`` or ``max_steps``, a log line every
+``log_every`` steps (loss, lr, tokens/s), evaluation every ``eval_every`` steps, DDP when the contract's world size is > 1 (gloo on
 CPU, nccl on CUDA; only rank 0 writes), checkpoints every ``checkpoint_every`` steps.
 
 Exact resume. The data order of epoch ``e`` is a permutation drawn from a generator seeded with
@@ -41,6 +42,7 @@ from ..config import Preempted  # what job_templates.entrypoint catches (exit 14
 from . import checkpoint, distributed
 from . import device as devices
 from .evaluation import evaluate
+from .text import IGNORE
 
 log = logging.getLogger("genai")
 
@@ -104,6 +106,7 @@ class Trainer:
             training.precision, choice.kind, devices.bf16_supported(choice.kind)
         )
         compile_model = devices.select_compile(training.compile, choice.kind)
+        self.compiled = compile_model
         log.info("device %s (%s), precision %s, compile %s", self.device, choice.reason,
                  self.precision.name, compile_model)  # fmt: skip
         if self.world > 1:
@@ -111,6 +114,10 @@ class Trainer:
         if training.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
             model.gradient_checkpointing_enable()
             model.config.use_cache = False
+            if any(not p.requires_grad for p in model.parameters()):
+                # Frozen embeddings (LoRA) give checkpointed blocks inputs without grad, and the
+                # recomputed blocks would then get no gradient at all.
+                model.enable_input_require_grads()
         self.model = model.to(self.device)  # the plain module: what checkpoints and saves see
         self.forward = self.model
         if self.world > 1:
@@ -123,7 +130,8 @@ class Trainer:
 
         self.batches_per_epoch = math.ceil(len(train) // self.world / training.batch_size) or 1
         self.total_steps = self._total_steps()
-        self.optimizer = _adamw(self.model, training, fused=choice.kind == "cuda")
+        fused = devices.fast_path(choice.kind).fused_adamw
+        self.optimizer = _adamw(self.model, training, fused=fused)
         warmup = training.warmup_steps or math.ceil(training.warmup_ratio * self.total_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(training.schedule, warmup, self.total_steps)
@@ -318,6 +326,31 @@ class Trainer:
 
         return tqdm(total=self.total_steps, initial=self.state.step, desc="train", unit="step",
                     mininterval=2.0, file=sys.stderr, dynamic_ncols=True)  # fmt: skip
+
+
+def weighted_loss(forward: Any, batch: dict):
+    """A ``Trainer`` ``loss_fn`` for batches that carry per-example ``weights`` (bias mitigation).
+
+    Classifier (``weights`` of shape (batch,)): the mean over the batch of weight x cross-entropy.
+    Causal LM (``weights`` of shape (batch, seq), each token carrying its example's weight, so a
+    packed block mixing examples is weighted token by token): the sum of weight x cross-entropy
+    over target tokens divided by the number of target tokens. With every weight 1 both equal the
+    model's own loss; ``text.Examples`` normalises weights to mean 1 so the loss keeps its scale.
+    """
+    import torch.nn.functional as F
+
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "weights")}
+    labels, weights = batch["labels"], batch["weights"]
+    logits = forward(**inputs).logits.float()  # CE in fp32 even under autocast
+    if labels.dim() == 1:
+        per_example = F.cross_entropy(logits, labels, reduction="none")
+        return (per_example * weights).mean()
+    # Position t predicts token t+1 (what HF does inside the model when given labels).
+    logits, labels, weights = logits[:, :-1], labels[:, 1:], weights[:, 1:]
+    per_token = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
+                                ignore_index=IGNORE, reduction="none")  # fmt: skip
+    targets = (labels.reshape(-1) != IGNORE).float()
+    return (per_token * weights.reshape(-1) * targets).sum() / targets.sum().clamp(min=1.0)
 
 
 # ---- helpers ------------------------------------------------------------------------------------

@@ -418,6 +418,12 @@ class JobSpec(Section):
         if self.model and self.model.head == "sequence-classification":
             if self.data and self.data.format != "classification":
                 problems.append("data.format: must be 'classification' for a classification head")
+        spot = self.compute.spot or self.gcp.strategy == "SPOT" or self.azure.job_tier == "spot"
+        if spot and not self.checkpointing() and not self.compute.allow_spot_without_checkpoints:
+            problems.append(
+                "training.checkpoint_every: required on spot capacity, or an eviction restarts "
+                "the job from step 0 (e.g. 200; or set compute.allow_spot_without_checkpoints)"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         if task is Task.pretrain_scratch and self.scratch is None:
@@ -439,10 +445,10 @@ class JobSpec(Section):
     def warnings(self) -> list[str]:
         """Valid but risky choices, reported by `validate` and before a launch."""
         notes = []
-        if self.compute.spot and not self.checkpointing():
+        if self.compute.allow_spot_without_checkpoints and not self.checkpointing():
             notes.append(
-                "compute.spot is set without training.checkpoint_every: an eviction restarts the "
-                "job from step 0. Set training.checkpoint_every (e.g. 200)."
+                "spot capacity without training.checkpoint_every: an eviction restarts the job "
+                "from step 0."
             )
         return notes
 

@@ -1,10 +1,19 @@
 """Recipe ``finetune``: fine-tune a causal LM (or a sequence classifier) on the job's data.
 
-Top to bottom: data -> model + tokenizer -> tokens (packed) -> eval before -> train -> eval after
--> save model -> metrics.json + loss plot. Resumes by itself from the newest checkpoint.
+Top to bottom: data (-> audit gate -> bias mitigation) -> model + tokenizer (-> LoRA) -> tokens
+(packed) -> eval before -> train -> eval after -> save model + model card -> metrics.json + loss
+plot. Resumes by itself from the newest checkpoint.
 
-Outputs (rank 0): the model in Hugging Face format (safetensors + tokenizer) in the contract's
-model dir; ``metrics.json`` and ``plots/loss.png`` in its output dir.
+- ``audit.gate``: the data audit (``audit.py``) runs on the training records first; its report
+  goes to ``<output dir>/audit`` and a metric above ``audit.fail_on`` stops the job (exit 2).
+- ``fairness.mitigation``: counterfactual augmentation and / or group x label reweighting of the
+  training split (never the eval split); reweighted examples train with ``weighted_loss``.
+- ``model.lora``: peft LoRA adapters; saved merged into the base weights (``merge_on_save``) or
+  as the adapter alone.
+- On CUDA the GPU fast path is chosen automatically (``common/device.py``).
+
+Outputs (rank 0): the model in Hugging Face format (safetensors + tokenizer + ``README.md`` model
+card) in the contract's model dir; ``metrics.json`` and ``plots/loss.png`` in its output dir.
 """
 
 from __future__ import annotations
@@ -13,12 +22,16 @@ import logging
 import time
 from typing import Any
 
+from pathlib import Path
+
 from .common.data import load_splits
-from .common.model import count_parameters, load_model_and_tokenizer, max_positions
+from .common.device import detect_kind, fast_path
+from .common.model import apply_lora, count_parameters, load_model_and_tokenizer, max_positions
 from .common.outputs import plot_losses, save_model, write_metrics
 from .common.text import check_max_seq_len, label_map, tokenize
-from .common.train import Trainer, seed_everything
+from .common.train import Trainer, seed_everything, weighted_loss
 from .config import JobError
+from .responsible.model_card import write_model_card
 
 log = logging.getLogger("genai")
 
@@ -27,26 +40,38 @@ def run(spec: Any, contract: Any) -> dict:
     started = time.perf_counter()
     training, data = spec.training, spec.data
     classifier = spec.model.head == "sequence-classification"
-    if spec.model.get("lora"):
-        raise JobError("LoRA adapters are not supported by this recipe yet; remove model.lora",
-                       "model.lora")  # fmt: skip
-    seed_everything(training.seed)  # before the model: a random init must repeat exactly
+    lora = spec.model.get("lora")
+    if lora and spec.model.get("init") == "random" and not lora.merge_on_save:
+        raise JobError("an adapter saved alone needs its base weights, and a random init is not "
+                       "saved anywhere; set merge_on_save: true", "model.lora.merge_on_save")  # fmt: skip
+    device_kind = detect_kind(spec.compute.accelerator)
 
-    # 1. Data and model.
+    # 1. Data: audited first when audit.gate is set, then bias mitigation on the training split.
     train_records, eval_records = load_splits(data, contract, seed=training.seed)
+    audit = _audit_gate(spec, contract, train_records) if _gate(spec) else None
+    if (spec.get("fairness") or {}).get("mitigation"):
+        train_records = _mitigate(spec, train_records)
     labels = label_map(train_records, data) if classifier else None
+
+    # 2. Model (+ LoRA adapters).
+    seed_everything(training.seed)  # just before the model: a random init must repeat exactly
     model, tokenizer = load_model_and_tokenizer(
         spec.model, contract, num_labels=len(labels) if labels else None,
-        id2label={i: str(v) for v, i in labels.items()} if labels else None)  # fmt: skip
+        id2label={i: str(v) for v, i in labels.items()} if labels else None,
+        device_kind=device_kind)  # fmt: skip
     check_max_seq_len(data.max_seq_len, max_positions(model.config))
+    if lora:
+        model = apply_lora(model, lora, spec.model.head)
 
-    # 2. Tokens: packed blocks for a causal LM, padded examples for a classifier.
+    # 3. Tokens: packed blocks for a causal LM, padded examples for a classifier.
     train_set = tokenize(train_records, tokenizer, data, labels)
     eval_set = tokenize(eval_records, tokenizer, data, labels) if eval_records else None
     log.info("train: %s; eval: %s", train_set.stats, eval_set.stats if eval_set else "none")
 
-    # 3. Train, evaluating before and after. A resumed run reuses the first run's "before".
-    trainer = Trainer(model, train_set, eval_set, training, contract, spec.compute.accelerator)
+    # 4. Train, evaluating before and after. A resumed run reuses the first run's "before".
+    loss_fn = weighted_loss if train_set.weights is not None else None
+    trainer = Trainer(model, train_set, eval_set, training, contract, spec.compute.accelerator,
+                      loss_fn=loss_fn)  # fmt: skip
     resumed = trainer.resume()
     resumed_from = trainer.state.step if resumed else None
     if not resumed:
@@ -56,15 +81,60 @@ def run(spec: Any, contract: Any) -> dict:
     eval_after = trainer.evaluate()
     log.info("eval after training: %s", eval_after)
 
-    # 4. Outputs.
+    # 5. Outputs.
     metrics = _metrics(spec, trainer, train_set, eval_after, resumed_from, started)
+    metrics["fast_path"] = vars(fast_path(device_kind, spec.model.get("init") or "pretrained"))
+    if audit is not None:
+        metrics["audit"] = audit["metrics"]
     if contract.is_main:
-        save_model(trainer.model, tokenizer, contract.model_dir)
+        save_model(trainer.model, tokenizer, contract.model_dir,
+                   merge_adapters=bool(lora.merge_on_save) if lora else True)  # fmt: skip
+        write_model_card(contract.model_dir, spec, _card_metrics(metrics), audit=audit)
         evals = _eval_points(trainer.notes["eval_before"], state.evals, eval_after, state.step)
         plot_losses(contract.output_dir / "plots" / "loss.png", state.losses, evals,
                     title=f"{spec.name}: fine-tune loss")  # fmt: skip
         write_metrics(contract.output_dir, metrics)  # last: its presence means "finished"
     return metrics
+
+
+def _gate(spec: Any) -> bool:
+    return bool((spec.get("audit") or {}).get("gate"))
+
+
+def _audit_gate(spec: Any, contract: Any, records: list[dict]) -> dict:
+    """Audit the training records; rank 0 writes the report; fail on ``audit.fail_on``."""
+    from .audit import audit_records, audit_settings, check_thresholds, write_outputs
+
+    result = audit_records(records, spec)
+    out = Path(contract.output_dir) / "audit"
+    if contract.is_main:
+        write_outputs(result, out)
+    reasons = check_thresholds(result, audit_settings(spec).fail_on)
+    if reasons:
+        raise JobError(f"the data audit gate failed, so nothing was trained (report: {out}): "
+                       + "; ".join(reasons), "audit.fail_on")  # fmt: skip
+    log.info("audit gate passed (%d records; report in %s)", len(records), out)
+    return result
+
+
+def _mitigate(spec: Any, records: list[dict]) -> list[dict]:
+    from .audit import audit_settings
+    from .responsible.lexicon import load_lexicon
+    from .responsible.mitigation import apply_mitigation
+
+    before = len(records)
+    records = apply_mitigation(records, spec, load_lexicon(audit_settings(spec).lexicon))
+    log.info("bias mitigation %s: %d -> %d training records", spec.fairness.mitigation, before,
+             len(records))  # fmt: skip
+    return records
+
+
+def _card_metrics(metrics: dict) -> dict:
+    """The numbers the model card's results table shows."""
+    keys = [k for k in metrics if k.endswith(("_before", "_after"))]
+    keys += ["final_train_loss", "steps", "train_tokens"]
+    return {k: metrics[k] for k in keys
+            if isinstance(metrics.get(k), (int, float)) and not isinstance(metrics[k], bool)}  # fmt: skip
 
 
 def _metrics(spec: Any, trainer: Trainer, train_set: Any, eval_after: dict,
@@ -92,6 +162,8 @@ def _metrics(spec: Any, trainer: Trainer, train_set: Any, eval_after: dict,
         "dataset": train_set.stats,
         "device": str(trainer.device),
         "precision": trainer.precision.name,
+        "compiled": trainer.compiled,
+        "lora": dict(spec.model.lora) if spec.model.get("lora") else None,
         "world_size": trainer.world,
         "resumed_from_step": resumed_from,
     }

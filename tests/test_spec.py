@@ -92,9 +92,14 @@ def test_secrets_must_be_references():
         load_spec({**MINIMAL, "secrets": {"HF_TOKEN": "hf_abc123"}})
 
 
-def test_spot_without_checkpoints_warns():
-    spec = load_spec({**MINIMAL, "compute": {"accelerator": "A10G", "spot": True}})
-    assert any("checkpoint_every" in w for w in spec.warnings())
+def test_spot_without_checkpoints_is_an_error_unless_allowed():
+    with pytest.raises(SpecError, match="training.checkpoint_every: required on spot"):
+        load_spec({**MINIMAL, "compute": {"accelerator": "A10G", "spot": True}})
+    with pytest.raises(SpecError, match="training.checkpoint_every"):
+        load_spec({**MINIMAL, "gcp": {"strategy": "SPOT"}})
+    allowed = load_spec({**MINIMAL, "compute": {"accelerator": "A10G", "spot": True,
+                                                "allow_spot_without_checkpoints": True}})
+    assert any("checkpoint_every" in w for w in allowed.warnings())
 
 
 def test_labels_follow_the_strictest_cloud():

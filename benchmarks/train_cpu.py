@@ -1,6 +1,13 @@
-"""Tokens/s of genai-cloud's fine-tune loop against a plain Hugging Face ``Trainer`` script.
+"""Tokens/s of genai-cloud's training loops against plain Hugging Face / PyTorch baselines.
 
     python benchmarks/train_cpu.py [--steps 60] [--repeats 2] [--threads N]
+                                   [--rows finetune,distill,prune]
+
+Rows: ``finetune`` (ours vs an HF ``Trainer`` script), ``distill`` (ours: the distill recipe's loss
+through the shared Trainer, teacher tiny-gpt2 -> its 1-layer alternate-layer student, vs an HF
+``Trainer`` subclass overriding ``compute_loss`` the way distillation blog posts do it),
+``prune`` (the masked recovery fine-tune after 50 % global magnitude pruning: ours vs a plain
+PyTorch loop over the same pruned model; plus the one-shot pruning time of magnitude and Wanda).
 
 Same machine, same process, same tiny GPT-2 (examples/tiny-gpt2), same corpus
 (examples/data/corpus.jsonl), same batch (16 x 128 tokens), optimizer family (AdamW), schedule,
@@ -27,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 MODEL = ROOT / "examples" / "tiny-gpt2"
 CORPUS = ROOT / "examples" / "data" / "corpus.jsonl"
 BATCH, SEQ, LR, WARMUP, SEED = 16, 128, 3e-3, 10, 42
+DISTILL_ALPHA, DISTILL_T = 0.5, 2.0
 
 
 def ours(steps: int) -> tuple[float, float]:
@@ -56,16 +64,10 @@ def ours(steps: int) -> tuple[float, float]:
     return state.tokens / elapsed, examples.non_pad_fraction
 
 
-def hf_trainer(steps: int) -> float:
-    """tokens/s of a plain transformers Trainer on the same model and data."""
+def _hf_blocks():
+    """The corpus the way transformers' ``run_clm`` prepares it (tokenize, concatenate, cut)."""
     import torch
-    from transformers import (
-        AutoModelForCausalLM,
-        AutoTokenizer,
-        Trainer,
-        TrainingArguments,
-        default_data_collator,
-    )
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(MODEL)
     texts = [json.loads(line)["text"] for line in CORPUS.read_text().splitlines() if line]
@@ -79,15 +81,27 @@ def hf_trainer(steps: int) -> float:
         def __getitem__(self, i):
             return {"input_ids": blocks[i], "labels": blocks[i]}
 
+    return Blocks()
+
+
+def _hf_args(tmp: str, steps: int):
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=tmp, max_steps=steps, per_device_train_batch_size=BATCH, learning_rate=LR,
+        lr_scheduler_type="cosine", warmup_steps=WARMUP, max_grad_norm=1.0, seed=SEED,
+        logging_steps=10**9, save_strategy="no", report_to=[], use_cpu=True,
+        dataloader_num_workers=0, disable_tqdm=True,
+    )  # fmt: skip
+
+
+def hf_trainer(steps: int) -> float:
+    """tokens/s of a plain transformers Trainer on the same model and data."""
+    from transformers import AutoModelForCausalLM, Trainer, default_data_collator
+
     model = AutoModelForCausalLM.from_pretrained(MODEL)
     with tempfile.TemporaryDirectory() as tmp:
-        args = TrainingArguments(
-            output_dir=tmp, max_steps=steps, per_device_train_batch_size=BATCH, learning_rate=LR,
-            lr_scheduler_type="cosine", warmup_steps=WARMUP, max_grad_norm=1.0, seed=SEED,
-            logging_steps=10**9, save_strategy="no", report_to=[], use_cpu=True,
-            dataloader_num_workers=0, disable_tqdm=True,
-        )  # fmt: skip
-        trainer = Trainer(model=model, args=args, train_dataset=Blocks(),
+        trainer = Trainer(model=model, args=_hf_args(tmp, steps), train_dataset=_hf_blocks(),
                           data_collator=default_data_collator)  # fmt: skip
         started = time.perf_counter()
         trainer.train()
@@ -95,28 +109,209 @@ def hf_trainer(steps: int) -> float:
     return steps * BATCH * SEQ / elapsed
 
 
+def _ours_trainer(model, examples, steps: int, tmp: str, loss_fn=None):
+    from genai_cloud.spec import TrainingSpec
+    from job_templates.common.train import Trainer
+    from job_templates.config import Config
+    from job_templates.contract import Contract
+
+    training = Config.wrap(TrainingSpec(max_steps=steps, batch_size=BATCH, lr=LR, warmup_steps=WARMUP,
+                                        seed=SEED, log_every=10**9).model_dump())  # fmt: skip
+    contract = Contract(platform="benchmark", spec_path=Path(tmp), channels={},
+                        model_dir=Path(tmp), checkpoint_dir=Path(tmp), output_dir=Path(tmp))  # fmt: skip
+    return Trainer(model, examples, None, training, contract, loss_fn=loss_fn)
+
+
+def _examples():
+    from transformers import AutoTokenizer
+
+    from genai_cloud.spec import DataSpec
+    from job_templates.common.records import read_records
+    from job_templates.common.text import tokenize
+    from job_templates.config import Config
+
+    data = Config.wrap(DataSpec(train=str(CORPUS), max_seq_len=SEQ).model_dump())
+    return tokenize(read_records(CORPUS, data), AutoTokenizer.from_pretrained(MODEL), data)
+
+
+def _teacher_student():
+    from transformers import AutoModelForCausalLM
+
+    from job_templates.common.distill_loss import alternate_layer_student
+
+    teacher = AutoModelForCausalLM.from_pretrained(MODEL).eval().requires_grad_(False)
+    student, _ = alternate_layer_student(teacher)
+    return teacher, student
+
+
+def distill_ours(steps: int) -> float:
+    """tokens/s of the distill recipe's loss through job_templates' Trainer."""
+    from job_templates.common.distill_loss import make_loss_fn
+    from job_templates.common.train import seed_everything
+    from job_templates.config import Config
+
+    examples = _examples()
+    seed_everything(SEED)
+    teacher, student = _teacher_student()
+    options = Config(alpha=DISTILL_ALPHA, temperature=DISTILL_T, kl_direction="forward")
+    with tempfile.TemporaryDirectory() as tmp:
+        loss_fn = make_loss_fn(teacher, options, teacher.config.vocab_size)
+        trainer = _ours_trainer(student, examples, steps, tmp, loss_fn)
+        started = time.perf_counter()
+        state = trainer.fit()
+        elapsed = time.perf_counter() - started
+    return state.tokens / elapsed
+
+
+def distill_hf(steps: int) -> float:
+    """tokens/s of an HF Trainer subclass with a distillation ``compute_loss``."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import Trainer, default_data_collator
+
+    teacher, student = _teacher_student()
+    T, alpha = DISTILL_T, DISTILL_ALPHA
+
+    class DistillTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            out = model(**inputs)
+            with torch.no_grad():
+                teacher_logits = teacher(input_ids=inputs["input_ids"]).logits
+            kl = F.kl_div(F.log_softmax(out.logits / T, -1), F.log_softmax(teacher_logits / T, -1),
+                          log_target=True, reduction="none").sum(-1).mean()  # fmt: skip
+            loss = alpha * T * T * kl + (1 - alpha) * out.loss
+            return (loss, out) if return_outputs else loss
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = DistillTrainer(model=student, args=_hf_args(tmp, steps), train_dataset=_hf_blocks(),
+                                 data_collator=default_data_collator)  # fmt: skip
+        started = time.perf_counter()
+        trainer.train()
+        elapsed = time.perf_counter() - started
+    return steps * BATCH * SEQ / elapsed
+
+
+def _pruned_model():
+    from transformers import AutoModelForCausalLM
+
+    from job_templates.common import pruning
+    from job_templates.config import Config
+
+    model = AutoModelForCausalLM.from_pretrained(MODEL)
+    spec = Config(method="magnitude", pattern="unstructured", sparsity=0.5)
+    return model, pruning.prune_model(model, spec)
+
+
+def prune_ours(steps: int) -> float:
+    """tokens/s of the prune recipe's masked recovery fine-tune (job_templates' Trainer)."""
+    from job_templates.common.train import seed_everything
+
+    examples = _examples()
+    seed_everything(SEED)
+    model, _ = _pruned_model()
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = _ours_trainer(model, examples, steps, tmp)
+        started = time.perf_counter()
+        state = trainer.fit()
+        elapsed = time.perf_counter() - started
+    return state.tokens / elapsed
+
+
+def prune_plain(steps: int) -> float:
+    """tokens/s of a plain PyTorch loop fine-tuning the same pruned (masked) model."""
+    import torch
+
+    examples = _examples()
+    torch.manual_seed(SEED)
+    model, _ = _pruned_model()
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
+    warm = lambda step: min(1.0, (step + 1) / WARMUP)  # noqa: E731
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warm)
+    order = torch.randperm(len(examples)).tolist()
+    started = time.perf_counter()
+    for step in range(steps):
+        rows = [order[(step * BATCH + i) % len(order)] for i in range(BATCH)]
+        loss = model(**examples.batch(rows)).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+    return steps * BATCH * SEQ / (time.perf_counter() - started)
+
+
+def prune_seconds() -> dict:
+    """One-shot pruning wall time: global magnitude, and Wanda with 8 calibration batches."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from job_templates.common import pruning
+    from job_templates.config import Config
+
+    examples = _examples()
+    times = {}
+    for method in ("magnitude", "wanda"):
+        model = AutoModelForCausalLM.from_pretrained(MODEL)
+        started = time.perf_counter()
+        norms = None
+        if method == "wanda":
+            batches = [examples.batch(range(i * BATCH, (i + 1) * BATCH)) for i in range(8)]
+            norms = pruning.input_norms(model, pruning.prunable(model), batches, torch.device("cpu"))
+        modules = pruning.prune_model(model, Config(method=method, pattern="unstructured",
+                                                    sparsity=0.5), norms)  # fmt: skip
+        pruning.make_permanent(modules)
+        times[method] = time.perf_counter() - started
+    return times
+
+
+def _best_of(repeats: int, ours_fn, base_fn, steps: int) -> tuple[list[float], list[float]]:
+    ours_runs, base_runs = [], []
+    for _ in range(repeats):  # alternate, so a noisy neighbour hits both sides alike
+        ours_runs.append(ours_fn(steps))
+        base_runs.append(base_fn(steps))
+    return ours_runs, base_runs
+
+
+def _row(label: str, base_label: str, ours_runs: list[float], base_runs: list[float]) -> None:
+    best_ours, best_base = max(ours_runs), max(base_runs)
+    print(f"{label:<26}: {best_ours:10,.0f} tokens/s   runs: {[round(x) for x in ours_runs]}")
+    print(f"{base_label:<26}: {best_base:10,.0f} tokens/s   runs: {[round(x) for x in base_runs]}")
+    print(f"{'ratio':<26}: {best_ours / best_base:.2f}  (target >= 1.0)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--rows", default="finetune,distill,prune",
+                        help="comma-separated: finetune, distill, prune")  # fmt: skip
     args = parser.parse_args()
+    rows = set(args.rows.split(","))
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    ours_runs, hf_runs, packing = [], [], 0.0
-    for _ in range(args.repeats):
-        tps, packing = ours(args.steps)
-        ours_runs.append(tps)
-        hf_runs.append(hf_trainer(args.steps))
-    best_ours, best_hf = max(ours_runs), max(hf_runs)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps of "
           f"{BATCH}x{SEQ} tokens, best of {args.repeats}")  # fmt: skip
-    print(f"genai-cloud loop : {best_ours:10,.0f} tokens/s   runs: {[round(x) for x in ours_runs]}")
-    print(f"HF Trainer       : {best_hf:10,.0f} tokens/s   runs: {[round(x) for x in hf_runs]}")
-    print(f"ratio            : {best_ours / best_hf:.2f}  (target >= 1.0)")
-    print(f"packing          : {packing:.2%} non-pad tokens  (target >= 95%)")
+    if "finetune" in rows:
+        ours_runs, hf_runs, packing = [], [], 0.0
+        for _ in range(args.repeats):
+            tps, packing = ours(args.steps)
+            ours_runs.append(tps)
+            hf_runs.append(hf_trainer(args.steps))
+        _row("finetune: genai-cloud loop", "finetune: HF Trainer", ours_runs, hf_runs)
+        print(f"{'packing':<26}: {packing:.2%} non-pad tokens  (target >= 95%)")
+    if "distill" in rows:
+        _row("distill: genai-cloud", "distill: HF Trainer+loss",
+             *_best_of(args.repeats, distill_ours, distill_hf, args.steps))  # fmt: skip
+    if "prune" in rows:
+        _row("prune recovery: ours", "prune recovery: plain loop",
+             *_best_of(args.repeats, prune_ours, prune_plain, args.steps))  # fmt: skip
+        times = prune_seconds()
+        print(f"{'prune one-shot (50 %)':<26}: magnitude {times['magnitude'] * 1000:.0f} ms, "
+              f"wanda (8 calibration batches) {times['wanda'] * 1000:.0f} ms")  # fmt: skip
 
 
 if __name__ == "__main__":

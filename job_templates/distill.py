@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from .common.data import load_splits
+from .common.device import detect_kind
 from .common.distill_loss import alternate_layer_student, check_same_vocabulary, make_loss_fn
 from .common.evaluation import evaluate
 from .common.footprint import inference_tokens_per_s, size_on_disk, weight_bytes
@@ -41,6 +42,8 @@ def run(spec: Any, contract: Any) -> dict:
     if spec.model.head != "causal-lm":
         raise JobError("distillation here is for causal LMs; set model.head: causal-lm",
                        "model.head")  # fmt: skip
+    if spec.model.get("lora"):
+        raise JobError("a distilled student trains all its weights; remove model.lora", "model.lora")
     seed_everything(training.seed)  # before the student: a random init must repeat exactly
 
     # 1. Data, teacher, student.
@@ -103,13 +106,14 @@ def load_teacher(spec: Any, contract: Any):
 
     Load errors name ``distill.teacher`` (the shared loader names ``model.name_or_path``).
     """
+    kind = detect_kind(spec.compute.accelerator)  # cuda: SDPA attention (the GPU fast path)
     channel = contract.channel("teacher") if contract is not None else None
     teacher_spec = Config(name_or_path=str(channel or spec.distill.teacher), revision=None,
                           head="causal-lm", dtype="auto", init="pretrained",
                           trust_remote_code=bool(spec.model.get("trust_remote_code")))  # fmt: skip
     try:
         # contract=None: the contract's ``model`` channel is the student's, never the teacher's.
-        teacher, tokenizer = load_model_and_tokenizer(teacher_spec, None)
+        teacher, tokenizer = load_model_and_tokenizer(teacher_spec, None, device_kind=kind)
     except JobError as exc:
         message = str(exc).removeprefix(f"{exc.where}: ") if exc.where else str(exc)
         raise JobError(message, "distill.teacher") from None
@@ -127,7 +131,8 @@ def build_student(spec: Any, contract: Any, teacher: Any, teacher_tokenizer: Any
         return student, teacher_tokenizer, layers
     if distill.student_layers is not None:
         log.warning("distill.student_layers applies to student_init alternate-layers only")
-    student, tokenizer = load_model_and_tokenizer(spec.model, contract)
+    student, tokenizer = load_model_and_tokenizer(spec.model, contract,
+                                                  device_kind=detect_kind(spec.compute.accelerator))
     if count_parameters(student)["total"] >= count_parameters(teacher)["total"]:
         log.warning("the student (model.name_or_path) is not smaller than the teacher")
     return student, tokenizer, None

@@ -49,7 +49,7 @@ def run(spec: Any, contract: Any) -> dict:
         device, choice = devices.setup(spec.compute.accelerator, contract.local_rank)
         precision = devices.select_precision(spec.training.precision, choice.kind,
                                              devices.bf16_supported(choice.kind))  # fmt: skip
-        model, tokenizer = load_model_and_tokenizer(spec.model, contract)
+        model, tokenizer = load_model_and_tokenizer(spec.model, contract, device_kind=choice.kind)
         model.to(device).eval()
         records = eval_records(data, contract)
         check_max_seq_len(data.max_seq_len, max_positions(model.config))

@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
-
 from pathlib import Path
+from typing import Any
 
 from .common.data import load_splits
 from .common.device import detect_kind, fast_path

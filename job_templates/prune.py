@@ -20,6 +20,7 @@ from typing import Any
 
 from .common import pruning
 from .common.data import load_splits
+from .common.device import detect_kind
 from .common.footprint import inference_tokens_per_s, size_on_disk, weight_bytes
 from .common.model import count_parameters, load_model_and_tokenizer, max_positions
 from .common.outputs import plot_losses, save_model, write_metrics
@@ -38,11 +39,14 @@ def run(spec: Any, contract: Any) -> dict:
     data, prune_spec = spec.data, spec.prune
     if spec.model.head != "causal-lm":
         raise JobError("pruning here reports perplexity: set model.head: causal-lm", "model.head")
+    if spec.model.get("lora"):
+        raise JobError("pruning changes the base weights; remove model.lora", "model.lora")
     seed_everything(spec.training.seed)
 
     # 1. Data, model, tokens.
     train_records, eval_records = load_splits(data, contract, seed=spec.training.seed)
-    model, tokenizer = load_model_and_tokenizer(spec.model, contract)
+    model, tokenizer = load_model_and_tokenizer(spec.model, contract,
+                                                device_kind=detect_kind(spec.compute.accelerator))
     check_max_seq_len(data.max_seq_len, max_positions(model.config))
     train_set = tokenize(train_records, tokenizer, data)
     eval_set = tokenize(eval_records, tokenizer, data) if eval_records else None

@@ -62,22 +62,22 @@ def distillation_loss(student_logits: Any, teacher_logits: Any, labels: Any, *, 
         student_logits / teacher_logits: ``(batch, seq, vocab)``; position t predicts token t+1.
         labels: ``(batch, seq)`` token ids, -100 where nothing is to be learnt (HF convention:
             the labels are *not* shifted by the caller).
-        vocab_size: compare only the first ``vocab_size`` logits (rows beyond the tokenizer's
-            vocabulary exist when an embedding was padded to a multiple of 64).
+        vocab_size: the KL compares only the first ``vocab_size`` logits (rows beyond the
+            tokenizer's vocabulary exist when an embedding was padded to a multiple of 64). The CE
+            keeps all the student's rows, so it still learns to give padding rows no mass.
 
     Returns:
         ``{"loss", "kl", "ce"}`` (0-dim tensors; ``loss`` carries the gradient).
     """
     import torch.nn.functional as F
 
-    if vocab_size is not None:
-        student_logits = student_logits[..., :vocab_size]
-        teacher_logits = teacher_logits[..., :vocab_size]
     student_logits, teacher_logits = student_logits[:, :-1], teacher_logits[:, :-1]
     targets = labels[:, 1:]
     mask = targets != IGNORE
     count = mask.sum().clamp(min=1)
-    kl = (kl_divergence(student_logits, teacher_logits, temperature, direction) * mask).sum() / count
+    n = vocab_size or min(student_logits.size(-1), teacher_logits.size(-1))
+    kl = kl_divergence(student_logits[..., :n], teacher_logits[..., :n], temperature, direction)
+    kl = (kl * mask).sum() / count
     ce = F.cross_entropy(student_logits.float().reshape(-1, student_logits.size(-1)),
                          targets.reshape(-1), ignore_index=IGNORE, reduction="sum") / count  # fmt: skip
     loss = alpha * temperature**2 * kl + (1.0 - alpha) * ce

@@ -4,8 +4,10 @@ torchmetrics' default extractor is torch-fidelity's InceptionV3, whose weights i
 first use; a job must not depend on that. So ``evaluate.feature_extractor`` names the extractor's
 file, loaded here:
 
-- a TorchScript archive (``torch.jit.save``) or a ``torch.export`` program (``.pt2``) taking uint8
-  images ``(N, 3, H, W)`` (what torch-fidelity's Inception takes) and returning ``(N, D)``. FID
+- a ``torch.export`` program (``.pt2``, ``torch.export.save``; export it in eval mode with a
+  dynamic batch dimension) or a TorchScript archive (``torch.jit.save``; deprecated by torch but
+  still common), taking uint8 images ``(N, 3, H, W)`` (what torch-fidelity's Inception takes) and
+  returning ``(N, D)``. FID
   uses those features; IS treats the same outputs as class logits, so give a classifier (e.g.
   Inception's logits) if you want a meaningful IS;
 - otherwise (a plain ``state_dict`` file, e.g. ``pt_inception-2015-12-05-6726825d.pth``), when
@@ -79,18 +81,15 @@ def load_extractor(path: str | Path) -> tuple[Any, Any]:
     path = Path(path)
     if not path.is_file():
         raise JobError(f"{path} does not exist", "evaluate.feature_extractor")
-    module = None
     if path.suffix == ".pt2":
+        # Exported in eval mode by its author; an exported module refuses .eval() itself.
         module = torch.export.load(str(path)).module()
-    else:
-        try:
-            module = torch.jit.load(str(path), map_location="cpu")
-        except RuntimeError:
-            module = None  # not TorchScript: maybe a torch-fidelity Inception state_dict
-    if module is not None:
-        if hasattr(module, "eval"):
-            module.eval()
         return module, module
+    try:
+        module = torch.jit.load(str(path), map_location="cpu").eval()
+        return module, module
+    except RuntimeError:
+        pass  # not TorchScript: maybe a torch-fidelity Inception state_dict
     import importlib.util
 
     if importlib.util.find_spec("torch_fidelity") is None:

@@ -57,3 +57,22 @@ def test_remote_uris_must_come_as_channels(tmp_path):
     with pytest.raises(JobError, match="input channel") as err:
         load_splits(_data("s3://bucket/train.jsonl"), _contract(tmp_path), 0)
     assert err.value.where == "data.train"
+
+
+def test_a_channel_may_be_one_file_or_a_folder_of_files(tmp_path):
+    folder = tmp_path / "train"
+    (folder / "nested").mkdir(parents=True)
+    _write(folder / "b.jsonl", 2)
+    _write(folder / "nested" / "a.jsonl", 3)
+    (folder / "_SUCCESS").write_text("")  # marker files that uploads leave are skipped
+    data = _data(tmp_path / "unused.jsonl", eval_fraction=0.0)
+    train, _ = load_splits(data, _contract(tmp_path, train=folder), 0)
+    assert [r["_source"].split("/")[-1] for r in train] == [
+        "b.jsonl:1",
+        "b.jsonl:2",
+        "a.jsonl:1",
+        "a.jsonl:2",
+        "a.jsonl:3",
+    ]  # sorted by path
+    single, _ = load_splits(data, _contract(tmp_path, train=folder / "b.jsonl"), 0)
+    assert len(single) == 2

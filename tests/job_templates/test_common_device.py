@@ -6,7 +6,13 @@ import types
 
 import pytest
 
-from job_templates.common.device import select_compile, select_device, select_precision
+from job_templates.common.device import (
+    VOCAB_MULTIPLE,
+    fast_path,
+    select_compile,
+    select_device,
+    select_precision,
+)
 
 FAKE_XLA = types.ModuleType("torch_xla")  # a stand-in: the choice only asks whether it imported
 
@@ -49,3 +55,34 @@ def test_compile_auto_is_cuda_only():
     assert select_compile("auto", "xla") is False
     assert select_compile("on", "cpu") is True
     assert select_compile("off", "cuda") is False
+
+
+def test_fast_path_is_on_for_cuda_and_off_elsewhere():
+    gpu = fast_path("cuda", "random")
+    assert (gpu.tf32, gpu.attn_implementation, gpu.fused_adamw) == (True, "sdpa", True)
+    assert gpu.vocab_multiple == VOCAB_MULTIPLE == 64
+    # A pretrained model keeps its published embedding size.
+    assert fast_path("cuda", "pretrained").vocab_multiple is None
+    for kind in ("cpu", "xla"):
+        off = fast_path(kind, "random")
+        assert (off.tf32, off.attn_implementation, off.fused_adamw, off.vocab_multiple) == (
+            False, None, False, None)  # fmt: skip
+
+
+def test_trainer_uses_plain_adamw_on_cpu(tiny_gpt2, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from job_templates.common.text import Examples
+    from job_templates.common.train import Trainer
+    from job_templates.config import Config
+    from job_templates.contract import Contract
+
+    training = Config(max_steps=1, epochs=None, batch_size=1, grad_accum=1, precision="auto",
+                      compile="auto", gradient_checkpointing=False, lr=1e-3, weight_decay=0.0,
+                      warmup_steps=0, warmup_ratio=0.0, schedule="constant", seed=0)  # fmt: skip
+    contract = Contract(platform="test", spec_path=tmp_path, channels={}, model_dir=tmp_path,
+                        checkpoint_dir=tmp_path, output_dir=tmp_path)  # fmt: skip
+    trainer = Trainer(AutoModelForCausalLM.from_pretrained(tiny_gpt2),
+                      Examples([[1, 2]], [[1, 2]], 0), None, training, contract)  # fmt: skip
+    assert not trainer.optimizer.defaults["fused"] and trainer.compiled is False
+    assert trainer.precision.name == "fp32"

@@ -76,3 +76,38 @@ def test_missing_model_is_a_job_error(tmp_path):
     with pytest.raises(JobError) as err:
         load_model_and_tokenizer(_model(tmp_path / "nope"))
     assert err.value.where == "model.name_or_path"
+
+
+def test_cuda_fast_path_pads_a_config_built_vocabulary(tiny_gpt2):
+    import torch
+
+    torch.manual_seed(0)
+    padded, tok = load_model_and_tokenizer(_model(tiny_gpt2, init="random"), device_kind="cuda")
+    rows = padded.get_input_embeddings().weight.shape[0]
+    assert rows % 64 == 0 and len(tok) <= rows < len(tok) + 64
+    assert padded.config.vocab_size == rows and padded.config._attn_implementation == "sdpa"
+    assert padded.get_output_embeddings().weight.data_ptr() == \
+        padded.get_input_embeddings().weight.data_ptr()  # still tied  # fmt: skip
+    ids = torch.tensor([[1, 2, 3, 4]])
+    assert padded(input_ids=ids, labels=ids).logits.shape[-1] == rows
+    plain, _ = load_model_and_tokenizer(_model(tiny_gpt2, init="random"), device_kind="cpu")
+    assert plain.get_input_embeddings().weight.shape[0] == len(tok)  # the fixture: no padding
+    pretrained, _ = load_model_and_tokenizer(_model(tiny_gpt2), device_kind="cuda")
+    assert pretrained.get_input_embeddings().weight.shape[0] == len(tok)
+
+
+def test_unsupported_attention_falls_back_to_the_default(tiny_gpt2, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    real = AutoModelForCausalLM.from_pretrained.__func__
+    asked = []
+
+    def picky(cls, *args, **kwargs):
+        asked.append(kwargs.get("attn_implementation"))
+        if kwargs.get("attn_implementation") == "sdpa":
+            raise ValueError("this model does not support an attention implementation of sdpa")
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(picky))
+    model, _ = load_model_and_tokenizer(_model(tiny_gpt2), device_kind="cuda")
+    assert asked == ["sdpa", None] and model.config.model_type == "gpt2"

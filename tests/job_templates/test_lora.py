@@ -96,7 +96,9 @@ def test_only_adapters_train_base_stays_and_loss_drops(tiny_gpt2, blocks, tmp_pa
     trainer.fit()
     after = trainer.evaluate()["loss"]
     assert after < before - 0.1, (before, after)  # measured: 7.48 -> 7.33 (a random-init base)
-    assert all(torch.equal(frozen[n], p) for n, p in trainer.model.named_parameters() if n in frozen)
+    assert all(
+        torch.equal(frozen[n], p) for n, p in trainer.model.named_parameters() if n in frozen
+    )
 
 
 def test_classifier_lora_trains_the_new_head_too(tiny_gpt2):

@@ -85,7 +85,7 @@ def build_bundle(spec_json: str, templates_dir: Path = TEMPLATES_DIR) -> Bundle:
             info.uname = info.gname = ""
             tar.addfile(info, io.BytesIO(content))
     # mtime=0 and no file name in the gzip header keep the compressed bytes reproducible.
-    data = gzip.compress(raw.getvalue(), compresslevel=9, mtime=0)
+    data = gzip.compress(raw.getvalue(), compresslevel=6, mtime=0)
     return Bundle(data=data, sha256=hashlib.sha256(data).hexdigest())
 
 

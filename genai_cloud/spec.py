@@ -8,8 +8,6 @@ Adding a task is one ``Task`` member, one optional section below and one recipe 
 ``job_templates/``.
 """
 
-from __future__ import annotations
-
 import json
 import re
 from enum import Enum
@@ -107,7 +105,7 @@ class DataSpec(Section):
     packing: bool = Field(True, description="Concatenate documents into full blocks (no padding).")
 
     @model_validator(mode="after")
-    def _eval_needed(self) -> DataSpec:
+    def _eval_needed(self) -> "DataSpec":
         return self
 
 
@@ -133,10 +131,33 @@ class TrainingSpec(Section):
     eval_batches: int | None = Field(None, ge=1, description="Cap on eval batches (None: all).")
 
     @model_validator(mode="after")
-    def _length_given(self) -> TrainingSpec:
+    def _length_given(self) -> "TrainingSpec":
         if self.epochs is None and self.max_steps is None:
             raise ValueError("set training.epochs or training.max_steps")
         return self
+
+
+def canonical_accelerator(value: str) -> str:
+    """``h100`` -> ``H100``; an unknown name lists the valid ones."""
+    canon = {a.lower(): a for a in ACCELERATORS}
+    if value.lower() not in canon:
+        raise ValueError(f"unknown accelerator {value!r}; valid: {', '.join(ACCELERATORS)}")
+    return canon[value.lower()]
+
+
+class FallbackSpec(Section):
+    """Another placement to try when the first answers with no capacity, quota or spot."""
+
+    provider: str | None = None
+    region: str | None = None
+    accelerator: str | None = None
+    count: int | None = Field(None, ge=1, le=64)
+    spot: bool | None = None
+
+    @field_validator("accelerator")
+    @classmethod
+    def _known_accelerator(cls, value: str | None) -> str | None:
+        return None if value is None else canonical_accelerator(value)
 
 
 class ComputeSpec(Section):
@@ -156,10 +177,7 @@ class ComputeSpec(Section):
     @field_validator("accelerator")
     @classmethod
     def _known_accelerator(cls, value: str) -> str:
-        canon = {a.lower(): a for a in ACCELERATORS}
-        if value.lower() not in canon:
-            raise ValueError(f"unknown accelerator {value!r}; valid: {', '.join(ACCELERATORS)}")
-        return canon[value.lower()]
+        return canonical_accelerator(value)
 
     @field_validator("max_runtime", mode="before")
     @classmethod
@@ -173,21 +191,6 @@ class ComputeSpec(Section):
     @property
     def is_gpu(self) -> bool:
         return self.accelerator != "cpu" and not self.is_tpu
-
-
-class FallbackSpec(Section):
-    """Another placement to try when the first answers with no capacity, quota or spot."""
-
-    provider: str | None = None
-    region: str | None = None
-    accelerator: str | None = None
-    count: int | None = Field(None, ge=1, le=64)
-    spot: bool | None = None
-
-    @field_validator("accelerator")
-    @classmethod
-    def _known_accelerator(cls, value: str | None) -> str | None:
-        return None if value is None else ComputeSpec._known_accelerator(value)
 
 
 class BudgetSpec(Section):
@@ -224,7 +227,7 @@ class ScratchSpec(Section):
     toy_examples: int = Field(4000, ge=10)
 
     @model_validator(mode="after")
-    def _heads_divide(self) -> ScratchSpec:
+    def _heads_divide(self) -> "ScratchSpec":
         if self.d_model % self.nhead:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by nhead ({self.nhead})")
         return self
@@ -404,7 +407,7 @@ class JobSpec(Section):
         return labels
 
     @model_validator(mode="after")
-    def _sections_for_task(self) -> JobSpec:
+    def _sections_for_task(self) -> "JobSpec":
         problems = []
         task = Task(self.task)
         needs_model = task not in (Task.audit, Task.pretrain_scratch)

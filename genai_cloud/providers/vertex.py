@@ -16,6 +16,7 @@ Submitting, status, logs and cancel live in ``vertex_ops.py`` (they import the S
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, ClassVar
@@ -36,6 +37,10 @@ VERTEX_NAMES = NameRules(max_len=128, allowed="a-zA-Z0-9._-")
 KEY_LABEL = "genai-cloud-key"
 TASK_LABEL = "genai-cloud-task"
 DEFAULT_REGION = "us-central1"
+# The environment variables google-cloud-aiplatform itself reads for its default location
+# (aiplatform.initializer), so a region set for the SDK is the region genai-cloud launches in.
+REGION_ENV = ("GOOGLE_CLOUD_REGION", "CLOUD_ML_REGION")
+OUTPUT_PREFIX = "genai-cloud/outputs"  # gs://<staging>/genai-cloud/outputs/<job>, as on S3
 # Vertex AI prebuilt training containers (latest tag required). The pytorch-xla image serves both
 # CPU and TPU jobs; the GPU image carries CUDA. Override with gcp.image_uri.
 GPU_IMAGE = "us-docker.pkg.dev/vertex-ai/training/pytorch-gpu.2-4.py310:latest"
@@ -137,9 +142,13 @@ def render_custom_job(plan: Plan) -> dict:
 def _check(plan: Plan, instance: Instance) -> None:
     spec, gcp, problems = plan.spec, plan.spec.gcp, []
     uri = spec.output.uri
-    if not uri or not uri.startswith("gs://"):
+    if uri and not uri.startswith("gs://"):
         problems.append(f"output.uri: Vertex writes the model, checkpoints and outputs to Cloud "
                         f"Storage; set a gs://bucket/prefix (got {uri!r})")  # fmt: skip
+    elif not uri and not gcp.staging_bucket:
+        problems.append("output.uri: Vertex writes the model, checkpoints and outputs to Cloud "
+                        "Storage; set output.uri to a gs://bucket/prefix, or gcp.staging_bucket "
+                        f"(outputs then go to gs://<staging_bucket>/{OUTPUT_PREFIX})")  # fmt: skip
     if gcp.staging_bucket and not re.fullmatch(r"(gs://)?[a-z0-9][a-z0-9._-]{1,221}/?",
                                                gcp.staging_bucket):  # fmt: skip
         problems.append(f"gcp.staging_bucket: {gcp.staging_bucket!r} is not a bucket name")
@@ -197,9 +206,27 @@ def _product(topology: str) -> int:
     return total
 
 
+def region_of(spec) -> str:
+    """gcp.region, else compute.region, else the region the aiplatform SDK reads from the
+    environment (GOOGLE_CLOUD_REGION, CLOUD_ML_REGION), else us-central1."""
+    return spec.gcp.region or spec.compute.region or default_region()
+
+
+def default_region() -> str:
+    """The region without a spec: the SDK's environment variables, else us-central1."""
+    return next((os.environ[n] for n in REGION_ENV if os.environ.get(n)), DEFAULT_REGION)
+
+
+def output_root(spec) -> str:
+    """Where jobs write: output.uri, else gs://<gcp.staging_bucket>/genai-cloud/outputs."""
+    if spec.output.uri:
+        return spec.output.uri.rstrip("/")
+    return f"gs://{staging_bucket(spec)}/{OUTPUT_PREFIX}"
+
+
 def output_base(spec, job_name: str) -> str:
-    """``<output.uri>/<job name>``: AIP_MODEL_DIR etc. are set below it, one folder per job."""
-    return f"{spec.output.uri.rstrip('/')}/{job_name}"
+    """``<output root>/<job name>``: AIP_MODEL_DIR etc. are set below it, one folder per job."""
+    return f"{output_root(spec)}/{job_name}"
 
 
 def staging_bucket(spec) -> str:
@@ -356,7 +383,7 @@ def render_gcloud_config(plan: Plan) -> str:
     import yaml
 
     job = render_custom_job(plan)
-    region = plan.spec.gcp.region or DEFAULT_REGION
+    region = region_of(plan.spec)
     label_flag = ",".join(f"{k}={v}" for k, v in sorted(job["labels"].items()))
     flags = [f"--region={region}", f"--display-name={job['display_name']}",
              f"--labels={label_flag}"]  # fmt: skip

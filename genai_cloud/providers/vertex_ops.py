@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from ..errors import GenaiCloudError, ProviderError, require
 from ..failover import PlacementError
 from .base import JobHandle, JobState, JobStatus
-from .vertex import DEFAULT_REGION, KEY_LABEL, bundle_uri
+from .vertex import KEY_LABEL, bundle_uri, default_region, region_of
 
 if TYPE_CHECKING:
     from ..plan import Plan
@@ -207,9 +207,7 @@ def _handle(job, *, created: bool, uploaded: bool) -> JobHandle:
 
 
 def _parent(plan: Plan) -> tuple[str, str]:
-    project = resolve_project(plan.spec.gcp.project)
-    region = plan.spec.gcp.region or DEFAULT_REGION
-    return project, region
+    return resolve_project(plan.spec.gcp.project), region_of(plan.spec)
 
 
 def find_existing(plan: Plan) -> tuple[JobHandle, JobStatus] | None:
@@ -271,7 +269,7 @@ def cancel(job_id: str) -> None:
 def list_jobs(labels: dict[str, str], *, project: str | None = None,
               region: str | None = None) -> list[JobStatus]:  # fmt: skip
     project = resolve_project(project)
-    region = region or DEFAULT_REGION
+    region = region or default_region()
     terms = [f"labels.{KEY_LABEL}:*"] + [f'labels.{k}="{v}"' for k, v in sorted(labels.items())]
     request = {"parent": f"projects/{project}/locations/{region}", "filter": " AND ".join(terms)}
     return [_status_of(job) for job in job_client(region).list_custom_jobs(request=request)]

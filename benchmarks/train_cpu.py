@@ -226,7 +226,7 @@ def prune_plain(steps: int) -> float:
     model, _ = _pruned_model()
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
-    warm = lambda step: min(1.0, (step + 1) / WARMUP)  # noqa: E731
+    warm = lambda step: min(1.0, (step + 1) / WARMUP)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warm)
     order = torch.randperm(len(examples)).tolist()
     started = time.perf_counter()
@@ -257,7 +257,9 @@ def prune_seconds() -> dict:
         norms = None
         if method == "wanda":
             batches = [examples.batch(range(i * BATCH, (i + 1) * BATCH)) for i in range(8)]
-            norms = pruning.input_norms(model, pruning.prunable(model), batches, torch.device("cpu"))
+            norms = pruning.input_norms(
+                model, pruning.prunable(model), batches, torch.device("cpu")
+            )
         modules = pruning.prune_model(model, Config(method=method, pattern="unstructured",
                                                     sparsity=0.5), norms)  # fmt: skip
         pruning.make_permanent(modules)

@@ -59,7 +59,11 @@ def build_teacher(folder: Path, shape: dict) -> Path:
 def flops_per_token(shape: dict, seq: int, forward_only: bool = False) -> float:
     d, layers = shape["n_embd"], shape["n_layer"]
     params = layers * 12 * d * d + shape["vocab_size"] * d  # blocks + tied embedding/head
-    return (2 * params + 4 * layers * d * seq) if forward_only else (6 * params + 12 * layers * d * seq)
+    return (
+        (2 * params + 4 * layers * d * seq)
+        if forward_only
+        else (6 * params + 12 * layers * d * seq)
+    )
 
 
 def ours(task: str, model_dir: Path, work: Path, args, shape: dict) -> float:
@@ -91,8 +95,14 @@ def ours(task: str, model_dir: Path, work: Path, args, shape: dict) -> float:
 def hf(model_dir: Path, work: Path, args, fast: bool) -> float:
     """Steady-state tokens/s of transformers' Trainer: defaults, or bf16 + sdpa + compile."""
     import torch
-    from transformers import (AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback,
-                              TrainingArguments, default_data_collator)  # fmt: skip
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+        default_data_collator,
+    )
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     texts = [json.loads(line)["text"] for line in CORPUS.read_text().splitlines() if line]
@@ -158,7 +168,9 @@ def main() -> None:
     args.seq = args.seq or (128 if args.tiny else 1024)
     args.accelerator = "cpu" if args.tiny else "H100"  # any GPU name: the entrypoint picks CUDA
     if not args.tiny and not torch.cuda.is_available():
-        raise SystemExit("no CUDA device: run on an NVIDIA GPU, or pass --tiny for a CPU smoke test")
+        raise SystemExit(
+            "no CUDA device: run on an NVIDIA GPU, or pass --tiny for a CPU smoke test"
+        )
     device = torch.cuda.get_device_name() if torch.cuda.is_available() and not args.tiny else "CPU"
     peak = None if args.tiny else peak_flops(args)
     rows = args.rows.split(",")
@@ -170,9 +182,15 @@ def main() -> None:
         train_flops = flops_per_token(shape, args.seq)
         results = {}
         if "ours" in rows:
-            results["genai-cloud finetune"] = (ours("finetune", model_dir, work, args, shape), train_flops)
+            results["genai-cloud finetune"] = (
+                ours("finetune", model_dir, work, args, shape),
+                train_flops,
+            )
         if "hf-default" in rows:
-            results["HF Trainer (a) defaults"] = (hf(model_dir, work, args, fast=False), train_flops)
+            results["HF Trainer (a) defaults"] = (
+                hf(model_dir, work, args, fast=False),
+                train_flops,
+            )
         if "hf-fast" in rows:
             compiled = not args.tiny or args.compile_cpu
             label = "HF Trainer (b) bf16+sdpa" + ("+compile" if compiled else " (CPU: no compile)")
@@ -181,12 +199,14 @@ def main() -> None:
             student = {**shape, "n_layer": shape["n_layer"] // 2}
             flops = flops_per_token(student, args.seq) + flops_per_token(shape, args.seq, True)
             results["genai-cloud distill 12->6" if not args.tiny else "genai-cloud distill"] = (
-                ours("distill", model_dir, work, args, shape), flops)
+                ours("distill", model_dir, work, args, shape),
+                flops,
+            )
     base = results.get("HF Trainer (a) defaults", (None,))[0]
     for label, (tps, flops) in results.items():
         mfu = f"MFU {tps * flops / peak:6.1%}" if peak else "MFU n/a (no GPU peak)"
         ratio = f"  {tps / base:5.2f}x (a)" if base else ""
-        print(f"{label:<34}: {tps:12,.0f} tokens/s   {mfu}{ratio}")
+        print(f"{label:<42}: {tps:12,.0f} tokens/s   {mfu}{ratio}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Pure arithmetic on the catalogs (``data/catalog/<provider>.json``, each naming i
 and date): no network, no credentials, no cloud SDK. A run costs ``hourly price x machines x
 hours``: the catalog's on-demand ``price``, or its ``spot_price`` (an estimate) when the spec runs
 on spot capacity there; machines = ``compute.nodes`` (x the hosts of a multi-host TPU slice on
-Vertex); hours = ``compute.max_runtime`` (the worst case: every provider stops the job there), or
+Vertex); the region, spot and machines are resolved in ``regions.py``; hours = ``compute.max_runtime`` (the worst case: every provider stops the job there), or
 ``tokens / throughput`` when both are given.
 
 ``budget.max_usd`` becomes each provider's hard runtime cap (``capped_runtime``). When the spec
@@ -19,13 +19,12 @@ an invoice.
 from __future__ import annotations
 
 import math
-import os
-import re
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from .catalog import CatalogError, Instance, catalog, resolve_instance
 from .errors import GenaiCloudError, ProviderError
+from .regions import launch_region, machines, pinned_region, uses_spot
 
 if TYPE_CHECKING:
     from .spec import JobSpec
@@ -35,13 +34,6 @@ HOUR = 3600
 # spends the first minutes pulling the image and installing requirements, so a shorter job
 # would be billed without ever reaching a training step.
 MIN_CAPPED_RUNTIME_S = 600
-# The spec fields that pin where a provider runs, in order. Azure ML runs in its workspace's
-# region, which the spec does not name: its price is the catalog's default region.
-_REGION_FIELDS = {
-    "sagemaker": (("aws", "region"), ("compute", "region")),  # as sagemaker.region_of reads them
-    "vertex": (("gcp", "region"),),
-    "azureml": (),
-}
 
 
 class BudgetError(GenaiCloudError):
@@ -51,7 +43,7 @@ class BudgetError(GenaiCloudError):
 
 
 # --------------------------------------------------------------------------------------------
-# Where and on what a spec runs
+# What is priced
 
 
 def catalog_providers() -> list[str]:
@@ -60,52 +52,6 @@ def catalog_providers() -> list[str]:
     from .providers import provider_names
 
     return [name for name in provider_names() if (DATA_DIR / f"{name}.json").is_file()]
-
-
-def pinned_region(spec: JobSpec, provider: str) -> str | None:
-    """The region the spec itself fixes for ``provider``, if any."""
-    for section, attr in _REGION_FIELDS.get(provider, (("compute", "region"),)):
-        value = getattr(getattr(spec, section, None), attr, None)
-        if value:
-            return value
-    return None
-
-
-def launch_region(spec: JobSpec, provider: str) -> str:
-    """Where ``submit`` would launch: the pinned region, else (SageMaker) boto3's region from
-    the environment, else the catalog's default region."""
-    region = pinned_region(spec, provider)
-    if region:
-        return region
-    if provider == "sagemaker":
-        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-        if region:
-            return region
-    return catalog(provider)["default_region"]
-
-
-def uses_spot(spec: JobSpec, provider: str) -> bool:
-    """Whether the spec runs on spot / preemptible capacity on ``provider``. (Vertex FLEX_START
-    is priced on-demand: an upper bound, its discount is not in the catalog.)"""
-    if spec.compute.spot:
-        return True
-    if provider == "vertex":
-        return spec.gcp.strategy == "SPOT"
-    if provider == "azureml":
-        return spec.azure.job_tier == "spot"
-    return False
-
-
-def machines(spec: JobSpec, provider: str, instance: Instance) -> int:
-    """Billed machines: one per node; a multi-host TPU slice on Vertex bills every host."""
-    count = spec.compute.nodes
-    chips = instance.extra.get("tpu_chips")
-    topology = spec.gcp.tpu_topology or ""
-    # A malformed topology is left to the Vertex render, which names the field.
-    if provider == "vertex" and chips and re.fullmatch(r"\d+x\d+(x\d+)?", topology):
-        slice_chips = math.prod(int(part) for part in topology.split("x"))
-        count *= max(1, slice_chips // chips)
-    return count
 
 
 def explicit_runtime(spec: JobSpec) -> bool:

@@ -11,6 +11,10 @@ the ``details`` a provider's status carries, by these keys (what is missing show
 - ``billable_seconds``: SageMaker's BillableTimeInSeconds. Managed spot already shortens it by
   the spot saving, so it is priced at the on-demand rate (AWS's own savings formula).
 
+Each provider's ops module fills these from its own answer. Azure ML's job entity carries a
+creation time but no start or end time: a running Azure job is billed from its creation (queueing
+included), and a finished one shows ``?``.
+
 "Configured" (which providers the table asks when none are named), kept simple and offline:
 
 - sagemaker: boto3 is installed and its credential chain finds credentials (env, profile, SSO,

@@ -169,7 +169,10 @@ class ComputeSpec(Section):
     max_runtime: int = Field(86_400, description="Seconds, or '45m', '2h', '1d'.")
     volume_gb: int = Field(100, ge=1, le=16_384)
     instance_type: str | None = Field(None, description="Override the catalog's choice.")
-    region: str | None = None
+    region: str | None = Field(
+        None, description="Fallback region after aws.region / gcp.region (GCP-style names on "
+        "Vertex, e.g. us-central1).",
+    )
     fallback: list[FallbackSpec] = Field(
         default_factory=list, description="Placements to try in order on capacity/quota errors."
     )
@@ -304,7 +307,9 @@ class AwsSpec(Section):
 class GcpSpec(Section):
     project: str | None = None
     region: str | None = None
-    staging_bucket: str | None = None
+    staging_bucket: str | None = Field(
+        None, description="gs:// bucket for bundles; also the default output location."
+    )
     service_account: str | None = None
     network: str | None = None
     kms_key_name: str | None = None

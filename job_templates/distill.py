@@ -43,7 +43,9 @@ def run(spec: Any, contract: Any) -> dict:
         raise JobError("distillation here is for causal LMs; set model.head: causal-lm",
                        "model.head")  # fmt: skip
     if spec.model.get("lora"):
-        raise JobError("a distilled student trains all its weights; remove model.lora", "model.lora")
+        raise JobError(
+            "a distilled student trains all its weights; remove model.lora", "model.lora"
+        )
     seed_everything(training.seed)  # before the student: a random init must repeat exactly
 
     # 1. Data, teacher, student.
@@ -131,8 +133,9 @@ def build_student(spec: Any, contract: Any, teacher: Any, teacher_tokenizer: Any
         return student, teacher_tokenizer, layers
     if distill.student_layers is not None:
         log.warning("distill.student_layers applies to student_init alternate-layers only")
-    student, tokenizer = load_model_and_tokenizer(spec.model, contract,
-                                                  device_kind=detect_kind(spec.compute.accelerator))
+    student, tokenizer = load_model_and_tokenizer(
+        spec.model, contract, device_kind=detect_kind(spec.compute.accelerator)
+    )
     if count_parameters(student)["total"] >= count_parameters(teacher)["total"]:
         log.warning("the student (model.name_or_path) is not smaller than the teacher")
     return student, tokenizer, None

@@ -177,7 +177,9 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], device: Any,
             out = model.generate(**encoded, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id)  # fmt: skip
         new = out[0, encoded["input_ids"].shape[1] :]
-        samples.append({"prompt": prompt, "completion": tokenizer.decode(new, skip_special_tokens=True)})
+        samples.append(
+            {"prompt": prompt, "completion": tokenizer.decode(new, skip_special_tokens=True)}
+        )
     return samples
 
 

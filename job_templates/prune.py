@@ -45,8 +45,9 @@ def run(spec: Any, contract: Any) -> dict:
 
     # 1. Data, model, tokens.
     train_records, eval_records = load_splits(data, contract, seed=spec.training.seed)
-    model, tokenizer = load_model_and_tokenizer(spec.model, contract,
-                                                device_kind=detect_kind(spec.compute.accelerator))
+    model, tokenizer = load_model_and_tokenizer(
+        spec.model, contract, device_kind=detect_kind(spec.compute.accelerator)
+    )
     check_max_seq_len(data.max_seq_len, max_positions(model.config))
     train_set = tokenize(train_records, tokenizer, data)
     eval_set = tokenize(eval_records, tokenizer, data) if eval_records else None

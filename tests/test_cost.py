@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from genai_cloud import cost
+from genai_cloud import cost, regions
 from genai_cloud.cli import main
 from genai_cloud.cost import BudgetError, capped_runtime, cheapest, estimate
 from genai_cloud.errors import GenaiCloudError, ProviderError
@@ -291,4 +291,34 @@ def test_launch_region_matches_the_sagemaker_render(monkeypatch):
     assert cost.launch_region(toy, "sagemaker") == region_of(toy) == "us-west-2"
     pinned = spec(compute={"region": "eu-west-1"})
     assert cost.launch_region(pinned, "sagemaker") == region_of(pinned) == "eu-west-1"
-    assert cost.launch_region(pinned, "vertex") == "us-central1"  # compute.region is AWS-shaped
+
+
+def test_launch_region_matches_the_vertex_render_and_submit(monkeypatch):
+    """gcp.region, then compute.region, then aiplatform's environment, then us-central1: the
+    region priced is the one `render --format native` and submit use."""
+    from genai_cloud.providers import vertex, vertex_ops
+
+    for var in regions.REGION_ENV["vertex"]:
+        monkeypatch.delenv(var, raising=False)
+    staged = {"gcp": {"staging_bucket": "stage"}}
+    assert cost.launch_region(spec(**staged), "vertex") == "us-central1"
+    monkeypatch.setenv("CLOUD_ML_REGION", "asia-east1")
+    assert cost.launch_region(spec(**staged), "vertex") == "asia-east1"
+    moved = spec(compute={"region": "europe-west4"}, **staged)
+    assert cost.launch_region(moved, "vertex") == vertex.region_of(moved) == "europe-west4"
+    plan = make_plan(moved, "vertex")
+    assert "--region=europe-west4" in get_provider("vertex").render_native(plan)
+    monkeypatch.setattr(vertex_ops, "resolve_project", lambda project: "proj")
+    assert vertex_ops._parent(plan) == ("proj", "europe-west4")
+    both = spec(compute={"region": "europe-west4"}, gcp={"region": "us-east4",
+                                                         "staging_bucket": "stage"})  # fmt: skip
+    assert cost.launch_region(both, "vertex") == "us-east4"
+
+
+def test_an_aws_shaped_compute_region_is_refused_on_vertex():
+    aws_shaped = spec(compute={"region": "eu-west-1"}, gcp={"staging_bucket": "stage"})
+    with pytest.raises(ProviderError, match=r"compute\.region: 'eu-west-1' is not a Google Cloud"):
+        get_provider("vertex").render(make_plan(aws_shaped, "vertex"))
+    ok = spec(compute={"region": "eu-west-1"}, gcp={"region": "europe-west1",
+                                                    "staging_bucket": "stage"})  # fmt: skip
+    get_provider("vertex").render(make_plan(ok, "vertex"))  # gcp.region wins: no complaint

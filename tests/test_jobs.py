@@ -9,7 +9,7 @@ import pytest
 
 from genai_cloud import jobs
 from genai_cloud.cli import main
-from genai_cloud.providers import JobHandle, JobState, JobStatus, Provider, base
+from genai_cloud.providers import JobHandle, JobState, JobStatus, Provider, base, get_provider
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
 VERTEX_ID = "projects/p1/locations/us-central1/customJobs/4242"
@@ -284,3 +284,84 @@ def test_submit_cheapest_considers_only_configured_providers(monkeypatch, tmp_pa
     assert "Cheapest placement: sagemaker (ml.g4dn.xlarge x 1 in us-east-1" in err
     assert "Budget: at most $5.00 of $5.00 (runtime capped at 24456 s)" in err
     assert len(submitted) == 1 and out.startswith("Submitted: toy-")
+
+
+# ---- the table from each provider's real status conversion -----------------------------------
+# The fakes above hand the table ready-made details; these build what each SDK answers (a
+# DescribeTrainingJob dict, an aiplatform_v1.CustomJob, an azure-ai-ml CommandJob) and price the
+# status that the provider's own ops module turns it into.
+
+TOY = {"name": "toy", "task": "pretrain-scratch", "scratch": {"toy_task": "copy"},
+       "training": {"max_steps": 5, "checkpoint_every": 5}}  # fmt: skip
+
+
+def _plan(provider: str, **sections):
+    from genai_cloud.plan import make_plan
+    from genai_cloud.spec import load_spec
+
+    return make_plan(load_spec({**TOY, **sections}), provider)
+
+
+def test_sagemaker_running_spot_job_is_billed_from_its_start_at_the_spot_rate():
+    from genai_cloud.providers.sagemaker_ops import to_status
+
+    described = {
+        "TrainingJobName": "toy-0123456789", "TrainingJobStatus": "InProgress",
+        "SecondaryStatus": "Training",
+        "TrainingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:training-job/toy-0123456789",
+        "CreationTime": NOW - timedelta(hours=2),  # 30 min of provisioning: not billed
+        "TrainingStartTime": NOW - timedelta(minutes=90),
+        "ResourceConfig": {"InstanceType": "ml.g5.xlarge", "InstanceCount": 2},
+        "EnableManagedSpotTraining": True,
+    }  # fmt: skip
+    row = jobs.row_from_status("sagemaker", to_status("us-east-1/toy-0123456789", described), NOW)
+    assert row.runtime_s == 5400 and row.instance_type == "ml.g5.xlarge"
+    assert row.cost_usd == pytest.approx(0.422 * 2 * 1.5)  # us-east-1 spot, 2 machines, 1.5 h
+    described.update(TrainingJobStatus="Completed", SecondaryStatus="Completed",
+                     TrainingEndTime=NOW - timedelta(minutes=30), BillableTimeInSeconds=1200)
+    row = jobs.row_from_status("sagemaker", to_status("us-east-1/toy-0123456789", described), NOW)
+    # ran 1 h; billed 20 min (net of the spot saving), priced on-demand as AWS does
+    assert row.runtime_s == 3600 and row.cost_usd == pytest.approx(1.408 * 2 / 3)
+
+
+def test_vertex_job_runtime_and_cost_from_the_custom_job(monkeypatch):
+    from google.cloud import aiplatform_v1
+
+    from genai_cloud.providers import vertex_ops
+
+    plan = _plan("vertex", compute={"accelerator": "T4", "count": 2, "nodes": 2, "spot": True},
+                 output={"uri": "gs://bkt/runs"})  # fmt: skip
+    job = vertex_ops.to_proto(get_provider("vertex").render(plan))
+    job.name = "projects/p1/locations/us-central1/customJobs/77"
+    job.state = aiplatform_v1.JobState.JOB_STATE_SUCCEEDED
+    job.create_time = NOW - timedelta(hours=3)
+    job.start_time = NOW - timedelta(hours=2)
+    job.end_time = NOW - timedelta(hours=1)
+    status = vertex_ops._status_of(job)
+    assert status.details["machine_type"] == "n1-standard-8"
+    assert (status.details["instance_count"], status.details["spot"]) == (2, True)
+    row = jobs.row_from_status("vertex", status, NOW)
+    assert row.instance_type == "n1-standard-8+2xT4" and row.runtime_s == 3600
+    assert row.cost_usd == pytest.approx(2 * 0.4347)  # 2 machines x 1 h at the spot rate
+    assert row.created == NOW - timedelta(hours=3)
+
+
+def test_azure_job_runtime_and_cost_from_the_command_job(tmp_path):
+    from azure.ai.ml.entities import CommandJob, SystemData
+
+    from genai_cloud.providers import azureml_ops
+
+    plan = _plan("azureml", compute={"accelerator": "T4", "nodes": 2, "spot": True})
+    rendered = azureml_ops.load_rendered_job(plan, get_provider("azureml").render(plan), tmp_path)
+    # What jobs.get answers for it: the same settings plus the service's status and times.
+    answer = CommandJob(
+        name=rendered.name, id=AZURE_ID, command=rendered.command, environment="env:1",
+        tags=rendered.tags, resources=rendered.resources, queue_settings=rendered.queue_settings,
+        status="Running", creation_context=SystemData(created_at=NOW - timedelta(minutes=45)),
+    )  # fmt: skip
+    status = azureml_ops._status_of(answer)
+    assert status.details["instance_type"] == "Standard_NC4as_T4_v3"
+    assert (status.details["instance_count"], status.details["spot"]) == (2, True)
+    row = jobs.row_from_status("azureml", status, NOW)
+    assert row.runtime_s == 2700 and row.created == NOW - timedelta(minutes=45)
+    assert row.cost_usd == pytest.approx(0.1052 * 2 * 0.75)  # eastus spot, 2 machines, 45 min

@@ -225,7 +225,29 @@ def submit(plan: Plan, job: dict) -> JobHandle:
 def _status_of(job) -> JobStatus:
     native = job.status or "Unknown"
     return JobStatus(job_id=job.id or job.name, state=STATES.get(native, JobState.PENDING),
-                     native_state=native, details={"tags": dict(job.tags or {})})  # fmt: skip
+                     native_state=native, details=_details(job))  # fmt: skip
+
+
+def _details(job) -> dict:
+    """What the cross-provider job table prices a job by (see jobs.py). Azure ML's job entity
+    carries its creation time but no start or end time, so a running job is billed from its
+    creation (queueing included: an upper bound) and a finished one's runtime is unknown.
+    ``instance_type`` is only on serverless jobs; on a cluster the table reads the tag
+    render_command_job adds. Every attribute is read defensively: ``jobs.list`` answers with
+    lighter entities than ``jobs.get``."""
+    created = getattr(getattr(job, "creation_context", None), "created_at", None)
+    resources = getattr(job, "resources", None)
+    tier = getattr(getattr(job, "queue_settings", None), "job_tier", None)
+    instance_type = getattr(resources, "instance_type", None)  # the SDK allows a list too
+    details = {
+        "name": job.name, "display_name": getattr(job, "display_name", None),
+        "tags": dict(job.tags or {}),
+        "created": created.isoformat() if hasattr(created, "isoformat") else created,
+        "instance_type": instance_type if isinstance(instance_type, str) else None,
+        "instance_count": getattr(resources, "instance_count", None),
+        "spot": str(tier).lower() == "spot" if tier else None,
+    }  # fmt: skip
+    return {k: v for k, v in details.items() if v is not None}
 
 
 def status(job_id: str) -> JobStatus:

@@ -22,10 +22,11 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, ClassVar
 
 from ..bundle import LAUNCHER
-from ..catalog import Instance, catalog, resolve_instance
+from ..catalog import Instance, resolve_instance
 from ..cost import capped_runtime
 from ..errors import ProviderError
 from ..plan import SAGEMAKER_NAMES
+from ..regions import launch_region
 from .base import Feature, JobHandle, JobStatus, Provider
 
 if TYPE_CHECKING:
@@ -157,14 +158,8 @@ class SageMakerProvider(Provider):
 
 def region_of(spec: JobSpec) -> str:
     """aws.region, else compute.region, else the AWS_REGION / AWS_DEFAULT_REGION environment
-    (what boto3 would use), else the catalog's default region."""
-    return (
-        spec.aws.region
-        or spec.compute.region
-        or os.environ.get("AWS_REGION")
-        or os.environ.get("AWS_DEFAULT_REGION")
-        or catalog("sagemaker")["default_region"]
-    )
+    (what boto3 would use), else the catalog's default region (regions.py: the region priced)."""
+    return launch_region(spec, "sagemaker")
 
 
 def split_s3(uri: str) -> tuple[str, str]:

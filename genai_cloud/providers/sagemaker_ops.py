@@ -319,6 +319,10 @@ def to_status(job_id: str, described: dict) -> JobStatus:
         "name": described.get("TrainingJobName"),
         "arn": described.get("TrainingJobArn"),
         "created": described.get("CreationTime"),
+        # A running job is billed from TrainingStartTime (after provisioning), not creation.
+        "started": described.get("TrainingStartTime"),
+        "ended": described.get("TrainingEndTime"),
+        "spot": described.get("EnableManagedSpotTraining"),
         "instance_type": resources.get("InstanceType"),
         "instance_count": resources.get("InstanceCount"),
         "billable_seconds": described.get("BillableTimeInSeconds"),

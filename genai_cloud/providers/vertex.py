@@ -16,7 +16,6 @@ Submitting, status, logs and cancel live in ``vertex_ops.py`` (they import the S
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, ClassVar
@@ -25,6 +24,7 @@ from ..catalog import Instance, resolve_instance
 from ..cost import capped_runtime
 from ..errors import ProviderError
 from ..plan import NameRules
+from ..regions import env_region, launch_region
 from ..spec import is_remote_uri
 from .base import Feature, JobHandle, JobStatus, Provider
 
@@ -37,9 +37,6 @@ VERTEX_NAMES = NameRules(max_len=128, allowed="a-zA-Z0-9._-")
 KEY_LABEL = "genai-cloud-key"
 TASK_LABEL = "genai-cloud-task"
 DEFAULT_REGION = "us-central1"
-# The environment variables google-cloud-aiplatform itself reads for its default location
-# (aiplatform.initializer), so a region set for the SDK is the region genai-cloud launches in.
-REGION_ENV = ("GOOGLE_CLOUD_REGION", "CLOUD_ML_REGION")
 OUTPUT_PREFIX = "genai-cloud/outputs"  # gs://<staging>/genai-cloud/outputs/<job>, as on S3
 # Vertex AI prebuilt training containers (latest tag required). The pytorch-xla image serves both
 # CPU and TPU jobs; the GPU image carries CUDA. Override with gcp.image_uri.
@@ -51,6 +48,9 @@ BOOT_DISK = "pd-ssd"
 _TOPOLOGY = re.compile(r"^\d+x\d+(x\d+)?$")
 _KMS_KEY = re.compile(r"^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$")
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")  # GCP: keys start with a lowercase letter
+# GCP regions: us-central1, europe-west4, northamerica-northeast1. AWS's eu-west-1 (a dash before
+# the digit) and Azure's eastus do not match.
+_GCP_REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
 
 
 class VertexProvider(Provider):
@@ -140,27 +140,11 @@ def render_custom_job(plan: Plan) -> dict:
 
 
 def _check(plan: Plan, instance: Instance) -> None:
-    spec, gcp, problems = plan.spec, plan.spec.gcp, []
-    uri = spec.output.uri
-    if uri and not uri.startswith("gs://"):
-        problems.append(f"output.uri: Vertex writes the model, checkpoints and outputs to Cloud "
-                        f"Storage; set a gs://bucket/prefix (got {uri!r})")  # fmt: skip
-    elif not uri and not gcp.staging_bucket:
-        problems.append("output.uri: Vertex writes the model, checkpoints and outputs to Cloud "
-                        "Storage; set output.uri to a gs://bucket/prefix, or gcp.staging_bucket "
-                        f"(outputs then go to gs://<staging_bucket>/{OUTPUT_PREFIX})")  # fmt: skip
-    if gcp.staging_bucket and not re.fullmatch(r"(gs://)?[a-z0-9][a-z0-9._-]{1,221}/?",
-                                               gcp.staging_bucket):  # fmt: skip
-        problems.append(f"gcp.staging_bucket: {gcp.staging_bucket!r} is not a bucket name")
-    for field, value in _read_locations(spec):
-        if value.startswith("gs://"):
-            continue
-        if is_remote_uri(value):
-            problems.append(f"{field}: Vertex jobs read Cloud Storage; copy {value!r} to a gs:// "
-                            "URI (e.g. `gcloud storage cp`) and point the spec at it")  # fmt: skip
-        elif field.startswith("data.") or value.startswith((".", "/")):
-            problems.append(f"{field}: {value!r} is a local path the job cannot see; upload it "
-                            "to a gs:// URI first")  # fmt: skip
+    spec, gcp = plan.spec, plan.spec.gcp
+    problems = _storage_problems(spec)
+    if not gcp.region and spec.compute.region and not _GCP_REGION.match(spec.compute.region):
+        problems.append(f"compute.region: {spec.compute.region!r} is not a Google Cloud region "
+                        "(e.g. us-central1, europe-west4); set gcp.region for Vertex")  # fmt: skip
     if instance.accelerator.startswith("tpu-") and spec.compute.nodes > 1:
         problems.append("compute.nodes: a Vertex TPU job has one replica; ask for a multi-host "
                         "slice with gcp.tpu_topology instead of more nodes")  # fmt: skip
@@ -188,6 +172,31 @@ def _check(plan: Plan, instance: Instance) -> None:
         )
 
 
+def _storage_problems(spec) -> list[str]:
+    """Where the job writes (output.uri / gcp.staging_bucket) and reads (data, models)."""
+    problems, uri, gcp = [], spec.output.uri, spec.gcp
+    if uri and not uri.startswith("gs://"):
+        problems.append(f"output.uri: Vertex writes the model, checkpoints and outputs to Cloud "
+                        f"Storage; set a gs://bucket/prefix (got {uri!r})")  # fmt: skip
+    elif not uri and not gcp.staging_bucket:
+        problems.append("output.uri: Vertex writes the model, checkpoints and outputs to Cloud "
+                        "Storage; set output.uri to a gs://bucket/prefix, or gcp.staging_bucket "
+                        f"(outputs then go to gs://<staging_bucket>/{OUTPUT_PREFIX})")  # fmt: skip
+    if gcp.staging_bucket and not re.fullmatch(r"(gs://)?[a-z0-9][a-z0-9._-]{1,221}/?",
+                                               gcp.staging_bucket):  # fmt: skip
+        problems.append(f"gcp.staging_bucket: {gcp.staging_bucket!r} is not a bucket name")
+    for field, value in _read_locations(spec):
+        if value.startswith("gs://"):
+            continue
+        if is_remote_uri(value):
+            problems.append(f"{field}: Vertex jobs read Cloud Storage; copy {value!r} to a gs:// "
+                            "URI (e.g. `gcloud storage cp`) and point the spec at it")  # fmt: skip
+        elif field.startswith("data.") or value.startswith((".", "/")):
+            problems.append(f"{field}: {value!r} is a local path the job cannot see; upload it "
+                            "to a gs:// URI first")  # fmt: skip
+    return problems
+
+
 def _read_locations(spec) -> list[tuple[str, str]]:
     found = []
     if spec.data is not None:
@@ -208,13 +217,13 @@ def _product(topology: str) -> int:
 
 def region_of(spec) -> str:
     """gcp.region, else compute.region, else the region the aiplatform SDK reads from the
-    environment (GOOGLE_CLOUD_REGION, CLOUD_ML_REGION), else us-central1."""
-    return spec.gcp.region or spec.compute.region or default_region()
+    environment (GOOGLE_CLOUD_REGION, CLOUD_ML_REGION), else us-central1 (regions.py)."""
+    return launch_region(spec, "vertex")
 
 
 def default_region() -> str:
-    """The region without a spec: the SDK's environment variables, else us-central1."""
-    return next((os.environ[n] for n in REGION_ENV if os.environ.get(n)), DEFAULT_REGION)
+    """The region without a spec: the SDK's environment region, else us-central1."""
+    return env_region("vertex") or DEFAULT_REGION
 
 
 def output_root(spec) -> str:

@@ -251,9 +251,29 @@ def _status_of(job) -> JobStatus:
     native = job.state.name
     message = job.error.message if job.error and job.error.message else None
     return JobStatus(job_id=job.name, state=STATES.get(native, JobState.PENDING),
-                     native_state=native, message=message,
-                     details={"display_name": job.display_name,
-                              "labels": dict(job.labels)})  # fmt: skip
+                     native_state=native, message=message, details=_details(job))  # fmt: skip
+
+
+def _iso(stamp) -> str | None:
+    """A proto Timestamp (proto-plus gives a datetime, None when unset) as an ISO string."""
+    return stamp.isoformat() if stamp else None
+
+
+def _details(job) -> dict:
+    """What the cross-provider job table prices a job by (see jobs.py): times, the machine of
+    pool 0 (every pool of a genai-cloud job runs the same machine), machines and spot."""
+    pools = list(job.job_spec.worker_pool_specs)
+    machine = pools[0].machine_spec if pools else None
+    spot = job.job_spec.scheduling.strategy == _aiplatform().Scheduling.Strategy.SPOT
+    details = {
+        "display_name": job.display_name, "labels": dict(job.labels),
+        "created": _iso(job.create_time), "started": _iso(job.start_time),
+        "ended": _iso(job.end_time),
+        "machine_type": machine.machine_type if machine else None,
+        "accelerator_count": machine.accelerator_count if machine else None,
+        "instance_count": sum(p.replica_count for p in pools) or None, "spot": spot,
+    }  # fmt: skip
+    return {k: v for k, v in details.items() if v is not None}
 
 
 def status(job_id: str) -> JobStatus:

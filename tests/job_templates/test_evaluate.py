@@ -21,7 +21,9 @@ torch = pytest.importorskip("torch")
 def lm(tiny_gpt2):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    return AutoModelForCausalLM.from_pretrained(tiny_gpt2).eval(), AutoTokenizer.from_pretrained(tiny_gpt2)
+    return AutoModelForCausalLM.from_pretrained(tiny_gpt2).eval(), AutoTokenizer.from_pretrained(
+        tiny_gpt2
+    )
 
 
 def _stream(n: int, seed: int = 0, vocab: int = 500) -> tuple[list[int], list[int]]:
@@ -105,7 +107,11 @@ def extractor(request, tmp_path_factory) -> Path:
 
 def _images(n: int, seed: int, brightness: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    return (torch.randint(0, 200, (n, 3, 16, 16), generator=g) + brightness).clamp(0, 255).to(torch.uint8)
+    return (
+        (torch.randint(0, 200, (n, 3, 16, 16), generator=g) + brightness)
+        .clamp(0, 255)
+        .to(torch.uint8)
+    )
 
 
 def _frechet(a: torch.Tensor, b: torch.Tensor) -> float:

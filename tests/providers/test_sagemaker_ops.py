@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from types import SimpleNamespace
 
 import boto3
 import pytest
@@ -198,45 +199,96 @@ def test_secret_resolves_from_secrets_manager_and_never_reaches_the_request(prov
     assert json.loads(plan.spec_json)["secrets"] == {"HF_TOKEN": arn}  # travels as a reference
 
 
-def _throttle_first(client, operation: str, failures: int, kind: str = "throttle"):
-    """Answer the first ``failures`` HTTP attempts of ``operation`` with a throttling error (or a
-    read timeout after the request reached moto, i.e. a lost answer); count every attempt."""
-    attempts = []
+def _refuse_creates(client, failures: int, kind: str = "throttle"):
+    """Refuse the first ``failures`` HTTP attempts of CreateTrainingJob with a throttling error,
+    or (``timeout``) let them reach moto and lose the answer; count every attempt and every
+    create that moto performed.
 
-    def before_send(request, **kwargs):
-        attempts.append(1)
-        if len(attempts) > failures:
-            return None  # let moto answer
+    botocore runs every before-send handler, moto's included, even after one returned a
+    response: a refusal turns moto's handler off until the ``after`` hook below. Both hooks sit
+    on the generic "before-send" event, where moto's is, because botocore calls the handlers of
+    a more specific event name (before-send.sagemaker.X) before the generic ones. A name moto
+    already holds is answered with ResourceInUse, as SageMaker does (moto 5.2 accepts it).
+    """
+    seen = SimpleNamespace(attempts=0, performed=[])
+
+    def before(request, event_name, **kwargs):
+        if not event_name.endswith(".CreateTrainingJob"):
+            return None
+        seen.attempts += 1
+        name = json.loads(request.body)["TrainingJobName"]
+        if name in seen.performed:
+            moto_send.enabled = False
+            return _aws_answer(request, "ResourceInUse", f"training job {name} already exists")
+        if seen.attempts > failures:
+            seen.performed.append(name)
+            return None  # moto answers
         if kind == "timeout":
-            moto_send(event_name=kwargs["event_name"], request=request)  # the create happens...
+            moto_send(event_name=event_name, request=request)  # the create happens...
+            seen.performed.append(name)
             raise ReadTimeoutError(endpoint_url=request.url)  # ...but its answer is lost
-        body = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"})
-        from botocore.awsrequest import AWSResponse
+        moto_send.enabled = False  # refused before SageMaker acted
+        return _aws_answer(request, "ThrottlingException", "Rate exceeded")
 
-        return AWSResponse(request.url, 400, {"Content-Type": "application/x-amz-json-1.1"},
-                           MockRawResponse(body.encode()))  # fmt: skip
+    def after(**kwargs):
+        moto_send.enabled = True
 
-    client.meta.events.register_first(f"before-send.sagemaker.{operation}", before_send)
-    return attempts
+    client.meta.events.register_first("before-send", before)
+    client.meta.events.register_last("before-send", after)
+    return seen
 
 
-@pytest.mark.parametrize("kind", ["throttle", "timeout"])
-def test_transient_errors_are_retried_and_launch_once(provider, kind):
+def _aws_answer(request, code: str, message: str):
+    from botocore.awsrequest import AWSResponse
+
+    body = json.dumps({"__type": code, "message": message}).encode()
+    return AWSResponse(request.url, 400, {"Content-Type": "application/x-amz-json-1.1"},
+                       MockRawResponse(body))  # fmt: skip
+
+
+@pytest.fixture
+def moto_creates(monkeypatch):
+    """Every CreateTrainingJob moto's backend really performed (duplicates included)."""
+    from moto.sagemaker.models import SageMakerModelBackend
+
+    made, real = [], SageMakerModelBackend.create_training_job
+
+    def counting(self, *args, **kwargs):
+        made.append(kwargs.get("training_job_name", args[0] if args else None))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(SageMakerModelBackend, "create_training_job", counting)
+    return made
+
+
+def test_throttled_creates_are_retried_and_launch_once(provider, moto_creates):
     plan = make_plan_for()
     sagemaker = provider.ops.client("sagemaker", REGION)
-    attempts = _throttle_first(sagemaker, "CreateTrainingJob", failures=3, kind=kind)
+    seen = _refuse_creates(sagemaker, failures=3)
     handle = provider.submit(plan)
-    assert handle.name == plan.job_name
-    assert len(attempts) == 4  # three failures, then the answer
+    assert handle.name == plan.job_name and handle.created
+    assert seen.attempts == 4  # three refusals, then the answer
+    assert moto_creates == [plan.job_name]  # the refused attempts never reached moto
     assert jobs() == [plan.job_name]
 
 
-def test_persistent_throttling_gives_up_with_a_clear_error(provider):
+def test_a_create_whose_answer_was_lost_is_found_not_repeated(provider, moto_creates):
+    plan = make_plan_for()
     sagemaker = provider.ops.client("sagemaker", REGION)
-    attempts = _throttle_first(sagemaker, "CreateTrainingJob", failures=100)
+    seen = _refuse_creates(sagemaker, failures=3, kind="timeout")
+    handle = provider.submit(plan)
+    # botocore retries the timed-out create; SageMaker answers ResourceInUse; submit describes
+    assert handle.name == plan.job_name and not handle.created
+    assert seen.attempts == 2 and moto_creates == [plan.job_name]
+
+
+def test_persistent_throttling_gives_up_with_a_clear_error(provider, moto_creates):
+    sagemaker = provider.ops.client("sagemaker", REGION)
+    seen = _refuse_creates(sagemaker, failures=100)
     with pytest.raises(ProviderError, match="ThrottlingException"):
         provider.submit(make_plan_for())
-    assert len(attempts) == 11  # the first try + max_attempts=10 retries (botocore counts retries)
+    assert seen.attempts == 11  # the first try + max_attempts=10 retries (botocore counts retries)
+    assert moto_creates == [] and jobs() == []
 
 
 # ---- Stubber: the real API's answers where moto 5.2 differs ----------------------------------

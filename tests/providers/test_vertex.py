@@ -258,6 +258,16 @@ def test_secret_references_are_never_rendered():
     assert "HF_TOKEN" not in json.dumps(provider.render(plan))
 
 
+def test_outputs_default_to_the_staging_bucket_when_output_uri_is_unset():
+    plan = make({"output": {"uri": None}, "gcp": {"staging_bucket": "gs://stage/"}})
+    job = get_provider("vertex").render(plan)
+    base = job["job_spec"]["base_output_directory"]["output_uri_prefix"]
+    assert base == "gs://stage/genai-cloud/outputs/demo-0123456789"
+    assert "/gcs/stage/genai-cloud/bundles/bundle-abab" in json.dumps(job)
+    with pytest.raises(ProviderError, match=r"or gcp\.staging_bucket"):
+        render({"output": {"uri": None}})
+
+
 @pytest.mark.parametrize("overrides, field", [
     ({"output": {"uri": None}}, "output.uri"),
     ({"output": {"uri": "s3://bkt/out"}}, "output.uri"),

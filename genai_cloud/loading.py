@@ -162,6 +162,7 @@ def _resolve_relative_paths(raw: Any, base: Path) -> Any:
         ("distill", ("teacher",), False),
         ("fairness", ("pairs",), True),
         ("audit", ("lexicon",), True),
+        ("evaluate", ("feature_extractor", "generated_images", "real_images"), True),
     ):
         part = raw.get(section)
         if isinstance(part, dict):

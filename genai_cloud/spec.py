@@ -415,11 +415,13 @@ class JobSpec(Section):
     def _sections_for_task(self) -> "JobSpec":
         problems = []
         task = Task(self.task)
-        needs_model = task not in (Task.audit, Task.pretrain_scratch)
+        images_only = task is Task.evaluate and self.evaluate and self.evaluate.image_metrics \
+            and not self.evaluate.perplexity  # fmt: skip
+        needs_model = task not in (Task.audit, Task.pretrain_scratch) and not images_only
         if needs_model and self.model is None:
             problems.append(f"model: required for task {task.value!r}")
         toy = task is Task.pretrain_scratch and self.scratch and self.scratch.toy_task
-        if self.data is None and not toy:
+        if self.data is None and not toy and not images_only:
             problems.append(f"data: required for task {task.value!r}")
         if task is Task.distill and self.distill is None:
             problems.append("distill: required for task 'distill' (at least distill.teacher)")

@@ -41,9 +41,12 @@ def run(spec: Any, contract: Any) -> dict:
     started = time.perf_counter()
     options, data = spec.evaluate, spec.data
     seed_everything(spec.training.seed)
-    metrics: dict = {"task": "evaluate", "model": spec.model.name_or_path, "warnings": []}
-    classifier = spec.model.head == "sequence-classification"
-    needs_model = options.perplexity or options.generate_samples or classifier
+    model_spec = spec.get("model")  # absent when only image metrics are asked for
+    metrics: dict = {"task": "evaluate", "model": model_spec and model_spec.name_or_path,
+                     "warnings": []}  # fmt: skip
+    classifier = bool(model_spec) and model_spec.head == "sequence-classification"
+    wanted = options.perplexity or options.generate_samples or classifier
+    needs_model = bool(model_spec) and wanted
 
     if needs_model:
         device, choice = devices.setup(spec.compute.accelerator, contract.local_rank)

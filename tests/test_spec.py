@@ -124,3 +124,12 @@ def test_canonical_json_round_trips():
     spec = load_spec(MINIMAL)
     again = JobSpec.model_validate(json.loads(spec.to_json()))
     assert again == spec
+
+
+def test_image_only_evaluation_needs_no_model_or_data():
+    spec = load_spec({"name": "fid", "task": "evaluate", "evaluate": {
+        "image_metrics": True, "perplexity": False, "feature_extractor": "/w/extractor.pt2",
+        "generated_images": "/d/gen", "real_images": "/d/real"}})  # fmt: skip
+    assert spec.model is None and spec.data is None
+    with pytest.raises(SpecError, match="model: required"):
+        load_spec({"name": "ppl", "task": "evaluate", "data": {"train": "/d/t.jsonl"}})

@@ -132,9 +132,8 @@ def test_a_local_run_on_bad_data_exits_2_and_leaves_no_finished_outputs(
     log = io.StringIO()
     run = run_local(spec, stream=log)
     assert run.returncode == EXIT_INPUT_ERROR, log.getvalue()
-    # The job names the file where it reads it: its input channel (the run dir's copy locally,
-    # /opt/ml/input/data/train/... on SageMaker), so the file name and line are what must match.
-    where = f"/{train.name}:{line}: " if line else f"/{train.name} is empty"
+    # The job reads the run directory's copy of the file; the runner names the user's own path.
+    where = f"{train}:{line}: "
     errors = [x for x in log.getvalue().splitlines() if x.startswith("error: ")]
     assert len(errors) == 1 and where in errors[0], log.getvalue()
     assert "Traceback" not in log.getvalue()

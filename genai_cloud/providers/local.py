@@ -265,7 +265,8 @@ def run_local(spec, *, emulate: str = "local", nproc: int = 1, run_dir: str | Pa
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(lay.code_dir), env.get("PYTHONPATH")]))
     with open(lay.run_dir / "job.log", "a", encoding="utf-8") as log:
         code, preempted = _stream(command, cwd=lay.code_dir, env=env,
-                                  outs=(stream or sys.stdout, log))  # fmt: skip
+                                  outs=(stream or sys.stdout, log),
+                                  rename=_source_names(lay))  # fmt: skip
     if code != 0 and preempted and nproc > 1:
         code = EXIT_PREEMPTED  # torchrun reports a child's 143 as its own failure (exit 1)
     result = LocalRun(run_dir=lay.run_dir, returncode=code, layout=lay)
@@ -274,8 +275,18 @@ def run_local(spec, *, emulate: str = "local", nproc: int = 1, run_dir: str | Pa
     return result
 
 
-def _stream(command: list[str], *, cwd: Path, env: dict,
-            outs: tuple[IO[str], ...]) -> tuple[int, bool]:  # fmt: skip
+def _source_names(lay: LocalLayout) -> dict[str, str]:
+    """Where the job sees each input -> the path the user gave, so that a ``file:line`` error
+    names the user's file rather than the run directory's copy of it."""
+    names = {}
+    for source, dest in lay.channels.values():
+        seen = dest / source.name if source.is_file() else dest
+        names[str(seen)] = str(source)
+    return names
+
+
+def _stream(command: list[str], *, cwd: Path, env: dict, outs: tuple[IO[str], ...],
+            rename: dict[str, str] | None = None) -> tuple[int, bool]:  # fmt: skip
     """Run ``command``, copying its output to ``outs``; return (exit status, saw preemption)."""
     proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, bufsize=1)  # fmt: skip
@@ -284,6 +295,8 @@ def _stream(command: list[str], *, cwd: Path, env: dict,
         assert proc.stdout is not None
         for line in proc.stdout:
             preempted = preempted or line.startswith("preempted:")
+            for seen, given in (rename or {}).items():
+                line = line.replace(seen, given)
             for out in outs:
                 out.write(line)
                 out.flush()

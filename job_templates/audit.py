@@ -22,7 +22,7 @@ from .common.records import read_records
 from .config import Config, JobError
 from .responsible import dedup, pii, quality
 from .responsible.lexicon import load_lexicon
-from .responsible.report import Report, bar_chart, histogram, write_json
+from .responsible.report import Report, bar_chart, histogram, threshold_reasons, write_json
 from .responsible.representation import axis_representation, label_metrics
 
 log = logging.getLogger("genai.audit")
@@ -206,17 +206,7 @@ def check_thresholds(result: dict, fail_on: dict) -> list[str]:
     Raises:
         JobError: a ``fail_on`` key that names no metric (lists the valid names).
     """
-    metrics = result["metrics"]
-    unknown = [k for k in fail_on if k not in metrics]
-    if unknown:
-        raise JobError(f"unknown metric(s) {', '.join(map(repr, unknown))}; valid: "
-                       f"{', '.join(metrics)}", "audit.fail_on")  # fmt: skip
-    reasons = []
-    for name, limit in fail_on.items():
-        value = metrics[name]
-        if value is not None and value > limit:
-            reasons.append(f"{name} = {value:.4g} > {limit:g}")
-    return reasons
+    return threshold_reasons(result["metrics"], fail_on, "audit.fail_on")
 
 
 # --------------------------------------------------------------------------------------------

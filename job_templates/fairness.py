@@ -29,7 +29,7 @@ from .common.records import read_records
 from .config import Config, JobError
 from .responsible import classifier as models
 from .responsible.lexicon import load_lexicon
-from .responsible.report import Report, bar_chart, fmt, write_json
+from .responsible.report import Report, bar_chart, fmt, threshold_reasons, write_json
 
 log = logging.getLogger("genai.fairness")
 
@@ -360,20 +360,11 @@ def check_thresholds(metrics: dict, fail_on: dict) -> list[str]:
     Raises:
         JobError: a ``fail_on`` key that names no metric (lists the valid names).
     """
-    unknown = [k for k in fail_on if k not in metrics]
-    if unknown:
-        raise JobError(f"unknown metric(s) {', '.join(map(repr, unknown))}; valid: "
-                       f"{', '.join(metrics)}", "fairness.fail_on")  # fmt: skip
-    reasons = []
-    for name, limit in fail_on.items():
-        value = metrics[name]
-        if value is None:
-            continue
-        if ("ratio" in name or name.startswith("accuracy")) and value < limit:
-            reasons.append(f"{name} = {value:.4g} < {limit:g}")
-        elif not ("ratio" in name or name.startswith("accuracy")) and value > limit:
-            reasons.append(f"{name} = {value:.4g} > {limit:g}")
-    return reasons
+    return threshold_reasons(metrics, fail_on, "fairness.fail_on", is_minimum=_higher_is_better)
+
+
+def _higher_is_better(name: str) -> bool:
+    return "ratio" in name or name.startswith("accuracy")
 
 
 def write_outputs(result: dict, out: Path) -> None:

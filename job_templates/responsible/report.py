@@ -162,3 +162,31 @@ def _num(value) -> float:
     return (
         0.0 if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
     )
+
+
+def threshold_reasons(metrics: dict, fail_on: dict, field: str,
+                      is_minimum=lambda name: False) -> list[str]:  # fmt: skip
+    """One reason per metric past its ``fail_on`` limit (a maximum unless ``is_minimum(name)``).
+
+    A metric without a value (e.g. a group no record mentions) cannot fail.
+
+    Raises:
+        JobError: a ``fail_on`` key that names no metric; ``field`` (e.g. ``audit.fail_on``) and
+            the valid names are in the message.
+    """
+    from ..config import JobError
+
+    unknown = [k for k in fail_on if k not in metrics]
+    if unknown:
+        raise JobError(f"unknown metric(s) {', '.join(map(repr, unknown))}; valid: "
+                       f"{', '.join(metrics)}", field)  # fmt: skip
+    reasons = []
+    for name, limit in fail_on.items():
+        value = metrics[name]
+        if value is None:
+            continue
+        if is_minimum(name) and value < limit:
+            reasons.append(f"{name} = {value:.4g} < {limit:g}")
+        elif not is_minimum(name) and value > limit:
+            reasons.append(f"{name} = {value:.4g} > {limit:g}")
+    return reasons

@@ -23,7 +23,7 @@ from ..cost import capped_runtime
 from ..errors import ProviderError
 from ..plan import NameRules
 from ..spec import is_remote_uri
-from .base import Feature, JobHandle, JobStatus, Provider
+from .base import Feature, JobHandle, JobStatus, Provider, credentials_hint
 
 if TYPE_CHECKING:
     from ..plan import Plan
@@ -40,6 +40,13 @@ JOB_FILE = "job.yml"
 BASE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04:latest"
 TORCH_REQUIREMENT = "torch>=2.2"
 _FILE_SUFFIXES = (".jsonl", ".json", ".txt", ".csv", ".tsv", ".parquet", ".gz", ".tar", ".zip")
+
+
+_LOGIN = credentials_hint(
+    "Azure",
+    "Log in with `az login`, or set AZURE_CLIENT_ID / AZURE_TENANT_ID / AZURE_CLIENT_SECRET "
+    "for a service principal.",
+)
 
 
 class AzureMLProvider(Provider):
@@ -72,26 +79,31 @@ class AzureMLProvider(Provider):
     def render_native(self, plan: Plan) -> str:
         return render_yaml(plan)
 
+    @_LOGIN
     def submit(self, plan: Plan) -> JobHandle:
         from . import azureml_ops
 
         return azureml_ops.submit(plan, self.render(plan))
 
+    @_LOGIN
     def status(self, job_id: str) -> JobStatus:
         from . import azureml_ops
 
         return azureml_ops.status(job_id)
 
+    @_LOGIN
     def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
         from . import azureml_ops
 
         return azureml_ops.logs(job_id, follow=follow)
 
+    @_LOGIN
     def cancel(self, job_id: str) -> None:
         from . import azureml_ops
 
         azureml_ops.cancel(job_id)
 
+    @_LOGIN
     def list(self, labels: dict[str, str] | None = None) -> list[JobStatus]:
         """genai-cloud jobs in the configured workspace (config.json), filtered by tags."""
         from . import azureml_ops

@@ -7,7 +7,9 @@ so that importing a provider module never imports its cloud SDK.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, ClassVar, Iterator
@@ -105,6 +107,53 @@ class JobStatus:
     native_state: str
     message: str | None = None
     details: dict = field(default_factory=dict)
+
+
+# The cloud SDKs' "no usable credentials" exceptions, by class name so that nothing is imported:
+# google.auth DefaultCredentialsError / RefreshError, azure.core ClientAuthenticationError,
+# azure.identity CredentialUnavailableError, botocore NoCredentialsError / PartialCredentialsError.
+_CREDENTIAL_ERRORS = {
+    "DefaultCredentialsError", "RefreshError", "ClientAuthenticationError",
+    "CredentialUnavailableError", "NoCredentialsError", "PartialCredentialsError",
+}  # fmt: skip
+
+
+def _credentials_problem(exc: BaseException, cloud: str, fix: str) -> ProviderError | None:
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if not names & _CREDENTIAL_ERRORS:
+        return None
+    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return ProviderError(f"{first_line[:300]}\n{fix}", headline=f"{cloud} credentials not found")
+
+
+def credentials_hint(cloud: str, fix: str):
+    """Decorate a provider operation so that a missing-credentials error from the cloud SDK
+    becomes one clear ``ProviderError`` saying how to log in (generators are guarded too)."""
+
+    def decorate(operation):
+        def guard_iteration(items):
+            try:
+                yield from items
+            except Exception as exc:
+                problem = _credentials_problem(exc, cloud, fix)
+                if problem is None:
+                    raise
+                raise problem from None
+
+        @functools.wraps(operation)
+        def guarded(*args, **kwargs):
+            try:
+                result = operation(*args, **kwargs)
+            except Exception as exc:
+                problem = _credentials_problem(exc, cloud, fix)
+                if problem is None:
+                    raise
+                raise problem from None
+            return guard_iteration(result) if inspect.isgenerator(result) else result
+
+        return guarded
+
+    return decorate
 
 
 class Provider:

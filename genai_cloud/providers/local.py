@@ -35,9 +35,9 @@ from ..spec import is_remote_uri
 from .base import JobHandle, JobState, JobStatus, Provider
 
 EMULATIONS = ("local", "sagemaker", "vertex", "azureml")
-FAKE_BUCKET = "local-bucket"
+FAKE_BUCKET = "local-bucket"  # the bucket name an emulated Vertex run sees under its /gcs mount
 EXIT_PREEMPTED = 143  # the entrypoint's status after flushing a checkpoint on SIGTERM
-SIGTERM_GRACE_S = 120  # what SageMaker gives a job between SIGTERM and the kill  # the bucket name an emulated Vertex run sees under its /gcs mount
+SIGTERM_GRACE_S = 120  # what SageMaker gives a job between SIGTERM and the kill
 
 
 @dataclass

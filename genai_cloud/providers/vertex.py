@@ -26,7 +26,7 @@ from ..errors import ProviderError
 from ..plan import NameRules
 from ..regions import env_region, launch_region
 from ..spec import is_remote_uri
-from .base import Feature, JobHandle, JobStatus, Provider
+from .base import Feature, JobHandle, JobStatus, Provider, credentials_hint
 
 if TYPE_CHECKING:
     from ..plan import Plan
@@ -53,6 +53,13 @@ _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")  # GCP: keys start with a lo
 _GCP_REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
 
 
+_LOGIN = credentials_hint(
+    "Google Cloud",
+    "Log in with `gcloud auth application-default login`, or set "
+    "GOOGLE_APPLICATION_CREDENTIALS to a service-account key file.",
+)
+
+
 class VertexProvider(Provider):
     """Vertex AI CustomJob: ``submit`` uploads the bundle, then describe-or-create by label."""
 
@@ -72,26 +79,31 @@ class VertexProvider(Provider):
     def render_native(self, plan: Plan) -> str:
         return render_gcloud_config(plan)
 
+    @_LOGIN
     def submit(self, plan: Plan) -> JobHandle:
         from . import vertex_ops
 
         return vertex_ops.submit(plan, self.render(plan))
 
+    @_LOGIN
     def status(self, job_id: str) -> JobStatus:
         from . import vertex_ops
 
         return vertex_ops.status(job_id)
 
+    @_LOGIN
     def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
         from . import vertex_ops
 
         return vertex_ops.logs(job_id, follow=follow)
 
+    @_LOGIN
     def cancel(self, job_id: str) -> None:
         from . import vertex_ops
 
         vertex_ops.cancel(job_id)
 
+    @_LOGIN
     def list(self, labels: dict[str, str] | None = None, *, project: str | None = None,
              region: str | None = None) -> list[JobStatus]:  # fmt: skip
         """genai-cloud jobs in a project/region, optionally filtered by labels."""

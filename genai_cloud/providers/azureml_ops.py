@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import GenaiCloudError, ProviderError, require
-from ..failover import PlacementError
 from .azureml import KEY_TAG, write_job_files
 from .base import JobHandle, JobState, JobStatus
+from .retry import call_with_retries
 
 if TYPE_CHECKING:
     from ..plan import Plan
@@ -146,19 +146,12 @@ def _call(what: str, fn, *args, attempts: int = CALL_ATTEMPTS, **kwargs):
         PlacementError: no capacity / quota / spot (another placement may have it).
         Unavailable: still throttled / unreachable after ``attempts`` tries.
     """
-    for attempt in range(attempts):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:
-            problem = placement_problem(exc)
-            if problem is not None:
-                raise PlacementError(f"{what}: {problem[1]}", kind=problem[0]) from None
-            if not _is_transient(exc):
-                raise
-            if attempt == attempts - 1:
-                raise Unavailable(f"{what}: no answer after {attempts} tries: {exc}") from None
-            _sleep(min(BACKOFF_S * 2**attempt, MAX_BACKOFF_S))
-    raise AssertionError("unreachable")
+    return call_with_retries(
+        what, lambda: fn(*args, **kwargs), attempts=attempts, is_transient=_is_transient,
+        placement_problem=placement_problem, unavailable=Unavailable,
+        delay=lambda attempt: min(BACKOFF_S * 2**attempt, MAX_BACKOFF_S),
+        sleep=lambda seconds: _sleep(seconds),  # looked up per call: tests replace _sleep
+    )  # fmt: skip
 
 
 def _get(client, name: str):

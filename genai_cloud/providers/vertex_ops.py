@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from ..errors import GenaiCloudError, ProviderError, require
-from ..failover import PlacementError
 from .base import JobHandle, JobState, JobStatus
+from .retry import call_with_retries
 from .vertex import KEY_LABEL, bundle_uri, default_region, region_of
 
 if TYPE_CHECKING:
@@ -148,22 +148,19 @@ def _call(what: str, fn, *args, attempts: int = CALL_ATTEMPTS, **kwargs):
         ProviderError: any other Vertex answer.
     """
     exceptions = require("google.api_core.exceptions", "gcp")
-    for attempt in range(attempts):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:
-            problem = placement_problem(exc)
-            if problem is not None:
-                raise PlacementError(f"{what}: {problem[1]}", kind=problem[0]) from None
-            if not isinstance(exc, _transient()):
-                if isinstance(exc, exceptions.GoogleAPICallError):
-                    raise ProviderError(f"{what}: {exc}", headline="Vertex AI request failed"
-                                        ) from None  # fmt: skip
-                raise
-            if attempt == attempts - 1:
-                raise Unavailable(f"{what}: no answer after {attempts} tries: {exc}") from None
-            _sleep(min(BACKOFF_S * 2**attempt, MAX_BACKOFF_S))
-    raise AssertionError("unreachable")
+
+    def translate(exc: Exception) -> Exception | None:
+        if isinstance(exc, exceptions.GoogleAPICallError):
+            return ProviderError(f"{what}: {exc}", headline="Vertex AI request failed")
+        return None
+
+    return call_with_retries(
+        what, lambda: fn(*args, **kwargs), attempts=attempts,
+        is_transient=lambda exc: isinstance(exc, _transient()),
+        placement_problem=placement_problem, unavailable=Unavailable, translate=translate,
+        delay=lambda attempt: min(BACKOFF_S * 2**attempt, MAX_BACKOFF_S),
+        sleep=lambda seconds: _sleep(seconds),  # looked up per call: tests replace _sleep
+    )  # fmt: skip
 
 
 def upload_bundle(plan: Plan, project: str) -> bool:

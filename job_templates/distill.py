@@ -62,9 +62,9 @@ def run(spec: Any, contract: Any) -> dict:
     log.info("train: %s; eval: %s", train_set.stats, eval_set.stats if eval_set else "none")
 
     # 3. Train the student against the frozen teacher.
-    trainer = Trainer(student, train_set, eval_set, training, contract, spec.compute.accelerator,
-                      loss_fn=make_loss_fn(teacher, distill, vocab))  # fmt: skip
+    trainer = Trainer(student, train_set, eval_set, training, contract, spec.compute.accelerator)
     freeze(teacher, trainer.device)
+    trainer.loss_fn = make_loss_fn(teacher, distill, vocab, compiled=trainer.compiled)
     resumed = trainer.resume()
     resumed_from = trainer.state.step if resumed else None
     if not resumed:

@@ -9,8 +9,10 @@ hardware (a stand-in ``torch_xla`` module, ``cuda_available=False``...):
   grad scaler on older GPUs, bf16 on TPU, fp32 on CPU (CPU autocast is slower for small models).
 - compile ``auto``: ``torch.compile`` on CUDA only; on CPU the compile time outweighs the gain for
   the short jobs people run there.
-- the rest of the GPU fast path (``fast_path``): TF32 matmuls, SDPA attention, fused AdamW and, for
-  a model built from a config, a vocabulary padded to a multiple of 64 -- all on CUDA only. On a
+- the rest of the GPU fast path (``fast_path``): TF32 matmuls, SDPA attention, fused AdamW, no
+  attention mask for batches that mask nothing (packed blocks: SDPA then runs its causal flash
+  kernel) and, for a model built from a config, a vocabulary padded to a multiple of 64 -- all on
+  CUDA only. On a
   CPU none of them speeds anything up, and keeping them off there keeps CPU runs bit-reproducible
   against a plain PyTorch loop.
 """
@@ -100,6 +102,7 @@ class FastPath:
     attn_implementation: str | None  # passed to from_pretrained / from_config; None: its default
     fused_adamw: bool
     vocab_multiple: int | None  # pad the embeddings of a config-built model to this multiple
+    skip_full_attention_mask: bool  # drop an all-ones mask so SDPA can take its flash kernel
 
 
 def fast_path(device_kind: str, init: str = "pretrained") -> FastPath:
@@ -115,6 +118,7 @@ def fast_path(device_kind: str, init: str = "pretrained") -> FastPath:
         attn_implementation="sdpa" if cuda else None,
         fused_adamw=cuda,
         vocab_multiple=VOCAB_MULTIPLE if cuda and init == "random" else None,
+        skip_full_attention_mask=cuda,
     )
 
 

@@ -21,15 +21,12 @@ def barrier(world_size: int) -> None:
         dist.barrier()
 
 
-def mean(value: float, world_size: int) -> float:
-    """The mean of a Python float across ranks."""
+def mean_tensor(values, world_size: int):
+    """The element-wise mean of a tensor across ranks (on its own device: nccl needs CUDA)."""
     if world_size == 1:
-        return value
-    import torch
+        return values
     import torch.distributed as dist
 
-    t = torch.tensor([value], dtype=torch.float64)
-    if dist.get_backend() == "nccl":
-        t = t.cuda()
-    dist.all_reduce(t)
-    return t.item() / world_size
+    values = values.clone()
+    dist.all_reduce(values)
+    return values / world_size

@@ -140,6 +140,8 @@ class Trainer:
         self.state = LoopState(seed=training.seed)
         self.notes: dict = {}  # recipe values that must survive a restart
         self.loss_fn = loss_fn or (lambda forward, batch: forward(**batch).loss)
+        self.skip_full_mask = devices.fast_path(choice.kind).skip_full_attention_mask
+        self._pending_losses: list = []  # device tensors: one loss per step not yet flushed
         self._stop = False
 
     # ---- sizes and data order ---------------------------------------------------------------
@@ -193,6 +195,7 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         """Write a checkpoint of the current step (rank 0 writes; every rank's RNG is in it)."""
+        self._flush_losses()
         rngs = [checkpoint.rng_state()]
         if self.world > 1:
             import torch.distributed as dist
@@ -240,6 +243,7 @@ class Trainer:
                         break
                 else:
                     self.state.epoch, self.state.offset = self.state.epoch + 1, 0
+            self._flush_losses()
             every = self.training.checkpoint_every
             if every and self.state.step % every and self.state.step:
                 self.save_checkpoint()  # a finished run reruns as a no-op
@@ -250,14 +254,23 @@ class Trainer:
         return self.state
 
     def _step(self, group: list[list[int]]) -> None:
-        """One optimizer step over ``group`` micro-batches (the last of an epoch may be short)."""
+        """One optimizer step over ``group`` micro-batches (the last of an epoch may be short).
+
+        Nothing here waits for the GPU: tokens are counted on the host copy of the batch, the
+        loss stays a device tensor until ``_flush_losses`` (at log, checkpoint and the end), and
+        batches travel from pinned memory. A host sync per step would idle the GPU while the
+        next step's kernels are being launched.
+        """
         import torch
 
         started = time.perf_counter()
-        total_loss, tokens, slots = 0.0, 0, 0
+        step_loss, tokens, slots = None, 0, 0
         for n, indices in enumerate(group):
-            batch = {k: v.to(self.device, non_blocking=True)
-                     for k, v in self.train_set.batch(indices).items()}  # fmt: skip
+            host = self.train_set.batch(indices)
+            mask = host["attention_mask"]
+            tokens += int(mask.sum())
+            slots += mask.numel()
+            batch = self._to_device(host)
             sync = n == len(group) - 1 or self.world == 1
             context = self.forward.no_sync() if not sync and hasattr(self.forward, "no_sync") \
                 else _null()  # fmt: skip
@@ -265,9 +278,7 @@ class Trainer:
                 with devices.autocast(self.device, self.precision):
                     loss = self.loss_fn(self.forward, batch) / len(group)
                 self.scaler.scale(loss).backward()
-            total_loss += loss.detach().float().item()
-            tokens += int(batch["attention_mask"].sum())
-            slots += batch["attention_mask"].numel()
+            step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
         if self.training.max_grad_norm:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.training.max_grad_norm)
@@ -276,19 +287,51 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.state.step += 1
-        self.state.losses.append(distributed.mean(total_loss, self.world))
+        self._pending_losses.append(step_loss)
         self.state.tokens += tokens * self.world
         self.state.slots += slots * self.world
         self.state.train_seconds += time.perf_counter() - started
 
+    def _to_device(self, host: dict) -> dict:
+        """The batch on the training device, minus an attention mask that masks nothing when the
+        fast path says so: without one, SDPA runs its causal flash kernel, whereas under
+        ``torch.compile`` transformers turns any mask into an explicit one and SDPA falls back
+        to a slower kernel."""
+        if self.skip_full_mask and bool(host["attention_mask"].all()):
+            host = {k: v for k, v in host.items() if k != "attention_mask"}
+        if self.device.type != "cuda":
+            return {k: v.to(self.device) for k, v in host.items()}
+        # Pinned memory makes the copy truly asynchronous; from pageable memory CUDA first
+        # waits for the stream, i.e. for the previous step to finish.
+        return {k: v.pin_memory().to(self.device, non_blocking=True) for k, v in host.items()}
+
+    def _flush_losses(self) -> None:
+        """Move the losses of the steps since the last flush into ``state.losses`` (one host
+        sync, and one all-reduce across ranks, for all of them)."""
+        if not self._pending_losses:
+            return
+        import torch
+
+        started = time.perf_counter()
+        losses = torch.stack(self._pending_losses).double()
+        self._pending_losses = []
+        self.state.losses.extend(distributed.mean_tensor(losses, self.world).tolist())
+        # Waiting here for the GPU to finish the queued steps is those steps' time.
+        self.state.train_seconds += time.perf_counter() - started
+
     def _after_step(self) -> None:
         t, s = self.training, self.state
-        if s.step % t.log_every == 0 or s.step == self.total_steps:
+        log_due = s.step % t.log_every == 0 or s.step == self.total_steps
+        eval_due = t.eval_every and s.step % t.eval_every == 0 and s.step < self.total_steps
+        checkpoint_due = t.checkpoint_every and s.step % t.checkpoint_every == 0
+        if log_due or eval_due or checkpoint_due:
+            self._flush_losses()  # before evaluating: queued training work is training time
+        if log_due:
             self._log()
-        if t.eval_every and s.step % t.eval_every == 0 and s.step < self.total_steps:
+        if eval_due:
             s.evals.append({"step": s.step, **self.evaluate()})
             log.info("eval at step %d: %s", s.step, _fmt(s.evals[-1]))
-        if t.checkpoint_every and s.step % t.checkpoint_every == 0:
+        if checkpoint_due:
             self.save_checkpoint()
         if s.step == self.contract.extra.get("preempt_at"):
             log.info("--preempt-at %d: sending this process SIGTERM, as an eviction would", s.step)
@@ -309,6 +352,7 @@ class Trainer:
         return bool(flag.item())
 
     def _log(self) -> None:
+        self._flush_losses()
         s = self.state
         recent = s.losses[-self.training.log_every :]
         line = {"step": s.step, "epoch": s.epoch, "loss": sum(recent) / len(recent),

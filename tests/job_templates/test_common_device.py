@@ -60,13 +60,14 @@ def test_compile_auto_is_cuda_only():
 def test_fast_path_is_on_for_cuda_and_off_elsewhere():
     gpu = fast_path("cuda", "random")
     assert (gpu.tf32, gpu.attn_implementation, gpu.fused_adamw) == (True, "sdpa", True)
+    assert gpu.skip_full_attention_mask is True
     assert gpu.vocab_multiple == VOCAB_MULTIPLE == 64
     # A pretrained model keeps its published embedding size.
     assert fast_path("cuda", "pretrained").vocab_multiple is None
     for kind in ("cpu", "xla"):
         off = fast_path(kind, "random")
-        assert (off.tf32, off.attn_implementation, off.fused_adamw, off.vocab_multiple) == (
-            False, None, False, None)  # fmt: skip
+        assert (off.tf32, off.attn_implementation, off.fused_adamw, off.vocab_multiple,
+                off.skip_full_attention_mask) == (False, None, False, None, False)  # fmt: skip
 
 
 def test_trainer_uses_plain_adamw_on_cpu(tiny_gpt2, tmp_path):

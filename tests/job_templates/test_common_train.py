@@ -109,3 +109,28 @@ def test_training_lowers_eval_loss_and_logs(tiny_gpt2, blocks, tmp_path):
     # 34 blocks make uneven batches at the epoch boundary; only the last block has padding.
     assert 0.95 < state.tokens / state.slots <= 1.0 and state.slots >= 10 * 2 * 32
     assert state.history[-1]["tokens_per_s"] > 0
+
+
+def test_full_attention_masks_are_dropped_on_the_fast_path_without_changing_the_loss(
+    tiny_gpt2, blocks, tmp_path
+):
+    """The CUDA fast path drops all-ones masks (SDPA's flash kernel); checked here on the CPU."""
+    plain = _trainer(tiny_gpt2, blocks, tmp_path / "plain", checkpoint_every=None)
+    plain.fit()
+    fast = _trainer(tiny_gpt2, blocks, tmp_path / "fast", checkpoint_every=None)
+    fast.skip_full_mask = True
+    seen = []
+    default_loss = fast.loss_fn
+    fast.loss_fn = lambda forward, batch: seen.append("attention_mask" in batch) or default_loss(
+        forward, batch
+    )
+    fast.fit()
+    # Packed blocks: only the last one is padded, so only the batches holding it keep a mask.
+    padded = {i for i, row in enumerate(blocks.batch(range(len(blocks)))["attention_mask"])
+              if not row.all()}  # fmt: skip
+    order = [b for epoch in range(3) for b in fast.epoch_batches(epoch)][: len(seen)]
+    assert len(padded) == 1 and len(seen) == 9 + 9 + 4  # 9 micro-batches per epoch, 2 per step
+    assert seen == [bool(padded & set(batch)) for batch in order]
+    assert len(fast.state.losses) == len(plain.state.losses) == 12
+    assert all(isinstance(loss, float) for loss in fast.state.losses)
+    assert fast.state.losses == pytest.approx(plain.state.losses, rel=1e-5)

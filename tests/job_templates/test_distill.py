@@ -107,6 +107,29 @@ def test_kl_is_zero_when_student_equals_teacher_and_extra_vocab_rows_are_ignored
     assert parts["kl"].item() == pytest.approx(0.0, abs=1e-6)
 
 
+def test_compiled_loss_fn_matches_eager(tmp_path):
+    """The CUDA path compiles the teacher and the loss; on the CPU the numbers must not move."""
+    from job_templates.common.distill_loss import alternate_layer_student, make_loss_fn
+    from job_templates.config import Config
+
+    teacher = _gpt2().eval().requires_grad_(False)
+    distill = Config(alpha=0.7, temperature=2.0, kl_direction="reverse")
+    ids = torch.randint(0, 50, (2, 12), generator=torch.Generator().manual_seed(0))
+    labels = ids.clone()
+    labels[1, -3:] = -100
+    batch = {"input_ids": ids, "labels": labels}  # no mask: what the fast path passes
+    losses, grads = [], []
+    for compiled in (False, True):
+        student, _ = alternate_layer_student(teacher, 2)
+        student.eval()  # no dropout: compiled dropout draws other masks than eager
+        loss = make_loss_fn(teacher, distill, 50, compiled=compiled)(student, batch)
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(student.transformer.wte.weight.grad)
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    assert torch.allclose(grads[1], grads[0], rtol=1e-4, atol=1e-7)
+
+
 # ---- the student ---------------------------------------------------------------------------------
 
 

@@ -173,8 +173,23 @@ def load_model_and_tokenizer(model_spec: Any, contract: Any = None, *, num_label
         model.resize_token_embeddings(pad_to_multiple_of=speed.vocab_multiple, mean_resizing=False)
         log.info("vocabulary padded from %d to %d rows (a multiple of %d, for tensor cores)",
                  before, model.get_input_embeddings().weight.shape[0], speed.vocab_multiple)  # fmt: skip
+    if cls is AutoModelForCausalLM:
+        pin_causal_lm_loss(model)
     model.train()
     return model, tokenizer
+
+
+def pin_causal_lm_loss(model: Any) -> None:
+    """Give a causal LM whose class name transformers does not map to a loss (GPT-2's
+    ``GPT2LMHeadModel``) the causal-LM loss explicitly. Otherwise every forward with labels logs
+    "loss_type=None ... unrecognized", and that logging call splits the ``torch.compile`` graph
+    between the logits and the loss."""
+    try:
+        from transformers.loss.loss_utils import LOSS_MAPPING
+    except ImportError:  # transformers < 4.46 computes the loss inside the model
+        return
+    if getattr(model, "loss_type", None) not in LOSS_MAPPING and hasattr(model, "loss_function"):
+        model.loss_function = LOSS_MAPPING["ForCausalLM"]
 
 
 def _build(cls: Any, config: Any, location: str, dtype: Any, common: dict, init: str,

@@ -96,6 +96,18 @@ def test_cuda_fast_path_pads_a_config_built_vocabulary(tiny_gpt2):
     assert pretrained.get_input_embeddings().weight.shape[0] == len(tok)
 
 
+def test_cuda_fast_path_training_forward_compiles_to_one_graph(tiny_gpt2):
+    """What ``torch.compile`` sees on a GPU: a packed batch (no mask) with labels, SDPA. A graph
+    break splits the logits from the loss; dynamo's tracing is the same on the CPU."""
+    import torch
+
+    model, _ = load_model_and_tokenizer(_model(tiny_gpt2, init="random"), device_kind="cuda")
+    ids = torch.randint(0, 100, (2, 16))
+    explained = torch._dynamo.explain(model)(input_ids=ids, labels=ids)
+    assert explained.graph_break_count == 0, [str(r.reason) for r in explained.break_reasons]
+    assert explained.graph_count == 1
+
+
 def test_unsupported_attention_falls_back_to_the_default(tiny_gpt2, monkeypatch):
     from transformers import AutoModelForCausalLM
 

@@ -64,7 +64,7 @@ def run(spec: Any, contract: Any) -> dict:
     # 3. Train the student against the frozen teacher.
     trainer = Trainer(student, train_set, eval_set, training, contract, spec.compute.accelerator)
     freeze(teacher, trainer.device)
-    trainer.loss_fn = make_loss_fn(teacher, distill, vocab, compiled=trainer.compiled)
+    trainer.loss_fn = make_loss_fn(teacher, distill, vocab, compile=trainer.compile)
     resumed = trainer.resume()
     resumed_from = trainer.state.step if resumed else None
     if not resumed:

@@ -84,19 +84,19 @@ def distillation_loss(student_logits: Any, teacher_logits: Any, labels: Any, *, 
     return {"loss": loss, "kl": kl.detach(), "ce": ce.detach()}
 
 
-def make_loss_fn(teacher: Any, distill: Any, vocab_size: int, compiled: bool = False):
+def make_loss_fn(teacher: Any, distill: Any, vocab_size: int, compile: Any = None):
     """A ``Trainer`` ``loss_fn(forward, batch)`` that distils ``teacher`` into the student.
 
     The teacher runs under ``no_grad`` (it is never updated; no activations are kept for it).
-    ``compiled`` (the trainer's ``torch.compile`` choice: CUDA) compiles the teacher's forward and
-    the loss too. Eager, the loss makes a dozen passes over fp32 tensors of batch x seq x vocab
-    (3.3 GB each for GPT-2 at 16 x 1024); compiled, the softmaxes, the KL and the CE fuse into a
-    few kernels.
+    ``compile`` (the trainer's ``Trainer.compile``: ``torch.compile`` on CUDA) also compiles the
+    teacher's forward and the loss. Eager, the loss makes a dozen passes over fp32 tensors of
+    batch x seq x vocab (3.3 GB each for GPT-2 at 16 x 1024); compiled, the softmaxes, the KL and
+    the CE fuse into a few kernels.
     """
     import torch
 
-    teacher_forward = torch.compile(teacher) if compiled else teacher
-    loss_parts = torch.compile(distillation_loss) if compiled else distillation_loss
+    compile = compile or (lambda fn: fn)
+    teacher_forward, loss_parts = compile(teacher), compile(distillation_loss)
 
     def loss_fn(forward: Any, batch: dict):
         inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask")}

@@ -125,8 +125,7 @@ class Trainer:
 
             ids = [contract.local_rank] if choice.kind == "cuda" else None
             self.forward = DistributedDataParallel(self.model, device_ids=ids)
-        if compile_model:
-            self.forward = torch.compile(self.forward)
+        self.forward = self.compile(self.forward)
 
         self.batches_per_epoch = math.ceil(len(train) // self.world / training.batch_size) or 1
         self.total_steps = self._total_steps()
@@ -143,6 +142,19 @@ class Trainer:
         self.skip_full_mask = devices.fast_path(choice.kind).skip_full_attention_mask
         self._pending_losses: list = []  # device tensors: one loss per step not yet flushed
         self._stop = False
+
+    def compile(self, fn: Any) -> Any:
+        """``fn`` through ``torch.compile`` when this run compiles (CUDA by default), else as is.
+
+        Packed data has one block length, so the only other shape is an epoch's short last
+        batch: static graphs for both (``dynamic=False``) keep every full step on kernels
+        specialised to its shape. Padded batches vary in length: let dynamo go dynamic there.
+        """
+        if not self.compiled:
+            return fn
+        import torch
+
+        return torch.compile(fn, dynamic=False if self.train_set.packed else None)
 
     # ---- sizes and data order ---------------------------------------------------------------
 

@@ -134,3 +134,19 @@ def test_full_attention_masks_are_dropped_on_the_fast_path_without_changing_the_
     assert len(fast.state.losses) == len(plain.state.losses) == 12
     assert all(isinstance(loss, float) for loss in fast.state.losses)
     assert fast.state.losses == pytest.approx(plain.state.losses, rel=1e-5)
+
+
+def test_packed_data_compiles_static_graphs(tiny_gpt2, blocks, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **options: calls.append(options) or fn)
+    packed = _trainer(tiny_gpt2, blocks, tmp_path / "packed", compile="on")
+    assert packed.compiled and calls == [{"dynamic": False}]
+    assert packed.compile(len) is len and calls[-1] == {"dynamic": False}
+    blocks.packed = False  # padded batches change length from batch to batch
+    try:
+        _trainer(tiny_gpt2, blocks, tmp_path / "padded", compile="on")
+    finally:
+        blocks.packed = True
+    assert calls[-1] == {"dynamic": None}
+    assert _trainer(tiny_gpt2, blocks, tmp_path / "off", compile="off").compile(len) is len
+    assert len(calls) == 3

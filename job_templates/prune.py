@@ -68,8 +68,9 @@ def run(spec: Any, contract: Any) -> dict:
         calibration = trainer.epoch_batches(0)[: prune_spec.calibration_batches]
         norms = pruning.input_norms(trainer.model, pruning.prunable(trainer.model),
                                     [train_set.batch(b) for b in calibration], trainer.device,
-                                    trainer.precision)  # fmt: skip
-        log.info("wanda: input norms from %d calibration batches", len(calibration))
+                                    trainer.precision, trainer.world)  # fmt: skip
+        log.info("wanda: input norms from %d calibration batches x %d process(es)",
+                 len(calibration), trainer.world)  # fmt: skip
     modules = pruning.prune_model(trainer.model, prune_spec, norms)
     pruned_eval = trainer.evaluate()
     log.info("pruned (%s, %s, %.0f%%): %s", prune_spec.method, prune_spec.pattern,

@@ -21,12 +21,17 @@ def barrier(world_size: int) -> None:
         dist.barrier()
 
 
+def all_sum(values, world_size: int):
+    """Sum a tensor across ranks, in place (on its own device: nccl needs CUDA); returns it."""
+    if world_size > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(values)
+    return values
+
+
 def mean_tensor(values, world_size: int):
-    """The element-wise mean of a tensor across ranks (on its own device: nccl needs CUDA)."""
+    """The element-wise mean of a tensor across ranks, as a new tensor."""
     if world_size == 1:
         return values
-    import torch.distributed as dist
-
-    values = values.clone()
-    dist.all_reduce(values)
-    return values / world_size
+    return all_sum(values.clone(), world_size) / world_size

@@ -30,6 +30,7 @@ import logging
 from typing import Any
 
 from ..config import JobError
+from . import distributed
 
 log = logging.getLogger("genai")
 
@@ -56,11 +57,13 @@ def out_in(module: Any, tensor: Any) -> Any:
 
 
 def input_norms(model: Any, modules: list[tuple[str, Any]], batches: list[dict], device: Any,
-                precision: Any = None) -> dict[str, Any]:  # fmt: skip
+                precision: Any = None, world_size: int = 1) -> dict[str, Any]:  # fmt: skip
     """``||X_j||_2`` per input channel of each module over the calibration ``batches``.
 
     Padding positions are left out (their activations are not data), by reading the attention
-    mask of the batch in flight.
+    mask of the batch in flight. Under torchrun each rank brings its own ``batches`` and the sums
+    of squares are added across ranks before the root: every rank then holds the same norms,
+    hence the same masks (per-rank norms would prune each replica differently).
     """
     import torch
 
@@ -92,7 +95,10 @@ def input_norms(model: Any, modules: list[tuple[str, Any]], batches: list[dict],
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    return {name: s.sqrt() for name, s in sums.items() if s is not None}
+    sums = {name: s for name, s in sums.items() if s is not None}
+    for total in sums.values():
+        distributed.all_sum(total, world_size)
+    return {name: total.sqrt() for name, total in sums.items()}
 
 
 def keep_mask(scores: Any, sparsity: float, pattern: str, per_row: bool) -> Any:

@@ -99,6 +99,43 @@ def test_input_norms_are_the_l2_norm_of_each_input_channel_over_real_tokens():
     assert torch.allclose(norms["c_attn"], x.pow(2).sum(0).sqrt(), rtol=1e-5)
 
 
+def _norms_on_rank(rank: int, port: int, out: str) -> None:
+    """One torchrun-like rank: its half of the calibration batches, norms summed across ranks."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=2)  # fmt: skip
+    try:
+        model = _gpt2().eval()
+        mine = _batches(4)[rank::2]
+        norms = pruning.input_norms(model, pruning.prunable(model), mine, torch.device("cpu"),
+                                    world_size=2)  # fmt: skip
+        pruning.make_permanent(pruning.prune_model(model, _prune_spec("wanda"), norms))
+        torch.save({"norms": norms, "weights": model.state_dict()}, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_wanda_norms_and_masks_agree_across_ranks(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mp.spawn(_norms_on_rank, args=(port, str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    model = _gpt2().eval()
+    alone = pruning.input_norms(model, pruning.prunable(model), _batches(4), torch.device("cpu"))
+    assert ranks[0]["norms"].keys() == alone.keys()
+    for name in alone:
+        assert torch.equal(ranks[0]["norms"][name], ranks[1]["norms"][name])
+        assert torch.allclose(ranks[0]["norms"][name], alone[name], rtol=1e-5)
+    pruned = [ranks[r]["weights"] for r in (0, 1)]
+    assert all(torch.equal(pruned[0][k], pruned[1][k]) for k in pruned[0])  # the same masks
+
+
 def test_wanda_keeps_small_weights_on_loud_channels():
     weight = torch.tensor([[0.1, 1.0, 1.0, 0.9], [0.2, 0.5, 0.6, 0.7]])
     norms = torch.tensor([100.0, 1.0, 1.0, 1.0])

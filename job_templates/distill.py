@@ -26,7 +26,7 @@ from .common.data import load_splits
 from .common.device import detect_kind
 from .common.distill_loss import alternate_layer_student, check_same_vocabulary, make_loss_fn
 from .common.evaluation import evaluate
-from .common.footprint import inference_tokens_per_s, size_on_disk, weight_bytes
+from .common.footprint import compare_inference, size_on_disk, weight_bytes
 from .common.model import count_parameters, load_model_and_tokenizer, max_positions
 from .common.outputs import plot_losses, save_model, write_metrics
 from .common.text import check_max_seq_len, tokenize
@@ -88,6 +88,7 @@ def run(spec: Any, contract: Any) -> dict:
         "tokens_per_s": state.tokens / state.train_seconds if state.train_seconds else 0.0,
         "device": str(trainer.device), "precision": trainer.precision.name,
         "world_size": trainer.world, "resumed_from_step": resumed_from,
+        "compiled": trainer.compiled, "fast_path": vars(trainer.fast),
         **compare(trainer, teacher, eval_set or train_set),
     }  # fmt: skip
     metrics["student_perplexity"] = eval_after.get("perplexity")
@@ -161,13 +162,13 @@ def score_teacher(teacher: Any, eval_set: Any, trainer: Trainer) -> dict:
 
 
 def compare(trainer: Trainer, teacher: Any, examples: Any) -> dict:
-    """Parameter counts, weight bytes and forward tokens/s of student vs teacher."""
+    """Parameter counts, weight bytes and forward tokens/s of student vs teacher (measured in
+    alternating rounds, so machine noise hits both alike)."""
     student = trainer.model
-    batch = trainer.training.batch_size
-    s_tps = inference_tokens_per_s(student, examples, trainer.device, batch_size=batch,
-                                   precision=trainer.precision)  # fmt: skip
-    t_tps = inference_tokens_per_s(teacher, examples, trainer.device, batch_size=batch,
-                                   precision=trainer.precision)  # fmt: skip
+    speed = compare_inference({"student": student, "teacher": teacher}, examples, trainer.device,
+                              batch_size=trainer.training.batch_size,
+                              precision=trainer.precision)  # fmt: skip
+    s_tps, t_tps = speed["student"]["tokens_per_s"], speed["teacher"]["tokens_per_s"]
     s_params, t_params = count_parameters(student)["total"], count_parameters(teacher)["total"]
     return {
         "student_params": s_params,
@@ -175,7 +176,9 @@ def compare(trainer: Trainer, teacher: Any, examples: Any) -> dict:
         "params_ratio": s_params / t_params,
         "student_weight_bytes": weight_bytes(student),
         "teacher_weight_bytes": weight_bytes(teacher),
+        "teacher_size_on_disk_bytes": size_on_disk(teacher.name_or_path),
         "student_inference_tokens_per_s": s_tps,
         "teacher_inference_tokens_per_s": t_tps,
         "inference_speedup": s_tps / t_tps if t_tps else None,
+        "inference_spread": {name: v["spread"] for name, v in speed.items()},
     }

@@ -2,7 +2,7 @@
 
 Top to bottom: (language model) eval records -> tokens -> sliding-window perplexity -> generation
 samples; (classifier) accuracy / macro F1; (image generator) FID and Inception Score of generated
-images against real ones -> metrics.json (+ samples.jsonl).
+images against real ones -> metrics.json (+ samples.json).
 
 Perplexity. The eval documents (``data.eval``, else all of ``data.train``) are tokenized and joined
 with EOS into one stream, as training packs them. A window of ``data.max_seq_len`` tokens slides

@@ -21,7 +21,7 @@ from typing import Any
 from .common import pruning
 from .common.data import load_splits
 from .common.device import detect_kind
-from .common.footprint import inference_tokens_per_s, size_on_disk, weight_bytes
+from .common.footprint import compare_inference, size_on_disk, weight_bytes
 from .common.model import count_parameters, load_model_and_tokenizer, max_positions
 from .common.outputs import plot_losses, save_model, write_metrics
 from .common.text import check_max_seq_len, tokenize
@@ -59,7 +59,7 @@ def run(spec: Any, contract: Any) -> dict:
     trainer = Trainer(model, train_set, eval_set, recovery, contract, spec.compute.accelerator)
     measure = eval_set or train_set
     dense_eval = trainer.evaluate()
-    dense_tps = _tokens_per_s(trainer, measure)
+    dense_speed = _speed(trainer, measure)
     log.info("dense: %s", dense_eval)
 
     # 3. Prune. Deterministic, so a resumed run rebuilds the same masks before loading them.
@@ -104,11 +104,11 @@ def run(spec: Any, contract: Any) -> dict:
         "resumed_from_step": resumed_from,
         "params": count_parameters(trainer.model),
         "weight_bytes": weight_bytes(trainer.model),
-        "inference_tokens_per_s_dense": dense_tps,
-        "inference_tokens_per_s_pruned": _tokens_per_s(trainer, measure),
+        **_speed_report(dense_speed, _speed(trainer, measure)),
         "speed_note": SPEED_NOTE,
         "semi_structured_2_4": pruning.semi_structured_status(),
         "device": str(trainer.device), "precision": trainer.precision.name,
+        "compiled": trainer.compiled, "fast_path": vars(trainer.fast),
     }  # fmt: skip
     if contract.is_main:
         save_model(trainer.model, tokenizer, contract.model_dir)
@@ -122,7 +122,18 @@ def run(spec: Any, contract: Any) -> dict:
     return metrics
 
 
-def _tokens_per_s(trainer: Trainer, examples: Any) -> float:
-    return inference_tokens_per_s(trainer.model, examples, trainer.device,
-                                  batch_size=trainer.training.batch_size,
-                                  precision=trainer.precision)  # fmt: skip
+def _speed(trainer: Trainer, examples: Any) -> dict:
+    return compare_inference({"model": trainer.model}, examples, trainer.device,
+                             batch_size=trainer.training.batch_size,
+                             precision=trainer.precision)["model"]  # fmt: skip
+
+
+def _speed_report(dense: dict, pruned: dict) -> dict:
+    """Dense and pruned forward tokens/s. They are measured minutes apart (pruning rewrites the
+    weights in place), so on a shared machine their ratio carries that noise; ``spread``
+    (slowest / fastest of each one's rounds) shows how much there was."""
+    return {
+        "inference_tokens_per_s_dense": dense["tokens_per_s"],
+        "inference_tokens_per_s_pruned": pruned["tokens_per_s"],
+        "inference_spread": {"dense": dense["spread"], "pruned": pruned["spread"]},
+    }

@@ -21,18 +21,26 @@ def weight_bytes(model: Any) -> int:
     return total
 
 
-def size_on_disk(model_dir: str | Path) -> int:
-    """Bytes of the weight files in a ``save_pretrained`` folder (tokenizer files excluded)."""
+def size_on_disk(model_dir: str | Path) -> int | None:
+    """Bytes of the weight files in a ``save_pretrained`` folder (tokenizer files excluded);
+    None when ``model_dir`` is not a local folder (a hub id)."""
+    if not Path(model_dir).is_dir():
+        return None
     return sum(p.stat().st_size for p in Path(model_dir).iterdir()
                if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES))  # fmt: skip
 
 
-def inference_tokens_per_s(model: Any, examples: Any, device: Any, *, batch_size: int,
-                           precision: Any = None, batches: int = 4, repeats: int = 2) -> float:  # fmt: skip
-    """Forward-pass (prefill) throughput on up to ``batches`` batches of ``examples``.
+def compare_inference(models: dict, examples: Any, device: Any, *, batch_size: int,
+                      precision: Any = None, batches: int = 4, rounds: int = 5) -> dict:  # fmt: skip
+    """Forward-pass (prefill) throughput of each model on the same ``batches`` batches.
 
-    One untimed warm-up batch first (allocator, kernel selection); then the best of ``repeats``
-    passes, so a noisy neighbour on a shared machine distorts the figure less.
+    One untimed warm-up pass per model (allocator, kernel selection), then ``rounds`` rounds in
+    which every model runs once, in turn: a noisy neighbour on a shared machine then slows all
+    of them alike rather than whichever happened to run during the noise. Each model's figure is
+    its best round; ``spread`` (slowest / fastest round) says how noisy the measurement was.
+
+    Returns:
+        ``{name: {"tokens_per_s", "spread"}}``.
     """
     import torch
 
@@ -43,20 +51,25 @@ def inference_tokens_per_s(model: Any, examples: Any, device: Any, *, batch_size
     inputs = [{k: v.to(device) for k, v in examples.batch(g).items() if k != "labels"}
               for g in groups]  # fmt: skip
     tokens = sum(int(b["attention_mask"].sum()) for b in inputs)
-    was_training = model.training
-    model.eval()
-    best = float("inf")
+    modes = {name: model.training for name, model in models.items()}
+    times: dict[str, list[float]] = {name: [] for name in models}
     with torch.no_grad(), autocast(device, precision) if precision is not None else _null():
-        model(**inputs[0])
-        for _ in range(repeats):
-            _sync(device)
-            started = time.perf_counter()
-            for batch in inputs:
-                model(**batch)
-            _sync(device)
-            best = min(best, time.perf_counter() - started)
-    model.train(was_training)
-    return tokens / best if best > 0 else 0.0
+        for model in models.values():
+            model.eval()
+            model(**inputs[0])
+        for _ in range(rounds):
+            for name, model in models.items():
+                _sync(device)
+                started = time.perf_counter()
+                for batch in inputs:
+                    model(**batch)
+                _sync(device)
+                times[name].append(time.perf_counter() - started)
+    for name, model in models.items():
+        model.train(modes[name])
+    return {name: {"tokens_per_s": tokens / min(t) if min(t) > 0 else 0.0,
+                   "spread": max(t) / min(t) if min(t) > 0 else None}
+            for name, t in times.items()}  # fmt: skip
 
 
 def _sync(device: Any) -> None:

@@ -129,8 +129,8 @@ class Trainer:
 
         self.batches_per_epoch = math.ceil(len(train) // self.world / training.batch_size) or 1
         self.total_steps = self._total_steps()
-        fused = devices.fast_path(choice.kind).fused_adamw
-        self.optimizer = _adamw(self.model, training, fused=fused)
+        self.fast = devices.fast_path(choice.kind)  # what metrics.json reports as fast_path
+        self.optimizer = _adamw(self.model, training, fused=self.fast.fused_adamw)
         warmup = training.warmup_steps or math.ceil(training.warmup_ratio * self.total_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(training.schedule, warmup, self.total_steps)
@@ -139,7 +139,7 @@ class Trainer:
         self.state = LoopState(seed=training.seed)
         self.notes: dict = {}  # recipe values that must survive a restart
         self.loss_fn = loss_fn or (lambda forward, batch: forward(**batch).loss)
-        self.skip_full_mask = devices.fast_path(choice.kind).skip_full_attention_mask
+        self.skip_full_mask = self.fast.skip_full_attention_mask
         self._pending_losses: list = []  # device tensors: one loss per step not yet flushed
         self._stop = False
 

@@ -14,6 +14,8 @@ Operations (submit, status, logs, cancel, list) live in ``azureml_ops.py``.
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -39,7 +41,27 @@ JOB_FILE = "job.yml"
 # (azure.environment) or a ready image (azure.image) replaces it.
 BASE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04:latest"
 TORCH_REQUIREMENT = "torch>=2.2"
-_FILE_SUFFIXES = (".jsonl", ".json", ".txt", ".csv", ".tsv", ".parquet", ".gz", ".tar", ".zip")
+_FILE_SUFFIXES = (".jsonl", ".json", ".txt", ".csv", ".tsv", ".parquet", ".gz", ".tar", ".zip",
+                  ".npy", ".pt")  # fmt: skip
+# Spec fields the job reads -> the input that delivers them, passed as ``--data NAME=PATH`` and
+# read as ``contract.channel(NAME)`` (common/data.py, evaluate.score_images, common/model.py,
+# distill.load_teacher).
+DATA_INPUTS = (("data", "train", "train"), ("data", "eval", "eval"),
+               ("evaluate", "generated_images", "generated"), ("evaluate", "real_images", "real"))  # fmt: skip
+# Model fields may also name what the job loads by itself: a hub id (gpt2) or a pkg:// folder.
+MODEL_INPUTS = (("model", "name_or_path", "model"), ("distill", "teacher", "teacher"))
+# Opened by the job at the spec's own path, through no channel (evaluate.score_images).
+PATH_ONLY = (("evaluate", "feature_extractor"),)
+_VALID = {
+    "data": "azureml:// datastore paths, https URLs or local files (uploaded on submit)",
+    "model": "a hub id, pkg://, a registered model (azureml:<name>:<version>, "
+             "azureml://registries/<r>/models/<m>/versions/<v>), an azureml:// datastore path, an "
+             "https URL or a local folder (uploaded on submit)",
+}  # fmt: skip
+# azureml://registries/<r>/models/<m>/versions/<v>, azureml://subscriptions/.../workspaces/<w>/
+# models/<m>/versions/<v>, azureml://locations/<l>/workspaces/<id>/models/<m>/versions/<v>.
+_MODEL_ASSET = re.compile(r"^azureml://(?:[^/]+/[^/]+/)*?(?:registries|workspaces)/[^/]+/"
+                          r"models/[^/]+(?:/(?:versions|labels)/[^/]+)?/?$", re.IGNORECASE)  # fmt: skip
 
 
 _LOGIN = credentials_hint(
@@ -127,8 +149,9 @@ def render_command_job(plan: Plan) -> dict:
     """
     spec, azure = plan.spec, plan.spec.azure
     instance = resolve_instance("azureml", spec.compute)
-    _check(plan)
-    inputs = job_inputs(spec)
+    problems: list[str] = []
+    inputs = job_inputs(spec, problems)
+    _check(plan, problems)
     job: dict = {
         "$schema": SCHEMA,
         "type": "command",
@@ -156,22 +179,14 @@ def render_command_job(plan: Plan) -> dict:
     return job
 
 
-def _check(plan: Plan) -> None:
-    spec, problems = plan.spec, []
+def _check(plan: Plan, problems: list[str]) -> None:
+    """Raise with ``problems`` (from the inputs) plus every other setting Azure cannot take."""
+    spec = plan.spec
     uri = spec.output.uri
     if uri and not uri.startswith("azureml://"):
-        problems.append(f"output.uri: Azure ML outputs go to a datastore; use "
-                        f"azureml://datastores/<name>/paths/<prefix> or leave it unset "
-                        f"(got {uri!r})")  # fmt: skip
-    for name, value in _data_locations(spec):
-        if value.startswith(("s3://", "gs://")):
-            problems.append(f"data.{name}: Azure ML reads azureml:// datastore paths, https URLs "
-                            f"or local files it uploads; got {value!r}")  # fmt: skip
-        elif not is_remote_uri(value) and not Path(value).exists():
-            problems.append(f"data.{name}: local path {value} does not exist")
-    if spec.model and spec.model.name_or_path.startswith(("s3://", "gs://")):
-        problems.append("model.name_or_path: an Azure job cannot read "
-                        f"{spec.model.name_or_path!r}; use a hub id or a registered model")  # fmt: skip
+        problems.insert(0, f"output.uri: Azure ML outputs go to a datastore; use "
+                           f"azureml://datastores/<name>/paths/<prefix> or leave it unset "
+                           f"(got {uri!r})")  # fmt: skip
     if spec.azure.job_tier and spec.azure.job_tier != "spot" and spec.compute.spot:
         problems.append(f"azure.job_tier: {spec.azure.job_tier!r} conflicts with "
                         "compute.spot=true (use 'spot')")  # fmt: skip
@@ -182,10 +197,14 @@ def _check(plan: Plan) -> None:
         )
 
 
-def _data_locations(spec) -> list[tuple[str, str]]:
-    if spec.data is None:
-        return []
-    return [(n, getattr(spec.data, n)) for n in ("train", "eval") if getattr(spec.data, n)]
+def _field(spec, section: str, name: str) -> str | None:
+    part = getattr(spec, section, None)
+    return getattr(part, name, None) if part is not None else None
+
+
+def _is_local(value: str) -> bool:
+    # loading.py makes relative paths that exist absolute; what is left relative is a hub id.
+    return os.path.isabs(value) or value.startswith(".") or Path(value).exists()
 
 
 def _input_type(location: str) -> str:
@@ -197,13 +216,50 @@ def _input_type(location: str) -> str:
     )
 
 
-def job_inputs(spec) -> dict:
+def _input(field: str, value: str, *, model: bool, problems: list[str]) -> dict | None:
+    """The job input that delivers ``value``; None when the job reads it by itself (a hub id,
+    ``pkg://``) or when Azure cannot deliver it (then a problem naming ``field`` is added)."""
+    readable = ("azureml://", "https://", "http://") + (("pkg://",) if model else ())
+    if "://" in value and not value.startswith(readable):
+        problems.append(f"{field}: Azure ML jobs read {_VALID['model' if model else 'data']}; "
+                        f"got {value!r}")  # fmt: skip
+        return None
+    if value.startswith("azureml:"):
+        registered = _MODEL_ASSET.match(value) or (model and not value.startswith("azureml://"))
+        # Datastore paths and registered models mount read-only.
+        return {"type": "custom_model" if registered else _input_type(value), "path": value,
+                "mode": "ro_mount"}  # fmt: skip
+    if value.startswith(("https://", "http://")):
+        # An https URL cannot be mounted, only downloaded.
+        return {"type": _input_type(value), "path": value, "mode": "download"}
+    if model and (value.startswith("pkg://") or not _is_local(value)):
+        return None
+    if not Path(value).exists():
+        problems.append(f"{field}: local path {value} does not exist")
+        return None
+    # Local: uploaded by the SDK on submit (and by `az ml job create`), then mounted read-only.
+    return {"type": _input_type(value), "path": str(Path(value).absolute()), "mode": "ro_mount"}
+
+
+def job_inputs(spec, problems: list[str]) -> dict:
+    """Inputs for every location the job reads (``--data NAME=${{inputs.NAME}}``); what Azure
+    cannot deliver is added to ``problems``, each naming its spec field."""
     inputs = {}
-    for name, location in _data_locations(spec):
-        kind = _input_type(location)
-        # Datastore paths mount read-only; an https URL cannot be mounted, only downloaded.
-        mode = "download" if location.startswith(("https://", "http://")) else "ro_mount"
-        inputs[name] = {"type": kind, "path": location, "mode": mode}
+    for table, model in ((DATA_INPUTS, False), (MODEL_INPUTS, True)):
+        for section, name, channel in table:
+            value = _field(spec, section, name)
+            found = value and _input(f"{section}.{name}", value, model=model, problems=problems)
+            if found:
+                inputs[channel] = found
+    custom_image = bool(spec.azure.image or spec.azure.environment)
+    for section, name in PATH_ONLY:
+        value = _field(spec, section, name)
+        # Only a file already inside the job's own image can be opened there by its path.
+        if value and not (custom_image and os.path.isabs(value)):
+            problems.append(f"{section}.{name}: the job opens this file by its path and has no "
+                            f"input channel for it, so Azure ML cannot deliver {value!r}; give "
+                            "its absolute path inside the job's image (azure.image or "
+                            "azure.environment)")  # fmt: skip
     return inputs
 
 

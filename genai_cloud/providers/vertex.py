@@ -77,6 +77,8 @@ class VertexProvider(Provider):
         return render_custom_job(plan)
 
     def render_native(self, plan: Plan) -> str:
+        from .vertex_native import render_gcloud_config
+
         return render_gcloud_config(plan)
 
     @_LOGIN
@@ -203,20 +205,22 @@ def _storage_problems(spec) -> list[str]:
         if is_remote_uri(value):
             problems.append(f"{field}: Vertex jobs read Cloud Storage; copy {value!r} to a gs:// "
                             "URI (e.g. `gcloud storage cp`) and point the spec at it")  # fmt: skip
-        elif field.startswith("data.") or value.startswith((".", "/")):
+        elif field not in _MODEL_FIELDS or value.startswith((".", "/")):
+            # Model fields may be hub ids or pkg:// folders; every other field is a path.
             problems.append(f"{field}: {value!r} is a local path the job cannot see; upload it "
                             "to a gs:// URI first")  # fmt: skip
     return problems
 
 
+# Spec fields the job reads: gs:// ones through the /gcs FUSE mount (data as GENAI_CHANNEL_*).
+_READ_FIELDS = (("data", "train"), ("data", "eval"), ("model", "name_or_path"),
+                ("distill", "teacher"), ("evaluate", "feature_extractor"),
+                ("evaluate", "generated_images"), ("evaluate", "real_images"))  # fmt: skip
+_MODEL_FIELDS = ("model.name_or_path", "distill.teacher")
+
+
 def _read_locations(spec) -> list[tuple[str, str]]:
-    found = []
-    if spec.data is not None:
-        found += [(f"data.{n}", getattr(spec.data, n)) for n in ("train", "eval")]
-    if spec.model is not None:
-        found.append(("model.name_or_path", spec.model.name_or_path))
-    if spec.distill is not None:
-        found.append(("distill.teacher", spec.distill.teacher))
+    found = [(f"{s}.{n}", getattr(getattr(spec, s, None), n, None)) for s, n in _READ_FIELDS]
     return [(field, value) for field, value in found if value]
 
 
@@ -362,61 +366,3 @@ def labels(plan: Plan) -> dict[str, str]:
     spec = plan.spec
     task = getattr(spec.task, "value", spec.task)  # the default is an enum member, not its value
     return {**spec.labels, KEY_LABEL: plan.key, TASK_LABEL: task}
-
-
-# --------------------------------------------------------------------------------------------
-# render --format native: the file `gcloud ai custom-jobs create --config` takes
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
-def to_camel(value):
-    """snake_case proto field names -> the JSON (camelCase) names gcloud's --config expects."""
-    if isinstance(value, dict):
-        return {_camel(k): to_camel(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [to_camel(v) for v in value]
-    return value
-
-
-def _block_dumper():
-    import yaml
-
-    class BlockDumper(yaml.SafeDumper):
-        """Multi-line strings (the launch script) as readable ``|`` blocks."""
-
-    def text(dumper, value):
-        style = "|" if "\n" in value else None
-        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-    BlockDumper.add_representer(str, text)
-    return BlockDumper
-
-
-def render_gcloud_config(plan: Plan) -> str:
-    """YAML of the CustomJobSpec (camelCase), headed by the command that submits it.
-
-    gcloud's --config holds only the job spec; display name, labels and the KMS key are flags.
-    """
-    import yaml
-
-    job = render_custom_job(plan)
-    region = region_of(plan.spec)
-    label_flag = ",".join(f"{k}={v}" for k, v in sorted(job["labels"].items()))
-    flags = [f"--region={region}", f"--display-name={job['display_name']}",
-             f"--labels={label_flag}"]  # fmt: skip
-    if plan.spec.gcp.project:
-        flags.append(f"--project={plan.spec.gcp.project}")
-    if "encryption_spec" in job:
-        flags.append(f"--kms-key={job['encryption_spec']['kms_key_name']}")
-    header = [
-        "# Submit with:",
-        f"#   gcloud storage cp {plan.bundle.name} {bundle_uri(plan)}",
-        "#   gcloud ai custom-jobs create " + " ".join(flags) + " --config=THIS_FILE",
-        f"# ({plan.bundle.name} is the bundle `genai-cloud` built for this spec.)",
-    ]
-    body = yaml.dump(to_camel(job["job_spec"]), Dumper=_block_dumper(), sort_keys=False, width=100)
-    return "\n".join(header) + "\n" + body

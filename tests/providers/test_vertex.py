@@ -286,6 +286,26 @@ def test_settings_vertex_cannot_take_are_named(overrides, field):
         render(overrides)
 
 
+IMAGE_EVAL = {"name": "demo", "task": "evaluate", "output": {"uri": "gs://bkt/runs"},
+              "evaluate": {"image_metrics": True, "perplexity": False,
+                           "feature_extractor": "gs://bkt/models/inception.pt2",
+                           "generated_images": "gs://bkt/gen/", "real_images": "gs://bkt/real/"}}  # fmt: skip
+
+
+def test_image_eval_files_in_cloud_storage_render():
+    job = get_provider("vertex").render(make(base=IMAGE_EVAL))
+    assert proto(job).job_spec.worker_pool_specs[0].container_spec.image_uri
+
+
+@pytest.mark.parametrize("field", ["feature_extractor", "generated_images", "real_images"])
+@pytest.mark.parametrize("value", ["/abs/local/images", "./relative", "azureml://datastores/d/paths/p",
+                                   "s3://b/images"])  # fmt: skip
+def test_evaluate_files_the_job_cannot_see_are_refused_by_field(field, value):
+    with pytest.raises(ProviderError) as err:
+        get_provider("vertex").render(make({"evaluate": {field: value}}, base=IMAGE_EVAL))
+    assert f"evaluate.{field}: " in err.value.message and "gs://" in err.value.message
+
+
 def test_every_problem_is_reported_at_once():
     with pytest.raises(ProviderError) as err:
         render({"output": {"uri": None}, "data": {"train": "s3://b/t.jsonl"},

@@ -5,12 +5,16 @@ must run in a container where genai-cloud itself is not installed.
 """
 
 from job_templates.contract import (  # noqa: F401
+    DATA_CHANNELS,
     ENV_CHANNEL_PREFIX,
     ENV_CHECKPOINT_DIR,
     ENV_MODEL_DIR,
     ENV_OUTPUT_DIR,
     ENV_PLATFORM,
     ENV_SPEC,
+    FILE_CHANNELS,
+    INPUT_CHANNELS,
+    MODEL_CHANNELS,
     PLATFORMS,
     Contract,
     detect_platform,

@@ -26,7 +26,7 @@ import argparse
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 PLATFORMS = ("local", "sagemaker", "vertex", "azureml")
 BUNDLE_ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +39,24 @@ ENV_MODEL_DIR = "GENAI_MODEL_DIR"
 ENV_CHECKPOINT_DIR = "GENAI_CHECKPOINT_DIR"
 ENV_OUTPUT_DIR = "GENAI_OUTPUT_DIR"
 ENV_CHANNEL_PREFIX = "GENAI_CHANNEL_"
+
+
+# Spec fields naming a file or folder the job reads -> the input channel a platform delivers it
+# through (a SageMaker channel, an Azure ML input; Vertex reads gs:// through its FUSE mount
+# instead). The providers build their inputs from this table and the job looks the fields up
+# through the same names, so the two sides cannot drift apart. Data and model fields have readers
+# of their own (common/data.py, common/model.py, distill.load_teacher); the rest are files the
+# recipes open by path, which ``localize_files`` points at the delivered copies.
+DATA_CHANNELS = {("data", "train"): "train", ("data", "eval"): "eval"}
+MODEL_CHANNELS = {("model", "name_or_path"): "model", ("distill", "teacher"): "teacher"}
+FILE_CHANNELS = {
+    ("evaluate", "generated_images"): "generated",
+    ("evaluate", "real_images"): "real",
+    ("evaluate", "feature_extractor"): "feature_extractor",
+    ("audit", "lexicon"): "lexicon",
+    ("fairness", "pairs"): "pairs",
+}
+INPUT_CHANNELS = {**DATA_CHANNELS, **MODEL_CHANNELS, **FILE_CHANNELS}
 
 
 @dataclass
@@ -61,6 +79,26 @@ class Contract:
 
     def channel(self, name: str) -> Path | None:
         return self.channels.get(name)
+
+    def locate(self, channel: str, value: str) -> Path:
+        """Where the job opens the file or folder a spec field names: the copy delivered in
+        ``channel`` when the platform made one, else ``value`` itself (gs:// via the FUSE mount).
+
+        SageMaker copies an S3 object into a folder named after its channel, so a field naming a
+        file (``s3://b/inception.pt2``) is found as that file inside the channel's folder.
+        """
+        delivered = self.channel(channel)
+        if delivered is None:
+            return gcs_to_fuse(value)
+        inside = delivered / PurePosixPath(value.rstrip("/")).name
+        return inside if delivered.is_dir() and inside.is_file() else delivered
+
+    def localize_files(self, spec: dict) -> None:
+        """Point each ``FILE_CHANNELS`` field of ``spec`` at where this job can open it."""
+        for (section, name), channel in FILE_CHANNELS.items():
+            values = spec.get(section) or {}
+            if values.get(name):
+                values[name] = str(self.locate(channel, values[name]))
 
 
 def gcs_to_fuse(uri: str) -> Path:

@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             raise JobError(f"unknown task {spec.task!r}; valid: {', '.join(RECIPES)}", "task")
         log.info("genai-cloud job %s: task=%s platform=%s rank=%d/%d", spec.name, spec.task,
                  contract.platform, contract.rank, contract.world_size)  # fmt: skip
+        contract.localize_files(spec)
         if spec.get("secrets"):
             resolve_secrets(spec.secrets)
         recipe = importlib.import_module(RECIPES[spec.task])

@@ -72,7 +72,7 @@ def run(spec: Any, contract: Any) -> dict:
             metrics["samples"] = generate(model, tokenizer, prompts, device, options.max_new_tokens)
 
     if options.image_metrics:
-        metrics["images"] = score_images(options, contract, spec.training.batch_size)
+        metrics["images"] = score_images(options, spec.training.batch_size)
         metrics["warnings"] += metrics["images"].pop("warnings")
 
     metrics["wall_s"] = time.perf_counter() - started
@@ -199,26 +199,20 @@ def label_ids(model: Any, records: list[dict], data: Any) -> dict:
     return mapping
 
 
-def score_images(options: Any, contract: Any, batch_size: int) -> dict:
+def score_images(options: Any, batch_size: int) -> dict:
+    """FID / IS of the generated images (paths already localized by the entrypoint)."""
     if not options.feature_extractor:
         raise JobError("set the feature extractor's weights file for FID / IS (nothing is "
                        "downloaded at run time)", "evaluate.feature_extractor")  # fmt: skip
     if not options.generated_images:
         raise JobError("set the folder or array of generated images", "evaluate.generated_images")
-    generated = load_images(_where(contract, "generated", options.generated_images),
-                            "evaluate.generated_images")  # fmt: skip
+    generated = load_images(options.generated_images, "evaluate.generated_images")
     real = None
     if options.real_images:
-        real = load_images(_where(contract, "real", options.real_images), "evaluate.real_images")
+        real = load_images(options.real_images, "evaluate.real_images")
     else:
         log.warning("no evaluate.real_images: Inception Score only, no FID")
     return image_scores(generated, real, options.feature_extractor, batch_size=batch_size)
-
-
-def _where(contract: Any, channel: str, value: str):
-    from .contract import gcs_to_fuse
-
-    return contract.channel(channel) or gcs_to_fuse(value)
 
 
 def _null():

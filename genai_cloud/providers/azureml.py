@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+from .. import contract
 from ..catalog import Instance, resolve_instance
 from ..cost import capped_runtime
 from ..errors import ProviderError
@@ -44,14 +45,11 @@ TORCH_REQUIREMENT = "torch>=2.2"
 _FILE_SUFFIXES = (".jsonl", ".json", ".txt", ".csv", ".tsv", ".parquet", ".gz", ".tar", ".zip",
                   ".npy", ".pt")  # fmt: skip
 # Spec fields the job reads -> the input that delivers them, passed as ``--data NAME=PATH`` and
-# read as ``contract.channel(NAME)`` (common/data.py, evaluate.score_images, common/model.py,
-# distill.load_teacher).
-DATA_INPUTS = (("data", "train", "train"), ("data", "eval", "eval"),
-               ("evaluate", "generated_images", "generated"), ("evaluate", "real_images", "real"))  # fmt: skip
+# read as ``contract.channel(NAME)`` (one table with the job: contract.INPUT_CHANNELS).
+DATA_INPUTS = tuple((*field, name) for field, name in
+                    {**contract.DATA_CHANNELS, **contract.FILE_CHANNELS}.items())  # fmt: skip
 # Model fields may also name what the job loads by itself: a hub id (gpt2) or a pkg:// folder.
-MODEL_INPUTS = (("model", "name_or_path", "model"), ("distill", "teacher", "teacher"))
-# Opened by the job at the spec's own path, through no channel (evaluate.score_images).
-PATH_ONLY = (("evaluate", "feature_extractor"),)
+MODEL_INPUTS = tuple((*field, name) for field, name in contract.MODEL_CHANNELS.items())
 _VALID = {
     "data": "azureml:// datastore paths, https URLs or local files (uploaded on submit)",
     "model": "a hub id, pkg://, a registered model (azureml:<name>:<version>, "
@@ -251,15 +249,6 @@ def job_inputs(spec, problems: list[str]) -> dict:
             found = value and _input(f"{section}.{name}", value, model=model, problems=problems)
             if found:
                 inputs[channel] = found
-    custom_image = bool(spec.azure.image or spec.azure.environment)
-    for section, name in PATH_ONLY:
-        value = _field(spec, section, name)
-        # Only a file already inside the job's own image can be opened there by its path.
-        if value and not (custom_image and os.path.isabs(value)):
-            problems.append(f"{section}.{name}: the job opens this file by its path and has no "
-                            f"input channel for it, so Azure ML cannot deliver {value!r}; give "
-                            "its absolute path inside the job's image (azure.image or "
-                            "azure.environment)")  # fmt: skip
     return inputs
 
 

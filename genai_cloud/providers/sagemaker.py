@@ -21,6 +21,7 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, ClassVar
 
+from .. import contract
 from ..bundle import LAUNCHER
 from ..catalog import Instance, resolve_instance
 from ..cost import capped_runtime
@@ -62,18 +63,10 @@ GPU_IMAGE = "huggingface-pytorch-training:2.5.1-transformers4.49.0-gpu-py311-cu1
 CPU_IMAGE = "pytorch-training:2.5.1-cpu-py311-ubuntu22.04-sagemaker"
 
 # Spec fields that may name S3 objects the job reads -> the input channel that delivers them
-# (``SM_CHANNEL_<NAME>`` / ``contract.channel(name)`` inside the container).
-DATA_CHANNELS = (
-    (("data", "train"), "train"),
-    (("data", "eval"), "eval"),
-    (("fairness", "pairs"), "pairs"),
-    (("audit", "lexicon"), "lexicon"),
-    (("evaluate", "feature_extractor"), "feature_extractor"),
-    (("evaluate", "generated_images"), "generated_images"),
-    (("evaluate", "real_images"), "real_images"),
-)
+# (``SM_CHANNEL_<NAME>`` inside the container; one table with the job: contract.INPUT_CHANNELS).
+DATA_CHANNELS = tuple({**contract.DATA_CHANNELS, **contract.FILE_CHANNELS}.items())
 # Model fields may also be a hub id (downloaded by the job when it has internet access).
-MODEL_CHANNELS = ((("model", "name_or_path"), "model"), (("distill", "teacher"), "teacher"))
+MODEL_CHANNELS = tuple(contract.MODEL_CHANNELS.items())
 
 
 class SageMakerRenderError(ProviderError):

@@ -300,40 +300,47 @@ def test_what_the_job_loads_by_itself_stays_as_is(model):
     assert set(job["inputs"]) == {"train"} and "inputs.model" not in job["command"]
 
 
-def _image_eval(tmp_path, **azure):
+def _image_eval(tmp_path, extractor=None):
     generated = tmp_path / "generated"
     generated.mkdir()
     real = tmp_path / "real.npy"
     real.write_bytes(b"\x93NUMPY")
-    raw = {"name": "demo", "task": "evaluate", "azure": azure,
+    if extractor is None:
+        extractor = tmp_path / "inception.pt2"
+        extractor.write_bytes(b"weights")
+    raw = {"name": "demo", "task": "evaluate",
            "evaluate": {"image_metrics": True, "perplexity": False, "generated_images": str(generated),
-                        "real_images": str(real), "feature_extractor": "/models/inception.pt2"}}  # fmt: skip
+                        "real_images": str(real), "feature_extractor": str(extractor)}}  # fmt: skip
     plan = make_plan(load_spec(raw), "azureml")
     plan.__dict__["bundle"] = _tiny_bundle()
     plan.__dict__["key"] = "0123456789"
-    return plan, str(generated), str(real)
+    return plan, str(generated), str(real), str(extractor)
 
 
 def test_image_eval_files_become_inputs_on_the_channels_evaluate_reads(tmp_path):
-    from job_templates.evaluate import _where
-
-    plan, generated, real = _image_eval(tmp_path, image="myregistry.azurecr.io/fid:1")
+    plan, generated, real, extractor = _image_eval(tmp_path)
     job = get_provider("azureml").render(plan)
     assert job["inputs"] == {
         "generated": {"type": "uri_folder", "path": generated, "mode": "ro_mount"},
         "real": {"type": "uri_file", "path": real, "mode": "ro_mount"},
+        "feature_extractor": {"type": "uri_file", "path": extractor, "mode": "ro_mount"},
     }
-    contract = _contract(job, {"inputs.generated": "/mnt/gen", "inputs.real": "/mnt/real.npy"})
-    assert _where(contract, "generated", generated) == Path("/mnt/gen")
-    assert _where(contract, "real", real) == Path("/mnt/real.npy")
+    contract = _contract(job, {"inputs.generated": "/mnt/gen", "inputs.real": "/mnt/real.npy",
+                               "inputs.feature_extractor": "/mnt/fx.pt2"})  # fmt: skip
+    spec = {"evaluate": {"generated_images": generated, "real_images": real,
+                         "feature_extractor": extractor}}  # fmt: skip
+    contract.localize_files(spec)  # what the entrypoint does before the recipe runs
+    assert spec["evaluate"] == {"generated_images": "/mnt/gen", "real_images": "/mnt/real.npy",
+                                "feature_extractor": "/mnt/fx.pt2"}  # fmt: skip
     entity = load_job(write_job_files(plan, tmp_path / "job"))
     assert entity.inputs["real"].type == "uri_file"
+    assert entity.inputs["feature_extractor"].type == "uri_file"
     assert entity.inputs["generated"].mode == "ro_mount"
 
 
-def test_a_feature_extractor_the_job_cannot_open_is_refused(tmp_path):
-    plan, _, _ = _image_eval(tmp_path)  # the default environment holds no /models/inception.pt2
-    with pytest.raises(ProviderError, match=r"evaluate\.feature_extractor: .*azure\.image"):
+def test_a_missing_feature_extractor_is_refused(tmp_path):
+    plan, _, _, _ = _image_eval(tmp_path, extractor=tmp_path / "no-such.pt2")
+    with pytest.raises(ProviderError, match=r"evaluate\.feature_extractor: "):
         get_provider("azureml").render(plan)
 
 

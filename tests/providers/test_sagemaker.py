@@ -383,3 +383,30 @@ def test_container_contract_matches_the_render():
     assert str(contract.checkpoint_dir) == request.get("CheckpointConfig", {}).get(
         "LocalPath", "/opt/ml/checkpoints")  # fmt: skip
     assert (contract.rank, contract.world_size) == (9, 16)
+
+
+def test_files_the_job_opens_arrive_through_the_channels_it_reads(tmp_path):
+    """An image-eval spec's S3 objects: one channel each, and inside the container the spec's
+    fields point at the copies SageMaker made (a file lands inside its channel's folder)."""
+    from job_templates.contract import resolve
+
+    evaluate = {"image_metrics": True, "perplexity": False,
+                "generated_images": "s3://b/eval/generated/", "real_images": "s3://b/eval/real.npy",
+                "feature_extractor": "s3://b/models/inception.pt2"}  # fmt: skip
+    request = render(task="evaluate", data=None, evaluate=evaluate)
+    names = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
+             for c in request["InputDataConfig"]}  # fmt: skip
+    assert names == {"generated": evaluate["generated_images"], "real": evaluate["real_images"],
+                     "feature_extractor": evaluate["feature_extractor"]}  # fmt: skip
+    data = tmp_path / "opt" / "ml" / "input" / "data"  # what File mode downloads
+    for name, uri in names.items():
+        (data / name).mkdir(parents=True)
+        if not uri.endswith("/"):
+            (data / name / uri.rsplit("/", 1)[1]).write_bytes(b"x")
+    env = {"SM_MODEL_DIR": "/opt/ml/model", "SM_CHANNELS": json.dumps(sorted(names)),
+           **{f"SM_CHANNEL_{n.upper()}": str(data / n) for n in names}}  # fmt: skip
+    spec = {"evaluate": dict(evaluate)}
+    resolve([], env).localize_files(spec)
+    assert spec["evaluate"]["generated_images"] == str(data / "generated")
+    assert spec["evaluate"]["real_images"] == str(data / "real" / "real.npy")
+    assert spec["evaluate"]["feature_extractor"] == str(data / "feature_extractor" / "inception.pt2")

@@ -347,3 +347,16 @@ def test_rendering_imports_no_cloud_sdk():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+def test_gs_files_are_opened_through_the_fuse_mount():
+    from job_templates.contract import GCS_FUSE_ROOT, Contract
+
+    contract = Contract(platform="vertex", spec_path=Path("spec.json"), channels={},
+                        model_dir=Path("m"), checkpoint_dir=Path("c"), output_dir=Path("o"))  # fmt: skip
+    spec = {"evaluate": {"feature_extractor": "gs://b/models/inception.pt2", "real_images": None},
+            "fairness": {"pairs": "gs://b/pairs.jsonl"}}  # fmt: skip
+    contract.localize_files(spec)
+    assert spec["evaluate"] == {"feature_extractor": str(GCS_FUSE_ROOT / "b/models/inception.pt2"),
+                                "real_images": None}  # fmt: skip
+    assert spec["fairness"]["pairs"] == str(GCS_FUSE_ROOT / "b/pairs.jsonl")

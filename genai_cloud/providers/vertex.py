@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, ClassVar
 
+from .. import contract
 from ..catalog import Instance, resolve_instance
 from ..cost import capped_runtime
 from ..errors import ProviderError
@@ -213,10 +214,10 @@ def _storage_problems(spec) -> list[str]:
 
 
 # Spec fields the job reads: gs:// ones through the /gcs FUSE mount (data as GENAI_CHANNEL_*).
-_READ_FIELDS = (("data", "train"), ("data", "eval"), ("model", "name_or_path"),
-                ("distill", "teacher"), ("evaluate", "feature_extractor"),
-                ("evaluate", "generated_images"), ("evaluate", "real_images"))  # fmt: skip
-_MODEL_FIELDS = ("model.name_or_path", "distill.teacher")
+# Every file or folder the job reads (one table with the job: contract.INPUT_CHANNELS); Vertex
+# delivers none as a channel, the job opens gs:// through the FUSE mount.
+_READ_FIELDS = tuple(contract.INPUT_CHANNELS)
+_MODEL_FIELDS = tuple(f"{s}.{n}" for s, n in contract.MODEL_CHANNELS)
 
 
 def _read_locations(spec) -> list[tuple[str, str]]:

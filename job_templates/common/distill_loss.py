@@ -137,12 +137,18 @@ def pick_layers(teacher_layers: int, student_layers: int | None) -> list[int]:
     """Evenly spaced teacher layer indices; default every other one (12 -> 0, 2, ..., 10).
 
     Raises:
-        JobError: when the student would not be smaller than the teacher.
+        JobError: when the student would not be smaller than the teacher (for a 1-layer teacher:
+            always; it names ``distill.student_init`` and suggests a student of its own).
     """
+    if teacher_layers <= 1:
+        raise JobError("the teacher has only one layer, so alternate layers cannot "
+                       "make a smaller student; use distill.student_init: config with a smaller "
+                       "model in model.name_or_path", "distill.student_init")  # fmt: skip
     k = student_layers or max(1, (teacher_layers + 1) // 2)
     if k >= teacher_layers:
-        raise JobError(f"{k} layers is not fewer than the teacher's {teacher_layers}; choose 1 to "
-                       f"{teacher_layers - 1}", "distill.student_layers")  # fmt: skip
+        choices = "1" if teacher_layers == 2 else f"1 to {teacher_layers - 1}"
+        raise JobError(f"a student of {k} layers is not smaller than the teacher's {teacher_layers}; "
+                       f"choose {choices}", "distill.student_layers")  # fmt: skip
     return [i * teacher_layers // k for i in range(k)]
 
 

@@ -13,6 +13,13 @@ Accepted locations:
 - a data channel named ``model`` in the contract wins over all of these (Azure ML mounts an
   ``azureml://`` model that way; SageMaker can pass it as a channel).
 
+A value that is clearly a local path (absolute; starting with ``./``, ``../`` or ``~``; more than
+one ``/``; a backslash) must exist: otherwise a JobError "no such folder", not a hub lookup.
+
+A folder holding an adapter-only LoRA save (``adapter_config.json``, written by
+``model.lora.merge_on_save: false``) loads as its base model (``base_model_name_or_path``, resolved
+by the same rules) with the adapter merged in, so recipes get a plain model.
+
 ``model.init: random`` builds the architecture from the config with fresh weights (seeded by the
 caller), for pre-training from scratch or tests.
 
@@ -24,12 +31,13 @@ model in peft LoRA adapters per ``model.lora``.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..config import JobError
+from ..config import Config, JobError
 from ..contract import gcs_to_fuse
 from .device import fast_path
 
@@ -42,8 +50,9 @@ def resolve_location(name_or_path: str, contract: Any = None) -> str:
     """Turn ``model.name_or_path`` into something ``from_pretrained`` can open.
 
     Raises:
-        JobError: for a ``pkg://`` package that is not installed, a missing package folder, or a
-            URI scheme this process cannot read.
+        JobError: for a ``pkg://`` package that is not installed, a missing package folder, a URI
+            scheme this process cannot read, or a value that is clearly a local path (see
+            ``looks_local``) with nothing there.
     """
     channel = contract.channel("model") if contract is not None else None
     if channel is not None:
@@ -60,7 +69,26 @@ def resolve_location(name_or_path: str, contract: Any = None) -> str:
             "channel 'model' (Azure ML mounts it) or use a hub id, s3://, gs:// or local path",
             "model.name_or_path",
         )
+    if looks_local(name_or_path):
+        path = Path(name_or_path).expanduser()
+        if not path.exists():
+            raise JobError(f"no such folder: {name_or_path}", "model.name_or_path")
+        if not path.is_dir():
+            raise JobError(f"{name_or_path} is a file; give the folder that holds the model "
+                           "(save_pretrained layout)", "model.name_or_path")  # fmt: skip
+        return str(path)
     return name_or_path
+
+
+def looks_local(name_or_path: str) -> bool:
+    """Whether a value can only be a local path, never a hub id (``gpt2``, ``org/name``)."""
+    return (
+        Path(name_or_path).is_absolute()
+        or name_or_path in (".", "..")
+        or name_or_path.startswith(("/", "./", "../", "~"))
+        or name_or_path.count("/") > 1
+        or "\\" in name_or_path  # a Windows path; hub ids never have one
+    )
 
 
 def _package_dir(uri: str) -> Path:
@@ -132,24 +160,45 @@ def load_model_and_tokenizer(model_spec: Any, contract: Any = None, *, num_label
         device_kind: where the model will train (``device.detect_kind``); ``cuda`` turns on the
             fast path's SDPA attention and vocabulary padding. None: load as transformers does.
 
+    A folder with ``adapter_config.json`` (an adapter-only LoRA save) loads its base model
+    (``base_model_name_or_path``, by ``resolve_location``'s rules; the base's ``revision`` as
+    recorded in the adapter) and merges the adapter in (``merge_and_unload``): the result is a plain
+    model. The tokenizer comes from the adapter folder if it has one, else from the base.
+
     Returns:
         ``(model, tokenizer)``; the model is on the CPU in train mode.
 
     Raises:
-        JobError: naming ``model.name_or_path`` when nothing loadable is there.
+        JobError: naming ``model.name_or_path`` when nothing loadable is there (for an adapter:
+            also when its base cannot be found), ``model.head`` when an adapter was trained for
+            the other head.
     """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     location = resolve_location(model_spec.name_or_path, contract)
-    tokenizer = load_tokenizer(location, model_spec)
+    adapter = adapter_config(location)
+    base_spec = model_spec
+    if adapter is not None:
+        # The base's own revision is recorded with the adapter; the spec's is the adapter's.
+        base_spec = Config({**model_spec, "revision": adapter.get("revision")})
+        _check_adapter_task(location, adapter, model_spec.get("head", "causal-lm"))
+        base_location = _adapter_base(location, adapter)
+    else:
+        base_location = location
+    if adapter is None or _has_tokenizer(location):
+        tokenizer = load_tokenizer(location, model_spec)
+    else:  # an adapter saved without its tokenizer: the base's
+        tokenizer = load_tokenizer(base_location, base_spec)
     common = {
-        "revision": model_spec.get("revision"),
+        "revision": base_spec.get("revision"),
         "trust_remote_code": bool(model_spec.get("trust_remote_code")),
     }
     try:
-        config = AutoConfig.from_pretrained(location, **common)
+        config = AutoConfig.from_pretrained(base_location, **common)
     except (OSError, ValueError) as exc:
+        if adapter is not None:
+            raise _base_unreachable(location, adapter, exc) from None
         raise JobError(f"cannot load a model config from {location!r}: {exc}", "model.name_or_path")
     if config.pad_token_id is None:
         config.pad_token_id = tokenizer.pad_token_id
@@ -166,7 +215,13 @@ def load_model_and_tokenizer(model_spec: Any, contract: Any = None, *, num_label
     dtype = getattr(torch, DTYPES.get(model_spec.get("dtype", "auto"), "float32"))
     init = model_spec.get("init") or "pretrained"
     speed = fast_path(device_kind or "cpu", init)
-    model = _build(cls, config, location, dtype, common, init, speed.attn_implementation)
+    model = _build(cls, config, base_location, dtype, common, init, speed.attn_implementation)
+    if adapter is not None:
+        if init == "random":
+            log.info("model.init random: the LoRA adapter in %s is not applied (its base is "
+                     "built from the config with fresh weights)", location)  # fmt: skip
+        else:
+            model = _merge_adapter(model, location, adapter)
     if speed.vocab_multiple:
         before = model.get_input_embeddings().weight.shape[0]
         # The extra rows never occur as labels, so training only pushes their logits down.
@@ -177,6 +232,91 @@ def load_model_and_tokenizer(model_spec: Any, contract: Any = None, *, num_label
         pin_causal_lm_loss(model)
     model.train()
     return model, tokenizer
+
+
+ADAPTER_CONFIG = "adapter_config.json"
+# peft's task types for the heads a spec can ask for.
+_ADAPTER_TASKS = {"causal-lm": "CAUSAL_LM", "sequence-classification": "SEQ_CLS"}
+
+
+def adapter_config(location: str) -> dict | None:
+    """The parsed ``adapter_config.json`` when ``location`` is a folder holding an adapter-only peft
+    save (``model.lora.merge_on_save: false``), else None.
+
+    Raises:
+        JobError: an ``adapter_config.json`` that is not a JSON object.
+    """
+    path = Path(location) / ADAPTER_CONFIG
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise JobError(f"cannot read {path}: {exc}", "model.name_or_path") from None
+    if not isinstance(config, dict):
+        raise JobError(f"{path} is not a JSON object", "model.name_or_path")
+    return config
+
+
+def _adapter_base(location: str, adapter: dict) -> str:
+    """Where the adapter's base model is, by ``resolve_location``'s rules (never the contract's
+    ``model`` channel: that is the adapter itself)."""
+    base = adapter.get("base_model_name_or_path")
+    if not base:
+        raise JobError(f"{location!r} is a LoRA adapter, but its {ADAPTER_CONFIG} does not name a "
+                       "base model (base_model_name_or_path); save it with "
+                       "model.lora.merge_on_save: true", "model.name_or_path")  # fmt: skip
+    try:
+        return resolve_location(str(base))
+    except JobError as exc:
+        raise _base_unreachable(location, adapter, exc) from None
+
+
+def _base_unreachable(location: str, adapter: dict, exc: Exception) -> JobError:
+    detail = str(exc)
+    if isinstance(exc, JobError) and exc.where:
+        detail = detail.removeprefix(f"{exc.where}: ")
+    base = adapter.get("base_model_name_or_path")
+    return JobError(
+        f"{location!r} is a LoRA adapter (adapter-only save) whose base model is {base!r}, and "
+        f"that cannot be loaded: {detail}. Save the fine-tuned model merged "
+        "(model.lora.merge_on_save: true), or make the base reachable at that location",
+        "model.name_or_path",
+    )
+
+
+def _has_tokenizer(folder: str) -> bool:
+    return any((Path(folder) / name).is_file()
+               for name in ("tokenizer_config.json", "tokenizer.json"))  # fmt: skip
+
+
+def _check_adapter_task(location: str, adapter: dict, head: str) -> None:
+    task = adapter.get("task_type")
+    heads = {v: k for k, v in _ADAPTER_TASKS.items()}
+    if task in heads and head in _ADAPTER_TASKS and task != _ADAPTER_TASKS[head]:
+        raise JobError(f"the LoRA adapter in {location!r} was trained with a {heads[task]} head; "
+                       f"set model.head: {heads[task]}", "model.head")  # fmt: skip
+
+
+def _merge_adapter(model: Any, location: str, adapter: dict):
+    """``model`` (the adapter's base) with the LoRA adapter in ``location`` merged into its weights:
+    a plain transformers model, every parameter trainable, as ``from_pretrained`` returns it."""
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise JobError(f"{location!r} is a LoRA adapter; loading it needs peft (pip install "
+                       "peft)", "model.name_or_path") from None  # fmt: skip
+    try:
+        adapted = PeftModel.from_pretrained(model, location)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise JobError(f"cannot apply the LoRA adapter in {location!r} to its base "
+                       f"{adapter.get('base_model_name_or_path')!r}: {exc}",
+                       "model.name_or_path") from None  # fmt: skip
+    merged = adapted.merge_and_unload()
+    merged.requires_grad_(True)  # peft froze the base for adapter training; recipes train it all
+    log.info("loaded LoRA adapter %s onto %s and merged it", location,
+             adapter.get("base_model_name_or_path"))  # fmt: skip
+    return merged
 
 
 def pin_causal_lm_loss(model: Any) -> None:
@@ -233,15 +373,31 @@ LORA_TARGETS = {
 def lora_targets(model: Any, requested: list[str] | None = None) -> list[str]:
     """The module names LoRA adapts: ``requested``, else the default for the architecture.
 
+    A requested name must match (peft's rule: the full module name, or its ending after a dot)
+    only modules LoRA can wrap (``ADAPTABLE``): peft fails on any other module a name matches,
+    such as GPT-2's ``attn`` block or the ``h`` layer list.
+
     Raises:
-        JobError: a requested name that matches no module, or an architecture without a default
-            (both list the model's linear layers to choose from).
+        JobError: a requested name that matches no module or a module LoRA cannot adapt, or an
+            architecture without a default (all list the model's linear layers to choose from).
     """
-    names = [n for n, _ in model.named_modules()]
+    modules = list(model.named_modules())
     if requested:
-        missing = [t for t in requested if not any(_matches(n, t) for n in names)]
-        if missing:
-            raise JobError(f"{missing} match no module of this model; linear layers are: "
+        adaptable = _adaptable_types()
+        missing, unadaptable = [], []
+        for target in requested:
+            matched = [(n, m) for n, m in modules if _matches(n, target)]
+            if not matched:
+                missing.append(target)
+            bad = [(n, m) for n, m in matched if not isinstance(m, adaptable)]
+            if bad:
+                kinds = sorted({type(m).__name__ for _, m in bad})
+                unadaptable.append(f"{target!r} matches {len(bad)} module(s) LoRA cannot adapt "
+                                   f"({', '.join(kinds)}, e.g. {bad[0][0]})")  # fmt: skip
+        problems = ([f"{missing} match no module of this model"] if missing else []) + unadaptable
+        if problems:
+            raise JobError(f"{'; '.join(problems)}; LoRA adapts linear layers (also embeddings "
+                           f"and convolutions); the linear layers are: "
                            f"{', '.join(_linear_names(model))}", "model.lora.target_modules")  # fmt: skip
         return list(requested)
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT
@@ -286,6 +442,21 @@ def apply_lora(model: Any, lora_spec: Any, head: str = "causal-lm"):
 
 def _matches(name: str, target: str) -> bool:
     return name == target or name.endswith("." + target)  # peft's rule for a list of names
+
+
+def _adaptable_types() -> tuple[type, ...]:
+    """The module types peft 0.21's LoRA wraps (``peft.tuners.lora.layer.dispatch_default``)."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    nn = torch.nn
+    types = (nn.Linear, Conv1D, nn.Embedding, nn.Conv1d, nn.Conv2d, nn.Conv3d,
+             nn.MultiheadAttention)  # fmt: skip
+    try:  # a module already wrapped by peft adapts as its base layer does
+        from peft.tuners.tuners_utils import BaseTunerLayer
+    except ImportError:
+        return types
+    return (*types, BaseTunerLayer)
 
 
 def _linear_names(model: Any) -> list[str]:

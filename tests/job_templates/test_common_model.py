@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,35 @@ def test_unsupported_attention_falls_back_to_the_default(tiny_gpt2, monkeypatch)
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(picky))
     model, _ = load_model_and_tokenizer(_model(tiny_gpt2), device_kind="cuda")
     assert asked == ["sdpa", None] and model.config.model_type == "gpt2"
+
+
+@pytest.mark.parametrize("value", ["/nonexistent/dir", "./nope", "../nope", "~/no-such-model-xyz",
+                                   "runs/nope/model", "C:\\models\\nope"])  # fmt: skip
+def test_a_missing_local_path_is_no_such_folder_not_a_hub_id(value):
+    with pytest.raises(JobError, match=f"no such folder: {re.escape(value)}$") as err:
+        resolve_location(value)
+    assert err.value.where == "model.name_or_path"
+    with pytest.raises(JobError, match="no such folder") as err:
+        load_model_and_tokenizer(_model(value))
+    assert "Repo id" not in str(err.value)
+
+
+def test_hub_ids_and_existing_paths_pass_through(tiny_gpt2, tmp_path, monkeypatch):
+    assert resolve_location("gpt2") == "gpt2"
+    assert resolve_location("openai-community/gpt2") == "openai-community/gpt2"
+    monkeypatch.setenv("HOME", str(tiny_gpt2.parent))
+    assert resolve_location(f"~/{tiny_gpt2.name}") == str(tiny_gpt2)  # ~ expanded
+    (tmp_path / "weights.bin").write_bytes(b"")
+    with pytest.raises(JobError, match="is a file"):
+        resolve_location(str(tmp_path / "weights.bin"))
+
+
+def test_a_missing_teacher_path_names_distill_teacher():
+    from job_templates.distill import load_teacher
+
+    spec = Config.wrap({"compute": {"accelerator": "cpu"}, "model": {"trust_remote_code": False},
+                        "distill": {"teacher": "/nonexistent/dir"}})  # fmt: skip
+    with pytest.raises(JobError) as err:
+        load_teacher(spec, None)
+    assert err.value.where == "distill.teacher"
+    assert str(err.value) == "distill.teacher: no such folder: /nonexistent/dir"

@@ -141,6 +141,16 @@ def test_pick_layers_takes_every_other_layer_by_default():
         pick_layers(4, 4)
 
 
+def test_pick_layers_explains_a_one_layer_teacher():
+    for asked in (None, 1):
+        with pytest.raises(JobError, match="only one layer.*student_init: config") as err:
+            pick_layers(1, asked)
+        assert err.value.where == "distill.student_init"
+    with pytest.raises(JobError, match="a student of 2 layers .* choose 1$"):
+        pick_layers(2, 2)
+    assert pick_layers(2, None) == [0]
+
+
 def _gpt2():
     from transformers import GPT2Config, GPT2LMHeadModel
 

@@ -84,6 +84,27 @@ def test_default_targets_follow_the_architecture(tiny_gpt2):
     assert err.value.where == "model.lora.target_modules"
 
 
+@pytest.mark.parametrize("target, kind", [("attn", "GPT2Attention"), ("mlp", "GPT2MLP"),
+                                          ("h", "ModuleList")])  # fmt: skip
+def test_a_target_naming_a_module_lora_cannot_wrap_is_a_job_error(tiny_gpt2, target, kind):
+    from transformers import AutoModelForCausalLM
+
+    gpt2 = AutoModelForCausalLM.from_pretrained(tiny_gpt2)
+    with pytest.raises(JobError, match=f"{target!r} matches .*LoRA cannot adapt.*{kind}") as err:
+        apply_lora(gpt2, Config.wrap({**LORA, "target_modules": [target]}))  # before peft sees it
+    assert err.value.where == "model.lora.target_modules"
+    assert "c_attn, c_fc, c_proj" in str(err.value)  # lists the layers it can adapt
+
+
+def test_targets_of_every_kind_peft_wraps_are_accepted(tiny_gpt2):
+    from transformers import AutoModelForCausalLM
+
+    gpt2 = AutoModelForCausalLM.from_pretrained(tiny_gpt2)
+    # Conv1D (GPT-2), an embedding, a full dotted name, nn.Linear (the untied-or-not head)
+    targets = ["c_fc", "wte", "transformer.h.0.attn.c_attn", "lm_head"]
+    assert lora_targets(gpt2, targets) == targets
+
+
 def test_only_adapters_train_base_stays_and_loss_drops(tiny_gpt2, blocks, tmp_path):
     trainer = _lora_trainer(tiny_gpt2, blocks, tmp_path, checkpoint_every=None)
     trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
@@ -155,6 +176,49 @@ def test_adapter_only_save_round_trips(tiny_gpt2, trained_adapter):
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_gpt2), folder)
     with torch.no_grad():
         assert torch.allclose(model.eval()(input_ids=ids).logits, logits, atol=1e-5)
+
+
+def test_an_adapter_folder_loads_as_its_base_with_the_adapter_merged(tiny_gpt2, trained_adapter):
+    folder, ids, logits = trained_adapter
+    model, tokenizer = load_model_and_tokenizer(_model_spec(folder, lora=None))
+    assert type(model).__name__ == "GPT2LMHeadModel"  # a plain model, not a PeftModel
+    assert not any("lora" in k for k in model.state_dict())
+    assert all(p.requires_grad for p in model.parameters())  # recipes may train it all
+    assert model.training and tokenizer.pad_token is not None
+    with torch.no_grad():
+        got = model.eval()(input_ids=ids).logits
+    assert torch.allclose(got, logits, atol=1e-5), (got - logits).abs().max()
+
+
+def test_an_adapter_without_a_tokenizer_takes_the_bases(tiny_gpt2, trained_adapter, tmp_path):
+    import shutil
+
+    folder, ids, logits = trained_adapter
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        shutil.copy(folder / name, tmp_path / name)
+    model, tokenizer = load_model_and_tokenizer(_model_spec(tmp_path, lora=None))
+    assert len(tokenizer) == len(load_model_and_tokenizer(_model_spec(tiny_gpt2))[1])
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(input_ids=ids).logits, logits, atol=1e-5)
+
+
+def test_an_adapter_whose_base_is_gone_says_so(trained_adapter, tmp_path):
+    import shutil
+
+    folder, _, _ = trained_adapter
+    shutil.copytree(folder, tmp_path / "adapter")
+    config_path = tmp_path / "adapter" / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = str(tmp_path / "base-gone")
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(JobError, match="LoRA adapter .* whose base model is .*base-gone") as err:
+        load_model_and_tokenizer(_model_spec(tmp_path / "adapter", lora=None))
+    assert err.value.where == "model.name_or_path"
+    assert "no such folder" in str(err.value) and "merge_on_save: true" in str(err.value)
+    # an adapter trained for a causal LM cannot be loaded under a classification head
+    with pytest.raises(JobError, match="model.head: causal-lm") as err:
+        load_model_and_tokenizer(_model_spec(folder, lora=None, head="sequence-classification"))
+    assert err.value.where == "model.head"
 
 
 def test_merged_save_loads_with_from_pretrained_and_matches(tiny_gpt2, trained_adapter, tmp_path):

@@ -71,15 +71,19 @@ def distillation_loss(student_logits: Any, teacher_logits: Any, labels: Any, *, 
     """
     import torch.nn.functional as F
 
-    student_logits, teacher_logits = student_logits[:, :-1], teacher_logits[:, :-1]
-    targets = labels[:, 1:]
+    # Shift the labels, not the logits: position t's target is token t+1 and the last position
+    # has none. Slicing the (batch, seq, vocab) logits instead would copy them before each softmax.
+    targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE)
     mask = targets != IGNORE
     count = mask.sum().clamp(min=1)
     n = vocab_size or min(student_logits.size(-1), teacher_logits.size(-1))
-    kl = kl_divergence(student_logits[..., :n], teacher_logits[..., :n], temperature, direction)
+    if n < student_logits.size(-1) or n < teacher_logits.size(-1):
+        kl = kl_divergence(student_logits[..., :n], teacher_logits[..., :n], temperature, direction)
+    else:
+        kl = kl_divergence(student_logits, teacher_logits, temperature, direction)
     kl = (kl * mask).sum() / count
-    ce = F.cross_entropy(student_logits.float().reshape(-1, student_logits.size(-1)),
-                         targets.reshape(-1), ignore_index=IGNORE, reduction="sum") / count  # fmt: skip
+    ce = F.cross_entropy(student_logits.float().flatten(0, 1), targets.flatten(),
+                         ignore_index=IGNORE, reduction="sum") / count  # fmt: skip
     loss = alpha * temperature**2 * kl + (1.0 - alpha) * ce
     return {"loss": loss, "kl": kl.detach(), "ce": ce.detach()}
 

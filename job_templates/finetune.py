@@ -87,7 +87,8 @@ def run(spec: Any, contract: Any) -> dict:
         metrics["audit"] = audit["metrics"]
     if contract.is_main:
         save_model(trainer.model, tokenizer, contract.model_dir,
-                   merge_adapters=bool(lora.merge_on_save) if lora else True)  # fmt: skip
+                   merge_adapters=bool(lora.merge_on_save) if lora else True,
+                   base_model=spec.model.name_or_path)  # fmt: skip
         write_model_card(contract.model_dir, spec, _card_metrics(metrics), audit=audit)
         evals = _eval_points(trainer.notes["eval_before"], state.evals, eval_after, state.step)
         plot_losses(contract.output_dir / "plots" / "loss.png", state.losses, evals,

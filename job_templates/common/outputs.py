@@ -28,14 +28,16 @@ def write_metrics(output_dir: str | Path, metrics: dict) -> Path:
     return write_json(Path(output_dir) / "metrics.json", metrics)
 
 
-def save_model(model: Any, tokenizer: Any, model_dir: str | Path,
-               merge_adapters: bool = True) -> list[str]:  # fmt: skip
+def save_model(model: Any, tokenizer: Any, model_dir: str | Path, merge_adapters: bool = True,
+               base_model: str | None = None) -> list[str]:  # fmt: skip
     """``save_pretrained`` (safetensors) model and tokenizer into ``model_dir``.
 
     A peft (LoRA) model is saved either merged (``merge_adapters``: the adapters folded into the
     base weights, a plain model any ``from_pretrained`` loads; this changes ``model`` in place) or
     as the adapter alone (``adapter_config.json`` + ``adapter_model.safetensors``, loaded on top of
-    the base model with ``peft.PeftModel.from_pretrained``).
+    the base model with ``peft.PeftModel.from_pretrained``). ``base_model`` (the spec's
+    ``model.name_or_path``) then replaces the base path peft records, which is where this process
+    happened to load it from: a temporary s3:// download or a mount that is gone after the job.
 
     Everything is written to a hidden sibling folder first and then moved in file by file, so a
     kill mid-save never leaves a truncated weights file where a loader would trust it.
@@ -49,6 +51,11 @@ def save_model(model: Any, tokenizer: Any, model_dir: str | Path,
     if merge_adapters and hasattr(model, "merge_and_unload"):  # a peft model
         model = model.merge_and_unload()
     model.save_pretrained(staging, safe_serialization=True)
+    adapter_config = staging / "adapter_config.json"
+    if base_model and adapter_config.is_file():
+        config = json.loads(adapter_config.read_text(encoding="utf-8"))
+        config["base_model_name_or_path"] = base_model
+        adapter_config.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     if tokenizer is not None:
         tokenizer.save_pretrained(staging)
     names = sorted(p.name for p in staging.iterdir())

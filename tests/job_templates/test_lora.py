@@ -259,3 +259,17 @@ def test_finetune_with_lora_end_to_end(make_spec, tmp_path):
     assert (model_dir / "model.safetensors").is_file()  # merged by default
     assert "lora" in (model_dir / "README.md").read_text().split("---")[1]  # card metadata tags
     AutoModelForCausalLM.from_pretrained(model_dir)
+
+
+def test_adapter_records_the_base_as_the_spec_names_it(tiny_gpt2, trained_adapter, tmp_path):
+    """peft writes the folder the base was loaded from (for an s3:// base, a temporary download);
+    the saved adapter names the base the way the spec did, so it can be found again."""
+    folder, _, _ = trained_adapter
+    model, tokenizer = load_model_and_tokenizer(_model_spec(tiny_gpt2))
+    model = apply_lora(model, Config.wrap(LORA))
+    save_model(model, tokenizer, tmp_path / "out", merge_adapters=False,
+               base_model="s3://models/tiny-gpt2")  # fmt: skip
+    config = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "s3://models/tiny-gpt2"
+    original = json.loads((folder / "adapter_config.json").read_text())
+    assert original["base_model_name_or_path"] == str(tiny_gpt2)  # no base_model: peft's value

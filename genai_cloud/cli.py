@@ -29,8 +29,14 @@ def _fail(exc: GenaiCloudError) -> None:
 
 
 def _parse_overrides(pairs: tuple[str, ...]) -> dict:
-    """``training.max_steps=10`` -> {"training": {"max_steps": 10}} (values parsed as YAML)."""
+    """``training.max_steps=10`` -> {"training": {"max_steps": 10}} (values parsed as YAML).
+
+    Values are read like the spec file (``2:4`` stays a string); relative paths in them are
+    resolved against the current directory by ``load_spec``.
+    """
     import yaml
+
+    from .loading import parse_value
 
     merged: dict = {}
     for pair in pairs:
@@ -41,7 +47,12 @@ def _parse_overrides(pairs: tuple[str, ...]) -> dict:
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(raw) if raw else raw
+        try:
+            node[leaf] = parse_value(raw) if raw else raw
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise GenaiCloudError(f"--set {key}: {raw!r} is not a YAML value ({problem}); quote "
+                                  "it to pass a string", headline="Bad option") from None  # fmt: skip
     return merged
 
 

@@ -1,7 +1,12 @@
 """Loading a spec file: YAML or JSON -> JobSpec, with every problem reported at once.
 
 Each error names its field path, the YAML line it sits on and what would be valid. Relative local
-paths are resolved against the spec file's folder.
+paths are resolved against the spec file's folder; those given as overrides (``--set``) against the
+current directory.
+
+PyYAML follows YAML 1.1, where an unquoted ``2:4`` or ``1:30`` is a base-60 integer (124, 90);
+the loader here drops that form (as YAML 1.2 did), so they stay strings. Other numbers parse as
+before.
 """
 
 from __future__ import annotations
@@ -12,13 +17,15 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from .errors import SpecError
-from .spec import JobSpec, is_remote_uri
+from .spec import FIELD_PROBLEMS, JobSpec, is_remote_uri
 
 
 def load_spec(source: str | Path | dict, *, overrides: dict | None = None) -> JobSpec:
     """Load and validate a spec from a YAML/JSON file (or a dict).
 
-    Relative local paths in ``data`` and ``model`` are resolved against the spec file's folder.
+    Relative local paths in ``data``, ``model`` and the task sections are resolved against the
+    spec file's folder; relative paths in ``overrides`` (the command line's ``--set``) against the
+    current working directory, like any command-line argument.
 
     Raises:
         SpecError: with every problem, each as ``path (line N): message``.
@@ -36,7 +43,7 @@ def load_spec(source: str | Path | dict, *, overrides: dict | None = None) -> Jo
         raw, lines = _parse(text, name)
         raw = _resolve_relative_paths(raw, path.parent)
     if overrides:
-        raw = _deep_merge(raw, overrides)
+        raw = _deep_merge(raw, _resolve_relative_paths(overrides, Path.cwd()))
     if not isinstance(raw, dict):
         raise SpecError(["the top level must be a mapping of sections (name, task, model, ...)"],
                         source=name)  # fmt: skip
@@ -46,17 +53,59 @@ def load_spec(source: str | Path | dict, *, overrides: dict | None = None) -> Jo
         raise SpecError(_describe(exc, lines), source=name) from None
 
 
+_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_spec_loader = None
+
+
+class _NotSexagesimal:
+    """A YAML 1.1 int/float resolver pattern minus its base-60 form (the only one with a ':')."""
+
+    def __init__(self, pattern):
+        self.pattern = pattern
+
+    def match(self, value: str):
+        return None if ":" in value else self.pattern.match(value)
+
+
+def spec_loader():
+    """A ``yaml.SafeLoader`` subclass that reads ``2:4`` and ``1:30`` as strings, not base 60."""
+    global _spec_loader
+    if _spec_loader is None:
+        import yaml
+
+        class SpecLoader(yaml.SafeLoader):
+            pass
+
+        SpecLoader.yaml_implicit_resolvers = {
+            first: [(tag, _NotSexagesimal(rx) if tag in (_INT, _FLOAT) else rx)
+                    for tag, rx in resolvers]
+            for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+        }  # fmt: skip
+        _spec_loader = SpecLoader
+    return _spec_loader
+
+
+def parse_value(text: str) -> Any:
+    """One YAML scalar or flow value (a ``--set`` value), read like a spec file reads it."""
+    import yaml
+
+    return yaml.load(text, Loader=spec_loader())  # a SafeLoader subclass
+
+
 def _parse(text: str, name: str) -> tuple[Any, dict[tuple, int]]:
     import yaml
 
+    loader = spec_loader()(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        data = None if node is None else loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{name}:{mark.line + 1}" if mark else name
         problem = getattr(exc, "problem", None) or str(exc)
         raise SpecError([f"{where}: not valid YAML/JSON ({problem})"], source=name) from None
+    finally:
+        loader.dispose()
     lines: dict[tuple, int] = {}
     _index_lines(node, (), lines)
     return (data if data is not None else {}), lines
@@ -84,11 +133,18 @@ def _describe(exc: ValidationError, lines: dict[tuple, int]) -> list[str]:
         loc = tuple(str(p) if not isinstance(p, int) else p for p in err["loc"])
         # pydantic appends the tag of a failing validator; keep only real field names.
         loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
-        path = ".".join(str(p) for p in loc) or "(top level)"
-        line = _nearest_line(loc, lines)
-        where = f"{path} (line {line})" if line else path
-        problems.append(f"{where}: {_message(err, loc)}")
+        if err["type"] == FIELD_PROBLEMS:  # cross-field checks name the fields they are about
+            for field, message in err["ctx"]["problems"]:
+                problems.append(_where(loc + tuple(field.split(".")), lines) + f": {message}")
+            continue
+        problems.append(f"{_where(loc, lines)}: {_message(err, loc)}")
     return problems
+
+
+def _where(loc: tuple, lines: dict[tuple, int]) -> str:
+    path = ".".join(str(p) for p in loc) or "(top level)"
+    line = _nearest_line(loc, lines)
+    return f"{path} (line {line})" if line else path
 
 
 def _nearest_line(loc: tuple, lines: dict[tuple, int]) -> int | None:
@@ -146,7 +202,7 @@ def _resolve_relative_paths(raw: Any, base: Path) -> Any:
         return raw
 
     def fix(value, always: bool):
-        if not isinstance(value, str) or is_remote_uri(value) or "://" in value:
+        if not isinstance(value, str) or not value or is_remote_uri(value) or "://" in value:
             return value
         if Path(value).is_absolute():
             return value

@@ -14,6 +14,7 @@ from enum import Enum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 SPEC_VERSION = 1
 
@@ -59,6 +60,20 @@ def parse_duration(value: float | str) -> int:
 
 def is_remote_uri(path: str) -> bool:
     return path.startswith(URI_SCHEMES)
+
+
+FIELD_PROBLEMS = "field_problems"
+
+
+def field_problems(problems: list[tuple[str, str]]) -> PydanticCustomError:
+    """One validation error for checks across fields, naming each field it is about.
+
+    ``problems`` holds ``(field path relative to the validated model, message)`` pairs; loading
+    reports each as ``path (line N): message``, like a single field's error.
+    """
+    summary = "; ".join(f"{field}: {message}" for field, message in problems)
+    return PydanticCustomError(FIELD_PROBLEMS, "{summary}",
+                               {"summary": summary, "problems": problems})  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,6 +269,15 @@ class PruneSpec(Section):
     calibration_batches: int = Field(8, ge=1)
     recovery_steps: int = Field(0, ge=0)
 
+    @model_validator(mode="after")
+    def _pattern_fits_sparsity(self) -> "PruneSpec":
+        # The same rule as job_templates/common/pruning.check_pattern, caught before the launch.
+        if self.pattern == "2:4" and abs(self.sparsity - 0.5) > 1e-9:
+            message = (f"2:4 keeps 2 of every 4 weights, i.e. sparsity 0.5, not {self.sparsity}; "
+                       "set prune.sparsity: 0.5 or prune.pattern: unstructured")
+            raise field_problems([("sparsity", message)])
+        return self
+
 
 class EvaluateSpec(Section):
     perplexity: bool = True
@@ -413,29 +437,47 @@ class JobSpec(Section):
 
     @model_validator(mode="after")
     def _sections_for_task(self) -> "JobSpec":
-        problems = []
+        problems: list[tuple[str, str]] = []
+
+        def problem(field: str, message: str) -> None:
+            problems.append((field, message))
+
         task = Task(self.task)
         images_only = task is Task.evaluate and self.evaluate and self.evaluate.image_metrics \
             and not self.evaluate.perplexity  # fmt: skip
         needs_model = task not in (Task.audit, Task.pretrain_scratch) and not images_only
         if needs_model and self.model is None:
-            problems.append(f"model: required for task {task.value!r}")
+            problem("model", f"required for task {task.value!r}")
         toy = task is Task.pretrain_scratch and self.scratch and self.scratch.toy_task
         if self.data is None and not toy and not images_only:
-            problems.append(f"data: required for task {task.value!r}")
+            problem("data", f"required for task {task.value!r}")
         if task is Task.distill and self.distill is None:
-            problems.append("distill: required for task 'distill' (at least distill.teacher)")
+            problem("distill", "required for task 'distill' (at least distill.teacher)")
         if self.model and self.model.head == "sequence-classification":
             if self.data and self.data.format != "classification":
-                problems.append("data.format: must be 'classification' for a classification head")
+                problem("data.format", "must be 'classification' for a classification head")
+        # The recipes' own refusals (job_templates/prune.py, distill.py), caught before a launch.
+        lora_refused = {Task.prune: "pruning changes the base weights",
+                        Task.distill: "a distilled student trains all its weights"}  # fmt: skip
+        if self.model and self.model.lora is not None and task in lora_refused:
+            problem("model.lora", f"{lora_refused[task]}; remove model.lora (LoRA adapters are "
+                    "for task 'finetune')")  # fmt: skip
+        if task is Task.evaluate and self.evaluate and self.evaluate.image_metrics:
+            # The inputs job_templates/evaluate.score_images needs.
+            if not self.evaluate.feature_extractor:
+                problem("evaluate.feature_extractor", "required when evaluate.image_metrics is "
+                        "true: the feature extractor's weights file for FID / IS (a torch.export "
+                        "program; nothing is downloaded at run time)")  # fmt: skip
+            if not self.evaluate.generated_images:
+                problem("evaluate.generated_images", "required when evaluate.image_metrics is "
+                        "true: a folder of PNG/JPEG images, or a .npy / .pt uint8 array")
         spot = self.compute.spot or self.gcp.strategy == "SPOT" or self.azure.job_tier == "spot"
         if spot and not self.checkpointing() and not self.compute.allow_spot_without_checkpoints:
-            problems.append(
-                "training.checkpoint_every: required on spot capacity, or an eviction restarts "
-                "the job from step 0 (e.g. 200; or set compute.allow_spot_without_checkpoints)"
-            )
+            problem("training.checkpoint_every", "required on spot capacity, or an eviction "
+                    "restarts the job from step 0 (e.g. 200; or set "
+                    "compute.allow_spot_without_checkpoints)")  # fmt: skip
         if problems:
-            raise ValueError("; ".join(problems))
+            raise field_problems(problems)
         if task is Task.pretrain_scratch and self.scratch is None:
             self.scratch = ScratchSpec()
         for name in ("prune", "evaluate", "audit", "fairness"):

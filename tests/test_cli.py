@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +98,32 @@ def test_light_commands_import_no_heavy_module(spec_file, tmp_path, args):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "HEAVY=\n" in out.stdout, out.stdout[-500:]
+
+
+PRUNE_EXAMPLE = str(Path(__file__).resolve().parents[1] / "examples" / "prune.yaml")
+
+
+def test_set_colon_values_stay_strings(capsys):
+    code, _, err = run_cli(["validate", PRUNE_EXAMPLE, "--set", "prune.pattern=2:4",
+                              "--set", "training.max_steps=7"], capsys)  # fmt: skip
+    assert code == 0, err
+    code, _, err = run_cli(["validate", PRUNE_EXAMPLE, "--set", "prune.sparsity=0.7"], capsys)
+    line = Path(PRUNE_EXAMPLE).read_text().splitlines().index("  sparsity: 0.5") + 1
+    assert code == 2 and f"prune.sparsity (line {line}): 2:4 keeps 2 of every 4 weights" in err
+
+
+def test_set_relative_paths_resolve_against_the_working_directory(tmp_path, monkeypatch):
+    from genai_cloud.cli import _load
+
+    (tmp_path / "runs" / "x" / "model").mkdir(parents=True)
+    spec_path = tmp_path / "examples" / "job.yaml"
+    spec_path.parent.mkdir()
+    spec_path.write_text(GOOD)
+    monkeypatch.chdir(tmp_path)
+    spec = _load(str(spec_path), ("model.name_or_path=runs/x/model",))
+    assert spec.model.name_or_path == str(tmp_path / "runs" / "x" / "model")
+
+
+def test_set_value_that_is_not_yaml(spec_file, capsys):
+    code, _, err = run_cli(["validate", str(spec_file), "--set", "labels=[oops"], capsys)
+    assert code == 2 and "--set labels" in err and "Traceback" not in err

@@ -133,3 +133,120 @@ def test_image_only_evaluation_needs_no_model_or_data():
     assert spec.model is None and spec.data is None
     with pytest.raises(SpecError, match="model: required"):
         load_spec({"name": "ppl", "task": "evaluate", "data": {"train": "/d/t.jsonl"}})
+
+
+# ---- YAML 1.1 base-60 numbers, --set paths, cross-field checks ---------------------------------
+
+PRUNE_YAML = """\
+name: p
+task: prune
+model:
+  name_or_path: gpt2
+data:
+  train: s3://b/t.jsonl
+prune:
+  pattern: 2:4
+  sparsity: {sparsity}
+training:
+  max_steps: 1_000
+  lr: 0.001
+  warmup_steps: 0x10
+"""
+
+
+def test_colon_numbers_stay_strings_and_plain_numbers_still_parse(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(PRUNE_YAML.format(sparsity=0.5))
+    spec = load_spec(path)
+    assert spec.prune.pattern == "2:4"  # YAML 1.1 reads an unquoted 2:4 as 2 * 60 + 4 = 124
+    training = spec.training
+    assert (training.max_steps, training.lr, training.warmup_steps) == (1000, 0.001, 16)
+    from genai_cloud.loading import parse_value
+
+    assert parse_value("1:30") == "1:30" and parse_value("-1:30:00.5") == "-1:30:00.5"
+    assert parse_value("12") == 12 and parse_value("-3") == -3 and parse_value("2.5") == 2.5
+    assert parse_value(".inf") == float("inf") and parse_value("true") is True
+
+
+def test_lines_are_still_tracked_with_the_spec_loader(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(PRUNE_YAML.format(sparsity=0.7))
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert info.value.errors == [(
+        "prune.sparsity (line 9): 2:4 keeps 2 of every 4 weights, i.e. sparsity 0.5, not 0.7; "
+        "set prune.sparsity: 0.5 or prune.pattern: unstructured"
+    )]
+
+
+def test_relative_paths_in_overrides_resolve_against_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "examples" / "data").mkdir(parents=True)
+    (tmp_path / "runs" / "x" / "model").mkdir(parents=True)
+    spec_path = tmp_path / "examples" / "job.yaml"
+    spec_path.write_text("name: j\nmodel: {name_or_path: gpt2}\ndata: {train: data/t.jsonl}\n")
+    monkeypatch.chdir(tmp_path)
+    spec = load_spec(spec_path, overrides={"model": {"name_or_path": "runs/x/model"},
+                                           "data": {"eval": "e.jsonl"}})  # fmt: skip
+    assert spec.model.name_or_path == str(tmp_path / "runs" / "x" / "model")
+    assert spec.data.eval == str(tmp_path / "e.jsonl")  # data paths: always local, like the file's
+    assert spec.data.train == str(tmp_path / "examples" / "data" / "t.jsonl")  # the file's folder
+    for hub_id in ("gpt2", "org/name"):  # hub ids that are no local folder stay hub ids
+        spec = load_spec(spec_path, overrides={"model": {"name_or_path": hub_id}})
+        assert spec.model.name_or_path == hub_id
+    spec = load_spec(spec_path, overrides={"distill": {"teacher": "runs/x/model"},
+                                           "task": "distill"})  # fmt: skip
+    assert spec.distill.teacher == str(tmp_path / "runs" / "x" / "model")
+
+
+def test_2_4_pattern_needs_half_sparsity():
+    base = {**MINIMAL, "task": "prune"}
+    assert load_spec({**base, "prune": {"pattern": "2:4"}}).prune.sparsity == 0.5
+    assert load_spec({**base, "prune": {"pattern": "unstructured", "sparsity": 0.7}})
+    with pytest.raises(SpecError) as info:
+        load_spec({**base, "prune": {"pattern": "2:4", "sparsity": 0.7}, "training": {"lr": 2}})
+    text = "\n".join(info.value.errors)  # reported together with the other field errors
+    assert "prune.sparsity: 2:4 keeps 2 of every 4 weights, i.e. sparsity 0.5, not 0.7" in text
+    assert "set prune.sparsity: 0.5 or prune.pattern: unstructured" in text
+    assert "training.lr" in text
+
+
+@pytest.mark.parametrize("task, why", [("prune", "pruning changes the base weights"),
+                                       ("distill", "a distilled student trains all its weights")])
+def test_lora_is_refused_where_the_recipe_refuses_it(task, why, tmp_path):
+    path = tmp_path / "l.yaml"
+    path.write_text(f"name: l\ntask: {task}\nmodel:\n  name_or_path: gpt2\n  lora:\n    r: 4\n"
+                    "data: {train: s3://b/t.jsonl}\ndistill: {teacher: gpt2}\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    why += "; remove model.lora (LoRA adapters are for task 'finetune')"
+    assert info.value.errors == [f"model.lora (line 5): {why}"]
+    assert load_spec({**MINIMAL, "model": {"name_or_path": "gpt2", "lora": {}}}).model.lora
+
+
+def test_image_metrics_need_an_extractor_and_generated_images(tmp_path):
+    path = tmp_path / "e.yaml"
+    path.write_text("name: e\ntask: evaluate\nmodel: {name_or_path: gpt2}\n"
+                    "data: {train: s3://b/t.jsonl}\nevaluate:\n  image_metrics: true\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    errors = info.value.errors
+    assert len(errors) == 2
+    assert errors[0].startswith("evaluate.feature_extractor (line 5): required when "
+                                "evaluate.image_metrics is true")
+    assert errors[1].startswith("evaluate.generated_images (line 5): required when "
+                                "evaluate.image_metrics is true")
+    ok = {"image_metrics": True, "feature_extractor": "/w/x.pt2", "generated_images": "/d/gen"}
+    assert load_spec({**MINIMAL, "task": "evaluate", "evaluate": ok}).evaluate.image_metrics
+    # Another task does not read the evaluate section.
+    assert load_spec({**MINIMAL, "evaluate": {"image_metrics": True}}).task == "finetune"
+
+
+def test_task_problems_name_their_field_and_line(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nmodel: {name_or_path: gpt2}\ndata: {train: s3://b/t.jsonl}\n"
+                    "compute:\n  accelerator: A10G\n  spot: true\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert info.value.errors[0].startswith("training.checkpoint_every: required on spot capacity")
+    with pytest.raises(Exception, match="sparsity: 2:4 keeps 2 of every 4"):
+        JobSpec.model_validate({**MINIMAL, "prune": {"pattern": "2:4", "sparsity": 0.25}})

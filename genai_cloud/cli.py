@@ -218,8 +218,9 @@ def run(spec_path: str, emulate: str, nproc: int, run_dir: str | None, preempt_a
     result = run_local(spec, emulate=emulate, nproc=nproc, run_dir=run_dir,
                        preempt_at=preempt_at, docker_image=docker_image)  # fmt: skip
     if result.returncode == 0:
-        click.secho(f"Done. Model: {result.model_dir}  Metrics: "
-                    f"{result.output_dir / 'metrics.json'}", fg="green")  # fmt: skip
+        saved = result.model_dir.is_dir() and any(result.model_dir.iterdir())
+        model = f"Model: {result.model_dir}  " if saved else ""  # evaluate/audit save none
+        click.secho(f"Done. {model}Metrics: {result.output_dir / 'metrics.json'}", fg="green")
         return
     if result.returncode == 143:
         click.secho(f"Preempted; checkpoint saved in {result.layout.checkpoint_dir}. "

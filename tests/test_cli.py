@@ -127,3 +127,21 @@ def test_set_relative_paths_resolve_against_the_working_directory(tmp_path, monk
 def test_set_value_that_is_not_yaml(spec_file, capsys):
     code, _, err = run_cli(["validate", str(spec_file), "--set", "labels=[oops"], capsys)
     assert code == 2 and "--set labels" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("saved", [True, False])
+def test_run_names_the_model_folder_only_when_something_was_saved(saved, spec_file, tmp_path,
+                                                                  capsys, monkeypatch):  # fmt: skip
+    from types import SimpleNamespace
+
+    from genai_cloud.providers import local
+
+    model_dir, output_dir = tmp_path / "run" / "model", tmp_path / "run" / "output"
+    model_dir.mkdir(parents=True)
+    if saved:
+        (model_dir / "model.safetensors").write_bytes(b"x")
+    fake = SimpleNamespace(returncode=0, model_dir=model_dir, output_dir=output_dir)
+    monkeypatch.setattr(local, "run_local", lambda spec, **options: fake)
+    code, out, _ = run_cli(["run", str(spec_file)], capsys)
+    assert code == 0 and f"Metrics: {output_dir / 'metrics.json'}" in out
+    assert (f"Model: {model_dir}" in out) is saved

@@ -462,6 +462,10 @@ class JobSpec(Section):
         if self.model and self.model.lora is not None and task in lora_refused:
             problem("model.lora", f"{lora_refused[task]}; remove model.lora (LoRA adapters are "
                     "for task 'finetune')")  # fmt: skip
+        lora = self.model.lora if self.model else None
+        if lora is not None and self.model.init == "random" and not lora.merge_on_save:
+            problem("model.lora.merge_on_save", "an adapter saved alone needs its base weights, "
+                    "and a random init is not saved anywhere; set merge_on_save: true")  # fmt: skip
         if task is Task.evaluate and self.evaluate and self.evaluate.image_metrics:
             # The inputs job_templates/evaluate.score_images needs.
             if not self.evaluate.feature_extractor:

@@ -250,3 +250,16 @@ def test_task_problems_name_their_field_and_line(tmp_path):
     assert info.value.errors[0].startswith("training.checkpoint_every: required on spot capacity")
     with pytest.raises(Exception, match="sparsity: 2:4 keeps 2 of every 4"):
         JobSpec.model_validate({**MINIMAL, "prune": {"pattern": "2:4", "sparsity": 0.25}})
+
+
+def test_an_adapter_alone_on_a_random_init_is_refused(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("name: r\nmodel:\n  name_or_path: gpt2\n  init: random\n  lora:\n"
+                    "    merge_on_save: false\ndata: {train: s3://b/t.jsonl}\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert info.value.errors == ["model.lora.merge_on_save (line 6): an adapter saved alone needs "
+                                 "its base weights, and a random init is not saved anywhere; set "
+                                 "merge_on_save: true"]  # fmt: skip
+    merged = {"name_or_path": "gpt2", "init": "random", "lora": {"merge_on_save": True}}
+    assert load_spec({**MINIMAL, "model": merged}).model.lora.merge_on_save

@@ -26,8 +26,8 @@ from .common.data import load_splits
 from .common.device import detect_kind
 from .common.distill_loss import alternate_layer_student, check_same_vocabulary, make_loss_fn
 from .common.evaluation import evaluate
-from .common.footprint import compare_inference, size_on_disk, weight_bytes
-from .common.model import count_parameters, load_model_and_tokenizer, max_positions
+from .common.footprint import compare_inference, count_parameters, size_on_disk, weight_bytes
+from .common.model import load_model_and_tokenizer, max_positions
 from .common.outputs import plot_losses, save_model, write_metrics
 from .common.text import check_max_seq_len, tokenize
 from .common.train import Trainer, seed_everything

@@ -25,7 +25,9 @@ from typing import Any
 
 from .common.data import load_splits
 from .common.device import detect_kind, fast_path
-from .common.model import apply_lora, count_parameters, load_model_and_tokenizer, max_positions
+from .common.footprint import count_parameters
+from .common.lora import apply_lora
+from .common.model import load_model_and_tokenizer, max_positions
 from .common.outputs import plot_losses, save_model, write_metrics
 from .common.text import check_max_seq_len, label_map, tokenize
 from .common.train import Trainer, seed_everything, weighted_loss

@@ -258,8 +258,8 @@ def test_an_adapter_alone_on_a_random_init_is_refused(tmp_path):
                     "    merge_on_save: false\ndata: {train: s3://b/t.jsonl}\n")
     with pytest.raises(SpecError) as info:
         load_spec(path)
-    assert info.value.errors == ["model.lora.merge_on_save (line 6): an adapter saved alone needs "
-                                 "its base weights, and a random init is not saved anywhere; set "
-                                 "merge_on_save: true"]  # fmt: skip
+    expected = ("model.lora.merge_on_save (line 6): an adapter saved alone needs its base "
+                "weights, and a random init is not saved anywhere; set merge_on_save: true")
+    assert info.value.errors == [expected]
     merged = {"name_or_path": "gpt2", "init": "random", "lora": {"merge_on_save": True}}
     assert load_spec({**MINIMAL, "model": merged}).model.lora.merge_on_save

@@ -10,14 +10,14 @@ from ..config import JobError
 
 
 def resolve_model_path(name_or_path: str, contract=None) -> str:
-    """What ``from_pretrained`` can open: the shared resolver of ``job_templates.common.model``
+    """What ``from_pretrained`` can open: the shared resolver of ``job_templates.common.locations``
     (``pkg://package/dir`` inside an installed package, ``gs://`` via FUSE, ``s3://`` downloaded,
     a ``model`` data channel first), so every recipe reads the same locations.
 
     Raises:
         JobError: a ``pkg://`` package that is not installed, or an unreadable URI scheme.
     """
-    from ..common.model import resolve_location
+    from ..common.locations import resolve_location
 
     return resolve_location(name_or_path, contract)
 

@@ -8,6 +8,7 @@ GPU machine with ``python -m pytest tests/gpu`` (``benchmarks/gpu_check.sh`` doe
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,7 @@ def test_distill_with_a_bf16_compiled_teacher(make_spec, tiny_gpt2, tmp_path):
                      training={"max_steps": 20, "log_every": 10})  # fmt: skip
     metrics = _run(spec, tmp_path)
     assert metrics["student_params"] < metrics["teacher_params"]
-    assert all(loss == loss for loss in metrics["train_losses"])  # no NaN
+    assert all(math.isfinite(loss) for loss in metrics["train_losses"])
 
 
 def test_wanda_2_4_prune_on_the_gpu(make_spec, tmp_path):

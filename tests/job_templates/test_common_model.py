@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from job_templates.common.model import load_model_and_tokenizer, max_positions, resolve_location
+from job_templates.common.locations import resolve_location
+from job_templates.common.model import load_model_and_tokenizer, max_positions
 from job_templates.config import Config, JobError
 from job_templates.contract import Contract, gcs_to_fuse
 

@@ -10,7 +10,8 @@ import pytest
 
 from job_templates import entrypoint
 from job_templates.common import checkpoint
-from job_templates.common.model import apply_lora, load_model_and_tokenizer, lora_targets
+from job_templates.common.lora import apply_lora, lora_targets
+from job_templates.common.model import load_model_and_tokenizer
 from job_templates.common.outputs import save_model
 from job_templates.common.records import read_records
 from job_templates.common.text import tokenize

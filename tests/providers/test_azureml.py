@@ -247,7 +247,7 @@ def _model_dir(tmp_path, name):
 
 
 def test_local_model_and_teacher_become_mounted_inputs_the_job_reads(tmp_path):
-    from job_templates.common.model import resolve_location
+    from job_templates.common.locations import resolve_location
 
     student, teacher = _model_dir(tmp_path, "student"), _model_dir(tmp_path, "teacher")
     overrides = {"task": "distill", "model": {"name_or_path": student},

@@ -8,6 +8,7 @@ or a create whose answer was lost, never launches a second job.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +26,20 @@ _botocore = require("botocore.exceptions", "aws")  # this module is only loaded 
 # AWS's answers (ClientError) and botocore's own failures (no credentials, timeouts after all
 # retries, ...); anything else is a bug and keeps its traceback.
 AWS_ERRORS = (_botocore.ClientError, _botocore.BotoCoreError)
+
+# botocore's "no usable credentials" family: none found, half found, a credential process / SSO
+# token that failed or expired.
+_CREDENTIAL_ERRORS = (_botocore.NoCredentialsError, _botocore.PartialCredentialsError,
+                      _botocore.CredentialRetrievalError, _botocore.TokenRetrievalError,
+                      _botocore.SSOError)  # fmt: skip
+CREDENTIALS_HINT = ("Configure AWS credentials: `aws configure`, AWS_PROFILE=<profile>, "
+                    "AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY, or `aws sso login` for an SSO "
+                    "profile.")  # fmt: skip
+PROFILE_HINT = "Set AWS_PROFILE to a profile `aws configure list-profiles` shows, or unset it."
+REGION_HINT = ("Set AWS_REGION (or a region in your AWS profile, `aws configure`), or pass the "
+               "job as <region>/<job name> or its ARN.")  # fmt: skip
+INVALID_REGION_HINT = ("AWS regions look like us-east-1: check aws.region / compute.region, "
+                       "AWS_REGION, or the region in the job id (<region>/<job name>).")  # fmt: skip
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 MAX_ATTEMPTS = 10  # botocore default is 3; a sweep of submits can hit CreateTrainingJob's TPS cap
@@ -110,10 +125,44 @@ def is_missing_job(exc) -> bool:
     )
 
 
+# arn:aws:sagemaker:us-east-1:123456789012:training-job/name (aws-cn, aws-us-gov partitions too)
+_ARN = re.compile(r"^arn:aws[a-z-]*:sagemaker:([^:]*):[^:]*:([^/]*)/(.+)$")
+# botocore's own check (utils.validate_region_name), so a bad region is named before any client.
+_REGION = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")
+# TrainingJobName: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$
+_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+_ID_FORMS = ("the job name, <region>/<job name> as `submit` prints it, or the job's ARN "
+             "(arn:aws:sagemaker:<region>:<account>:training-job/<job name>)")
+
+
+class BadJobId(ProviderError):
+    headline = "Invalid SageMaker job id"
+
+
 def parse_job_id(job_id: str) -> tuple[str, str | None]:
-    """A job id is the job name, or ``<region>/<name>`` as ``submit`` returns it."""
-    region, sep, name = job_id.rpartition("/")
-    return (name, region) if sep else (job_id, None)
+    """``(name, region)`` of a job id: the job name (region: boto3's own), ``<region>/<name>``
+    as ``submit`` returns it, or the training job's ARN.
+
+    Raises:
+        BadJobId: anything else (named with the forms that are valid).
+    """
+    arn = _ARN.match(job_id)
+    if arn:
+        region, resource, name = arn.groups()
+        if resource != "training-job":
+            raise BadJobId(f"{job_id!r} is the ARN of a SageMaker {resource or 'resource'}, "
+                           f"not of a training job; expected {_ID_FORMS}")  # fmt: skip
+    elif "/" in job_id:
+        region, _, name = job_id.partition("/")
+    else:
+        region, name = None, job_id
+    if region is not None and not _REGION.match(region):
+        raise BadJobId(f"{job_id!r}: {region!r} is not an AWS region name (e.g. us-east-1); "
+                       f"expected {_ID_FORMS}")  # fmt: skip
+    if not _NAME.match(name):
+        raise BadJobId(f"{job_id!r}: {name!r} is not a SageMaker training job name (letters, "
+                       f"digits and '-', at most 63); expected {_ID_FORMS}")  # fmt: skip
+    return name, region
 
 
 class SageMakerOps:
@@ -130,9 +179,9 @@ class SageMakerOps:
         key = (service, region)
         with self._lock:  # boto3 sessions are not thread-safe; the clients they make are
             if key not in self.clients:
-                if self._session is None:
-                    self._session = require("boto3", "aws").session.Session()
                 try:
+                    if self._session is None:  # AWS_PROFILE naming no profile fails here
+                        self._session = require("boto3", "aws").session.Session()
                     self.clients[key] = self._session.client(
                         service, region_name=region, config=retry_config()
                     )
@@ -349,11 +398,17 @@ def _handle(described: dict, region: str, *, created: bool) -> JobHandle:
 def _aws_error(exc, doing: str) -> Exception:
     """AWS's own answer (access denied, quota, validation) as a user-facing error; anything that
     is not an AWS answer is a bug and keeps its traceback."""
-    kind = type(exc).__name__
-    if kind in ("NoCredentialsError", "PartialCredentialsError", "NoRegionError"):
-        return ProviderError(f"{doing}: {exc}. Configure AWS access (aws configure, AWS_PROFILE "
-                             "or AWS_REGION) or pass the region as <region>/<job name>.",
-                             headline="AWS not configured")  # fmt: skip
+    said = str(exc).rstrip(".")
+    if isinstance(exc, _CREDENTIAL_ERRORS):
+        return ProviderError(f"{doing}: {said}. {CREDENTIALS_HINT}",
+                             headline="AWS credentials not found")  # fmt: skip
+    if isinstance(exc, _botocore.ProfileNotFound):
+        return ProviderError(f"{doing}: {said}. {PROFILE_HINT}", headline="AWS profile not found")
+    if isinstance(exc, _botocore.NoRegionError):
+        return ProviderError(f"{doing}: {said}. {REGION_HINT}", headline="AWS region not set")
+    if isinstance(exc, _botocore.InvalidRegionError):
+        return ProviderError(f"{doing}: {said}. {INVALID_REGION_HINT}",
+                             headline="Invalid AWS region")  # fmt: skip
     code = error_code(exc)
     if not code:
         return exc

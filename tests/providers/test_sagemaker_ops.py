@@ -424,3 +424,123 @@ def test_failure_reason_is_the_message():
     status = to_status("job", {"TrainingJobStatus": "Failed", "SecondaryStatus": "Failed",
                                "FailureReason": "AlgorithmError: exit code 2"})  # fmt: skip
     assert status.message == "AlgorithmError: exit code 2"
+
+
+# ---- job ids and AWS configuration errors ------------------------------------------------------
+
+
+def _run_cli(args, capsys):
+    from genai_cloud.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(args)
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return info.value.code, out.out, out.err
+
+
+@pytest.fixture
+def no_aws_config(monkeypatch, tmp_path):
+    """No credentials, region or profile anywhere boto3 looks, and no request may leave."""
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                "AWS_DEFAULT_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION",
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN"):  # fmt: skip
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never ask 169.254.169.254
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a request was sent")
+
+    monkeypatch.setattr("botocore.httpsession.URLLib3Session.send", no_network)
+
+
+@pytest.mark.parametrize("job_id, name, region", [
+    ("my-job", "my-job", None),
+    ("us-east-1/my-job", "my-job", "us-east-1"),
+    ("arn:aws:sagemaker:eu-west-1:123456789012:training-job/my-job", "my-job", "eu-west-1"),
+    ("arn:aws-us-gov:sagemaker:us-gov-west-1:123456789012:training-job/j-1", "j-1",
+     "us-gov-west-1"),
+])  # fmt: skip
+def test_job_ids_name_and_region(job_id, name, region):
+    from genai_cloud.providers.sagemaker_ops import parse_job_id
+
+    assert parse_job_id(job_id) == (name, region)
+
+
+def test_status_by_arn_finds_the_job(provider):
+    handle = provider.submit(make_plan_for())
+    arn = handle.details["arn"]
+    assert arn.startswith(f"arn:aws:sagemaker:{REGION}:")
+    assert provider.status(arn).state is JobState.SUCCEEDED
+
+
+@pytest.mark.parametrize("args, said", [
+    (["status", "a:b/x", "-p", "sagemaker"], "'a:b' is not an AWS region name"),
+    (["logs", "a:b/x", "-p", "sagemaker"], "'a:b' is not an AWS region name"),
+    (["status", "arn:aws:sagemaker:us-east-1:1:processing-job/x"], "not of a training job"),
+    (["cancel", "us-east-1/not_a_name", "-p", "sagemaker"], "not a SageMaker training job name"),
+])  # fmt: skip
+def test_bad_job_ids_are_user_errors(no_aws_config, capsys, args, said):
+    code, _, err = _run_cli(args, capsys)
+    assert code == 2 and "Traceback" not in err
+    assert "Error: Invalid SageMaker job id" in err and said in err
+    assert "<region>/<job name>" in err and "training-job/<job name>" in err
+
+
+def test_arn_status_without_credentials_reads_the_region_from_the_arn(no_aws_config, capsys):
+    code, _, err = _run_cli(["status", "arn:aws:sagemaker:us-east-1:123456789012:training-job/"
+                             "myjob"], capsys)  # fmt: skip
+    assert code == 2 and "Traceback" not in err
+    assert "Error: AWS credentials not found" in err
+    assert "describing training job 'myjob'" in err
+
+
+def test_missing_credentials_hint_is_about_credentials(no_aws_config, capsys):
+    code, _, err = _run_cli(["status", "us-east-1/myjob"], capsys)
+    assert code == 2 and "Error: AWS credentials not found" in err
+    assert "aws configure" in err and "AWS_ACCESS_KEY_ID" in err and "aws sso login" in err
+    assert "<region>/<job name>" not in err  # the region was given: not the problem
+
+
+def test_missing_region_hint_is_about_the_region(no_aws_config, capsys):
+    code, _, err = _run_cli(["status", "myjob", "-p", "sagemaker"], capsys)
+    assert code == 2 and "Error: AWS region not set" in err
+    assert "You must specify a region. Set AWS_REGION" in err  # one period, not two
+    assert "<region>/<job name>" in err and "aws sso login" not in err
+
+
+def test_a_profile_that_does_not_exist_is_named(no_aws_config, monkeypatch, capsys):
+    monkeypatch.setenv("AWS_PROFILE", "nope")
+    code, _, err = _run_cli(["status", "us-east-1/myjob"], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert "Error: AWS profile not found" in err and "(nope)" in err
+
+
+def test_an_invalid_region_from_the_client_factory_is_a_user_error(aws):
+    from genai_cloud.providers.sagemaker_ops import SageMakerOps
+
+    with pytest.raises(ProviderError) as info:
+        SageMakerOps().client("sagemaker", "not a region")
+    assert info.value.headline == "Invalid AWS region"
+    assert "'not a region'" in info.value.message and "us-east-1" in info.value.message
+
+
+@pytest.mark.parametrize("exc, headline", [
+    ("NoCredentialsError()", "AWS credentials not found"),
+    ("PartialCredentialsError(provider='env', cred_var='AWS_SECRET_ACCESS_KEY')",
+     "AWS credentials not found"),
+    ("UnauthorizedSSOTokenError()", "AWS credentials not found"),
+    ("NoRegionError()", "AWS region not set"),
+    ("InvalidRegionError(region_name='x y')", "Invalid AWS region"),
+])  # fmt: skip
+def test_aws_configuration_errors_map_to_their_own_headlines(exc, headline):
+    import botocore.exceptions as botocore_errors
+
+    from genai_cloud.providers.sagemaker_ops import _aws_error
+
+    error = _aws_error(eval(exc, vars(botocore_errors)), "doing it")
+    assert isinstance(error, ProviderError) and error.headline == headline
+    assert ".." not in error.message

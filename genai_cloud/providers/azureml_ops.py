@@ -12,6 +12,11 @@ that is throttled or times out may have landed, so each retry asks again before 
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
+import logging
+import os
 import re
 import tempfile
 import time
@@ -62,23 +67,121 @@ STATES = {
 }
 
 
+# The scope azure-ai-ml's management calls ask for (Azure public cloud).
+ARM_SCOPE = "https://management.azure.com/.default"
+# azure.identity logs every credential it tried at WARNING when none works (a dozen lines that
+# Python's last-resort handler prints before our one-line error); azure.core's pipeline logs
+# retries and request details. Our errors say what went wrong; these stay quiet while we call.
+QUIET_LOGGERS = ("azure.identity", "azure.core.pipeline")
+
+
+@contextlib.contextmanager
+def quiet_azure_logs():
+    """Raise the SDK loggers above to ERROR for the duration; a logger somebody gave a level
+    of their own (to debug a login, say) is left as it is."""
+    changed = []
+    for name in QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.ERROR)
+            changed.append(logger)
+    try:
+        yield
+    finally:
+        for logger in changed:
+            logger.setLevel(logging.NOTSET)
+
+
+def _quiet(operation):
+    """Run an operation (a generator too, for as long as it is iterated) with quiet_azure_logs."""
+    if inspect.isgeneratorfunction(operation):
+
+        @functools.wraps(operation)
+        def quiet_generator(*args, **kwargs):
+            with quiet_azure_logs():
+                yield from operation(*args, **kwargs)
+
+        return quiet_generator
+
+    @functools.wraps(operation)
+    def quiet(*args, **kwargs):
+        with quiet_azure_logs():
+            return operation(*args, **kwargs)
+
+    return quiet
+
+
+class _FirstToken:
+    """A credential that hands out the management token it was created with (until five
+    minutes before it expires), and asks the wrapped credential for anything else."""
+
+    def __init__(self, credential, scope: str, token):
+        self._credential, self._scope, self._token = credential, scope, token
+
+    def _cached(self, scopes: tuple, extra: dict):
+        fresh = isinstance(self._token.expires_on, (int, float)) and \
+            self._token.expires_on - 300 > time.time()  # fmt: skip
+        return fresh and scopes == (self._scope,) and not any(extra.values())
+
+    def get_token(self, *scopes: str, **kwargs):
+        if self._cached(scopes, kwargs):
+            from azure.core.credentials import AccessToken
+
+            return AccessToken(self._token.token, self._token.expires_on)
+        return self._credential.get_token(*scopes, **kwargs)
+
+    def get_token_info(self, *scopes: str, options=None):
+        if self._cached(scopes, dict(options or {})):
+            return self._token
+        return self._credential.get_token_info(*scopes, options=options)
+
+    def close(self) -> None:
+        self._credential.close()
+
+    def __enter__(self):
+        self._credential.__enter__()
+        return self
+
+    def __exit__(self, *args) -> None:
+        self._credential.__exit__(*args)
+
+
+def credential():
+    """DefaultAzureCredential, asked for a management token before azure-ai-ml is imported:
+    without any credential this fails in about a second instead of after the seconds that
+    importing azure-ai-ml and building an MLClient take. The token is then reused by MLClient's
+    first calls, so a working login costs nothing extra (the Azure CLI's credential caches no
+    token: without this, each call would run `az` again).
+
+    Raises:
+        azure.core.exceptions.ClientAuthenticationError: no credential gave a token (the
+            provider's ``credentials_hint`` turns it into the `az login` hint).
+    """
+    identity = require("azure.identity", "azure")
+    found = identity.DefaultAzureCredential()
+    if os.environ.get("AZUREML_CURRENT_CLOUD", "AzureCloud").lower() != "azurecloud":
+        return found  # a sovereign cloud has its own management scope: azure-ai-ml asks for it
+    with quiet_azure_logs():
+        token = found.get_token_info(ARM_SCOPE)
+    return _FirstToken(found, ARM_SCOPE, token)
+
+
 def ml_client(subscription_id: str | None = None, resource_group: str | None = None,
               workspace: str | None = None):  # fmt: skip
     """An MLClient for the workspace named, or for config.json's workspace when none is."""
-    ml = require("azure.ai.ml", "azure")
-    identity = require("azure.identity", "azure")
-    credential = identity.DefaultAzureCredential()
     given = [subscription_id, resource_group, workspace]
-    if all(given):
-        return ml.MLClient(credential, subscription_id, resource_group, workspace)
-    if any(given):
+    if any(given) and not all(given):
         missing = [n for n, v in zip(("subscription_id", "resource_group", "workspace"), given)
                    if not v]  # fmt: skip
         raise ProviderError(f"azure.{', azure.'.join(missing)} not set: give all three of "
                             "azure.subscription_id, azure.resource_group, azure.workspace, or "
                             "none and a config.json from the workspace")  # fmt: skip
+    login = credential()
+    ml = require("azure.ai.ml", "azure")
+    if all(given):
+        return ml.MLClient(login, subscription_id, resource_group, workspace)
     try:
-        return ml.MLClient.from_config(credential)
+        return ml.MLClient.from_config(login)
     except Exception as exc:  # noqa: BLE001 - from_config raises several SDK-private types
         raise ProviderError(f"no Azure ML workspace configured ({exc}); set azure.subscription_id,"
                             " azure.resource_group and azure.workspace") from None  # fmt: skip
@@ -183,12 +286,14 @@ def _workspace_client(plan: Plan):
     return ml_client(azure.subscription_id, azure.resource_group, azure.workspace)
 
 
+@_quiet
 def find_existing(plan: Plan) -> tuple[JobHandle, JobStatus] | None:
     """The job this plan already launched (the job name is the plan's), with its status."""
     job = _get(_workspace_client(plan), plan.job_name)
     return None if job is None else (_handle(job, created=False), _status_of(job))
 
 
+@_quiet
 def submit(plan: Plan, job: dict) -> JobHandle:
     client = _workspace_client(plan)
     existing = _get(client, plan.job_name)
@@ -243,16 +348,19 @@ def _details(job) -> dict:
     return {k: v for k, v in details.items() if v is not None}
 
 
+@_quiet
 def status(job_id: str) -> JobStatus:
     client, name = _client_for(job_id)
     return _status_of(client.jobs.get(name))
 
 
+@_quiet
 def cancel(job_id: str) -> None:
     client, name = _client_for(job_id)
     client.jobs.begin_cancel(name).result()
 
 
+@_quiet
 def list_jobs(labels: dict[str, str]) -> list[JobStatus]:
     client = ml_client()
     found = []
@@ -263,6 +371,7 @@ def list_jobs(labels: dict[str, str]) -> list[JobStatus]:
     return found
 
 
+@_quiet
 def logs(job_id: str, follow: bool = False) -> Iterator[str]:
     """Log lines of a job.
 

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import GenaiCloudError, ProviderError, require
+from ..errors import ProviderError, require
 from .azureml import KEY_TAG, write_job_files
 from .base import JobHandle, JobState, JobStatus
 from .retry import call_with_retries
@@ -175,7 +175,8 @@ def ml_client(subscription_id: str | None = None, resource_group: str | None = N
                    if not v]  # fmt: skip
         raise ProviderError(f"azure.{', azure.'.join(missing)} not set: give all three of "
                             "azure.subscription_id, azure.resource_group, azure.workspace, or "
-                            "none and a config.json from the workspace")  # fmt: skip
+                            "none and a config.json from the workspace",
+                            headline="Azure ML workspace not configured")  # fmt: skip
     login = credential()
     ml = require("azure.ai.ml", "azure")
     if all(given):
@@ -184,7 +185,8 @@ def ml_client(subscription_id: str | None = None, resource_group: str | None = N
         return ml.MLClient.from_config(login)
     except Exception as exc:  # noqa: BLE001 - from_config raises several SDK-private types
         raise ProviderError(f"no Azure ML workspace configured ({exc}); set azure.subscription_id,"
-                            " azure.resource_group and azure.workspace") from None  # fmt: skip
+                            " azure.resource_group and azure.workspace",
+                            headline="Azure ML workspace not configured") from None  # fmt: skip
 
 
 def _client_for(job_id: str):
@@ -193,8 +195,9 @@ def _client_for(job_id: str):
         sub, rg, ws, name = match.groups()
         return ml_client(sub, rg, ws), name
     if "/" in job_id:
-        raise GenaiCloudError(f"{job_id!r} is not an Azure ML job id; expected the job name or "
-                              "its ARM id (what `submit` printed)")  # fmt: skip
+        raise ProviderError(f"{job_id!r} is not an Azure ML job id; expected the job name or "
+                            "its ARM id (what `submit` printed)",
+                            headline="Invalid Azure ML job id")  # fmt: skip
     return ml_client(), job_id
 
 

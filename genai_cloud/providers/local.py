@@ -30,7 +30,7 @@ from ..contract import (
     ENV_PLATFORM,
     ENV_SPEC,
 )
-from ..errors import DataError, GenaiCloudError, JobFailedError
+from ..errors import DataError, GenaiCloudError, JobFailedError, ProviderError
 from ..spec import is_remote_uri
 from .base import JobHandle, JobState, JobStatus, Provider
 
@@ -111,7 +111,8 @@ def layout(plan, *, emulate: str = "local", nproc: int = 1, run_dir: str | Path 
            preempt_at: int | None = None) -> LocalLayout:  # fmt: skip
     """The run directory, environment and command of a local run (pure)."""
     if emulate not in EMULATIONS:
-        raise GenaiCloudError(f"unknown emulation {emulate!r}; valid: {', '.join(EMULATIONS)}")
+        raise GenaiCloudError(f"unknown emulation {emulate!r}; valid: {', '.join(EMULATIONS)}",
+                              headline="Bad option")  # fmt: skip
     spec = plan.spec
     run_dir = Path(run_dir or Path(spec.output.local_dir) / plan.job_name).absolute()
     sources = _local_channels(spec)
@@ -313,10 +314,16 @@ def _stream(command: list[str], *, cwd: Path, env: dict, outs: tuple[IO[str], ..
 
 def _docker_command(lay: LocalLayout, image: str) -> list[str]:
     if shutil.which("docker") is None:
-        raise GenaiCloudError("--docker needs the docker CLI and a running engine; none found.")
-    probe = subprocess.run(["docker", "info"], capture_output=True, text=True)
+        raise GenaiCloudError("--docker needs the docker CLI and a running engine; no `docker` "
+                              "on PATH. Install Docker, or run without --docker.",
+                              headline="Docker not found")  # fmt: skip
+    probe = subprocess.run(["docker", "info"], capture_output=True, text=True, check=False)
     if probe.returncode != 0:
-        raise GenaiCloudError("--docker: the Docker engine is not running (`docker info` failed).")
+        said = (probe.stderr.strip().splitlines() or [""])[-1][:300]
+        raise GenaiCloudError("--docker: the Docker engine is not running (`docker info` failed"
+                              + (f": {said}" if said else "") + "). Start Docker (Docker "
+                              "Desktop, or `sudo systemctl start docker`), or run without --docker.",
+                              headline="Docker not running")  # fmt: skip
     run_dir = str(lay.run_dir)
     command = ["docker", "run", "--rm", "-v", f"{run_dir}:{run_dir}", "-w", str(lay.code_dir)]
     for key, value in sorted(lay.env.items()):
@@ -340,14 +347,28 @@ class LocalProvider(Provider):
                          details={"state": state.value, "returncode": run.returncode})  # fmt: skip
 
     def status(self, job_id: str) -> JobStatus:
-        run_dir = Path(job_id)
+        run_dir = _run_dir(job_id)
         metrics = next(run_dir.glob("**/metrics.json"), None)
-        if not run_dir.exists():
-            raise GenaiCloudError(f"no local run at {run_dir}")
         state = JobState.SUCCEEDED if metrics else JobState.FAILED
         return JobStatus(job_id=job_id, state=state, native_state=state.value)
 
     def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
-        log = Path(job_id) / "job.log"
-        if log.exists():
-            yield from log.read_text().splitlines()
+        """The run's job.log (a local run has ended by the time its id is known: ``follow``
+        has nothing to wait for)."""
+        log = _run_dir(job_id) / "job.log"  # checked now, not at the first next()
+        if not log.is_file():
+            raise ProviderError(f"{log} does not exist: {job_id} is not a local run directory "
+                                f"(or its run never started). {_LOCAL_IDS}",
+                                headline="Unknown job")  # fmt: skip
+        return iter(log.read_text(errors="replace").splitlines())
+
+
+_LOCAL_IDS = ("A local job id is its run directory: the id `submit -p local` prints; for "
+              "`genai-cloud run`, <output.local_dir>/<job name> or its --run-dir.")  # fmt: skip
+
+
+def _run_dir(job_id: str) -> Path:
+    run_dir = Path(job_id)
+    if not run_dir.is_dir():
+        raise ProviderError(f"no local run at {run_dir}. {_LOCAL_IDS}", headline="Unknown job")
+    return run_dir

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from ..errors import GenaiCloudError, ProviderError, require
+from ..errors import ProviderError, require
 from .base import JobHandle, JobState, JobStatus
 from .retry import call_with_retries
 from .vertex import KEY_LABEL, bundle_uri, default_region, region_of
@@ -77,9 +77,12 @@ def resolve_project(project: str | None) -> str:
         _, found = google_auth.default()
     except auth_errors.DefaultCredentialsError as exc:
         raise ProviderError(f"no Google Cloud credentials ({exc}); run "
-                            "`gcloud auth application-default login`") from None  # fmt: skip
+                            "`gcloud auth application-default login`",
+                            headline="Google Cloud credentials not found") from None  # fmt: skip
     if not found:
-        raise ProviderError("gcp.project is not set and the credentials name no project")
+        raise ProviderError("gcp.project is not set and the credentials name no project; set "
+                            "gcp.project (or GOOGLE_CLOUD_PROJECT)",
+                            headline="Google Cloud project not set")  # fmt: skip
     return found
 
 
@@ -87,9 +90,9 @@ def parse_job_name(job_id: str) -> tuple[str, str, str]:
     """``projects/P/locations/R/customJobs/ID`` -> (P, R, ID)."""
     match = _JOB_NAME.match(job_id)
     if not match:
-        raise GenaiCloudError(
+        raise ProviderError(
             f"{job_id!r} is not a Vertex job id; expected projects/P/locations/R/customJobs/ID "
-            "(what `submit` printed)"
+            "(what `submit` printed)", headline="Invalid Vertex job id"
         )
     return match.group(1), match.group(2), match.group(3)
 

@@ -466,3 +466,13 @@ def test_status_cancel_and_logs(ml):
     lines = list(get_provider("azureml").logs(ARM, follow=True))
     ml.client.jobs.stream.assert_called_once_with("demo-0123456789")
     assert lines == ["job demo-0123456789 ended: Running"]
+
+
+def test_job_id_and_workspace_errors_have_their_own_headlines():
+    with pytest.raises(ProviderError) as info:
+        get_provider("azureml").status("a/b")
+    assert info.value.headline == "Invalid Azure ML job id"
+    with pytest.raises(ProviderError) as info:
+        azureml_ops.ml_client("sub", None, "ws")
+    assert info.value.headline == "Azure ML workspace not configured"
+    assert "azure.resource_group" in info.value.message

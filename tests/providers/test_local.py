@@ -71,3 +71,65 @@ def test_missing_data_file_names_the_path(tmp_path):
 def test_render_is_pure(plan, tmp_path):
     layout(plan, emulate="sagemaker", run_dir=tmp_path / "never")
     assert not (tmp_path / "never").exists()
+
+
+# ---- operating a local run by its id -----------------------------------------------------------
+
+
+def _run_cli(args, capsys):
+    from genai_cloud.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(args)
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return info.value.code, out.out, out.err
+
+
+@pytest.mark.parametrize("command", ["status", "logs"])
+def test_an_unknown_local_run_is_named_by_status_and_logs_alike(tmp_path, capsys, command):
+    missing = tmp_path / "x"
+    code, out, err = _run_cli([command, str(missing), "-p", "local"], capsys)
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert "Error: Unknown job" in err and f"no local run at {missing}" in err
+    assert "submit -p local" in err
+
+
+def test_logs_of_a_folder_that_is_not_a_run(tmp_path, capsys):
+    code, _, err = _run_cli(["logs", str(tmp_path), "-p", "local"], capsys)
+    assert code == 2 and "Error: Unknown job" in err and "job.log does not exist" in err
+
+
+def test_logs_print_a_runs_log(tmp_path, capsys):
+    (tmp_path / "job.log").write_text("step 1\nstep 2\n")
+    code, out, _ = _run_cli(["logs", str(tmp_path), "-p", "local"], capsys)
+    assert code == 0 and out == "step 1\nstep 2\n"
+
+
+def test_docker_not_found_or_not_running_have_their_own_headlines(plan, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from genai_cloud.errors import GenaiCloudError
+    from genai_cloud.providers import local
+
+    lay = layout(plan, run_dir=tmp_path / "run")
+    monkeypatch.setattr(local.shutil, "which", lambda name: None)
+    with pytest.raises(GenaiCloudError) as info:
+        local._docker_command(lay, "python:3.11")
+    assert info.value.headline == "Docker not found"
+    monkeypatch.setattr(local.shutil, "which", lambda name: "/usr/bin/docker")
+    failed = SimpleNamespace(returncode=1, stdout="", stderr="Cannot connect to the Docker daemon "
+                             "at unix:///var/run/docker.sock. Is the docker daemon running?")
+    monkeypatch.setattr(local.subprocess, "run", lambda *args, **kwargs: failed)
+    with pytest.raises(GenaiCloudError) as info:
+        local._docker_command(lay, "python:3.11")
+    assert info.value.headline == "Docker not running"
+    assert "Cannot connect to the Docker daemon" in info.value.message
+
+
+def test_an_unknown_emulation_is_a_bad_option(plan):
+    from genai_cloud.errors import GenaiCloudError
+
+    with pytest.raises(GenaiCloudError) as info:
+        layout(plan, emulate="k8s")
+    assert info.value.headline == "Bad option"

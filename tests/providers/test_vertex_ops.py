@@ -162,3 +162,31 @@ def test_logs_follow_polls_until_the_job_ends_without_repeating_lines(clients, m
     filters = [c.kwargs["filter_"] for c in logging_client.list_entries.call_args_list]
     assert filters[0] == 'resource.type="ml_job" AND resource.labels.job_id="4242"'
     assert filters[1].endswith('timestamp>="2025-01-01T00:00:02+00:00"')
+
+
+def test_a_bad_job_id_has_its_own_headline():
+    from genai_cloud.providers.vertex_ops import parse_job_name
+
+    with pytest.raises(GenaiCloudError) as info:
+        parse_job_name("projects/x")
+    assert info.value.headline == "Invalid Vertex job id"
+    assert "projects/P/locations/R/customJobs/ID" in info.value.message
+
+
+def test_no_project_and_no_credentials_have_their_own_headlines(monkeypatch):
+    from google.auth.exceptions import DefaultCredentialsError
+
+    from genai_cloud.providers.vertex_ops import resolve_project
+
+    monkeypatch.setattr("google.auth.default", lambda: (object(), None))
+    with pytest.raises(GenaiCloudError) as info:
+        resolve_project(None)
+    assert info.value.headline == "Google Cloud project not set"
+
+    def no_adc():
+        raise DefaultCredentialsError("Your default credentials were not found.")
+
+    monkeypatch.setattr("google.auth.default", no_adc)
+    with pytest.raises(GenaiCloudError) as info:
+        resolve_project(None)
+    assert info.value.headline == "Google Cloud credentials not found"

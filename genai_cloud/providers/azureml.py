@@ -6,7 +6,7 @@ same file. It is pure: no SDK import, no network, no credentials.
 
 ``code`` points at the bundle *folder*: ``./<bundle name without .tar.gz>``, relative to the job
 file. ``submit`` extracts the bundle there in a temporary directory before loading the job;
-``write_job_files`` does the same for users of ``az ml job create``. Azure uploads that folder as
+``render --format native -o FILE`` extracts it beside FILE for ``az ml job create``. Azure uploads that folder as
 the job's code snapshot and runs the command from it, so ``run_job.py`` is at the working dir.
 
 Operations (submit, status, logs, cancel, list) live in ``azureml_ops.py``.
@@ -96,8 +96,8 @@ class AzureMLProvider(Provider):
     def render(self, plan: Plan) -> dict:
         return render_command_job(plan)
 
-    def render_native(self, plan: Plan) -> str:
-        return render_yaml(plan)
+    def render_native(self, plan: Plan, path: str | Path | None = None) -> str:
+        return render_yaml(plan, path)
 
     @_LOGIN
     def submit(self, plan: Plan) -> JobHandle:
@@ -321,15 +321,35 @@ def job_yaml(job: dict) -> str:
     return yaml.safe_dump(job, sort_keys=False, width=100)
 
 
-def render_yaml(plan: Plan) -> str:
+def submit_command(plan: Plan, path: str | Path | None = None) -> str:
+    """The ``az ml job create`` command for the job file at ``path``, with the spec's workspace
+    (``RESOURCE_GROUP`` / ``WORKSPACE`` where the spec names none)."""
+    import shlex
+
+    azure = plan.spec.azure
+    parts = ["az ml job create", "--file", shlex.quote(str(path)) if path else "THIS_FILE",
+             "--resource-group", shlex.quote(azure.resource_group or "RESOURCE_GROUP"),
+             "--workspace-name", shlex.quote(azure.workspace or "WORKSPACE")]  # fmt: skip
+    if azure.subscription_id:
+        parts += ["--subscription", shlex.quote(azure.subscription_id)]
+    return " ".join(parts)
+
+
+def render_yaml(plan: Plan, path: str | Path | None = None) -> str:
+    """The job YAML, headed by the command that submits it. ``path``: where the file is written
+    (``render -o``, which extracts the bundle folder ``code`` names beside it)."""
     stem = bundle_dir_name(plan)
-    header = [
-        "# Submit with:",
-        f"#   mkdir {stem} && tar -xzf {plan.bundle.name} -C {stem}",
-        "#   az ml job create --file THIS_FILE --resource-group RG --workspace-name WS",
-        f"# `code` is the bundle folder next to this file ({plan.bundle.name} is the bundle",
-        "# `genai-cloud` built for this spec; `write_job_files` lays both out for you).",
-    ]
+    header = ["# Submit with:", f"#   {submit_command(plan, path)}"]
+    if path:
+        header.append(f"# `code` is the bundle folder {stem}/ that `genai-cloud render -o` "
+                      "extracted beside this file.")  # fmt: skip
+    else:
+        header.append(f"# `code` is the bundle folder {stem}/ beside this file (`genai-cloud "
+                      "render --format native -o FILE` extracts it there).")  # fmt: skip
+    azure = plan.spec.azure
+    if not (azure.resource_group and azure.workspace):
+        header.append("# (set azure.resource_group and azure.workspace in the spec to have "
+                      "RESOURCE_GROUP / WORKSPACE filled in)")  # fmt: skip
     return "\n".join(header) + "\n" + job_yaml(render_command_job(plan))
 
 

@@ -12,6 +12,7 @@ import importlib
 import inspect
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Iterator
 
 from ..errors import ProviderError, UnsupportedFeatureError
@@ -179,8 +180,9 @@ class Provider:
     def render(self, plan: Plan) -> dict:
         raise NotImplementedError
 
-    def render_native(self, plan: Plan) -> str:
-        """The file the provider's own CLI takes (JSON or YAML text)."""
+    def render_native(self, plan: Plan, path: str | Path | None = None) -> str:
+        """The file the provider's own CLI takes (JSON or YAML text); ``path``, where it will be
+        written, lets a header name it in the command that submits it."""
         import json
 
         return json.dumps(self.render(plan), indent=2, sort_keys=True)

@@ -99,7 +99,7 @@ class SageMakerProvider(Provider):
     def render(self, plan: Plan) -> dict:
         return build_request(plan)
 
-    def render_native(self, plan: Plan) -> str:
+    def render_native(self, plan: Plan, path: str | os.PathLike | None = None) -> str:
         """``aws sagemaker create-training-job --cli-input-json file://job.json`` takes this file:
         the CLI's input JSON uses the API's member names, so it is the request itself."""
         return json.dumps(self.render(plan), indent=2, sort_keys=True)

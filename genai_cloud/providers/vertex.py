@@ -16,6 +16,7 @@ Submitting, status, logs and cancel live in ``vertex_ops.py`` (they import the S
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, ClassVar
@@ -77,10 +78,10 @@ class VertexProvider(Provider):
     def render(self, plan: Plan) -> dict:
         return render_custom_job(plan)
 
-    def render_native(self, plan: Plan) -> str:
+    def render_native(self, plan: Plan, path: str | os.PathLike | None = None) -> str:
         from .vertex_native import render_gcloud_config
 
-        return render_gcloud_config(plan)
+        return render_gcloud_config(plan, path)
 
     @_LOGIN
     def submit(self, plan: Plan) -> JobHandle:

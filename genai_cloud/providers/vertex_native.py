@@ -5,6 +5,8 @@ takes (the CustomJobSpec in camelCase), headed by the command that submits it. P
 
 from __future__ import annotations
 
+import os
+import shlex
 from typing import TYPE_CHECKING
 
 from .vertex import bundle_uri, region_of, render_custom_job
@@ -41,8 +43,9 @@ def _block_dumper():
     return BlockDumper
 
 
-def render_gcloud_config(plan: Plan) -> str:
-    """YAML of the CustomJobSpec (camelCase), headed by the command that submits it.
+def render_gcloud_config(plan: Plan, path: str | os.PathLike | None = None) -> str:
+    """YAML of the CustomJobSpec (camelCase), headed by the command that submits it (naming
+    ``path``, where the file is written, when given).
 
     gcloud's --config holds only the job spec; display name, labels and the KMS key are flags.
     """
@@ -60,7 +63,7 @@ def render_gcloud_config(plan: Plan) -> str:
     header = [
         "# Submit with:",
         f"#   gcloud storage cp {plan.bundle.name} {bundle_uri(plan)}",
-        "#   gcloud ai custom-jobs create " + " ".join(flags) + " --config=THIS_FILE",
+        "#   gcloud ai custom-jobs create " + " ".join(flags) + f" --config={shlex.quote(str(path)) if path else 'THIS_FILE'}",
         f"# ({plan.bundle.name} is the bundle `genai-cloud` built for this spec.)",
     ]
     body = yaml.dump(to_camel(job["job_spec"]), Dumper=_block_dumper(), sort_keys=False, width=100)

@@ -168,8 +168,47 @@ def test_cpu_render_snapshot():
 def test_native_yaml_round_trips_and_says_how_to_submit():
     plan = make(SPREAD["spot"])
     text = get_provider("azureml").render_native(plan)
-    assert "az ml job create --file" in text and "tar -xzf bundle-cdcdcdcdcdcdcdcd.tar.gz" in text
+    assert "az ml job create --file" in text and "bundle-cdcdcdcdcdcdcdcd/" in text
     assert yaml.safe_load(text) == get_provider("azureml").render(plan)
+
+
+def test_native_header_commands_match_what_render_o_wrote(tmp_path, monkeypatch, capsys):
+    """`render -o` writes the file and extracts the bundle folder beside it: the header's
+    command submits exactly that, with the spec's workspace, and nothing else is to be done."""
+    from genai_cloud.cli import main
+
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump(merge(BASE, {"azure": {
+        "subscription_id": "sub-1", "resource_group": "ml-rg", "workspace": "ml-ws"}})))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(["render", str(spec), "-p", "azureml", "--format", "native", "-o", "out/job.yml"])
+        raise SystemExit(0)
+    assert info.value.code == 0
+    text = (tmp_path / "out" / "job.yml").read_text()
+    header = [line for line in text.splitlines() if line.startswith("#")]
+    commands = [line.removeprefix("#").strip() for line in header if line.startswith("#   ")]
+    assert len(commands) == 1 and shlex.split(commands[0])[:3] == ["az", "ml", "job"]
+    command = shlex.split(commands[0])
+    flags = dict(zip(command[4::2], command[5::2]))  # after "az ml job create"
+    assert command[3] == "create" and flags["--resource-group"] == "ml-rg"
+    assert flags["--workspace-name"] == "ml-ws" and flags["--subscription"] == "sub-1"
+    assert not any(word in text for word in ("mkdir", "tar -x", "write_job_files", " RG ", " WS"))
+    # `code` names the folder render -o extracted, and azure-ai-ml's loader accepts the file.
+    code = yaml.safe_load(text)["code"]
+    assert (tmp_path / "out" / code / "run_job.py").is_file() and code.strip("./") + "/" in text
+    assert load_job(tmp_path / "out" / "job.yml").name == yaml.safe_load(text)["name"]
+
+
+def test_native_header_names_the_file_it_is_written_to():
+    plan = make({"azure": {"resource_group": "rg one", "workspace": "ws"}})
+    text = get_provider("azureml").render_native(plan, path="out dir/job.yml")
+    assert "az ml job create --file 'out dir/job.yml' --resource-group 'rg one' " \
+           "--workspace-name ws\n" in text  # fmt: skip
+    assert "extracted beside this file" in text and "RESOURCE_GROUP" not in text
+    bare = get_provider("azureml").render_native(make())
+    assert "--resource-group RESOURCE_GROUP --workspace-name WORKSPACE" in bare
+    assert "set azure.resource_group and azure.workspace" in bare
 
 
 def test_the_command_meets_the_entrypoint_contract():

@@ -360,3 +360,10 @@ def test_gs_files_are_opened_through_the_fuse_mount():
     assert spec["evaluate"] == {"feature_extractor": str(GCS_FUSE_ROOT / "b/models/inception.pt2"),
                                 "real_images": None}  # fmt: skip
     assert spec["fairness"]["pairs"] == str(GCS_FUSE_ROOT / "b/pairs.jsonl")
+
+
+def test_native_header_names_the_file_it_is_written_to():
+    plan = make()
+    assert "--config=THIS_FILE" in get_provider("vertex").render_native(plan)
+    assert "--config='out dir/job.yaml'\n" in get_provider("vertex").render_native(
+        plan, path="out dir/job.yaml")

@@ -125,11 +125,21 @@ def _pip_install_for(target: str, version: tuple[int, int], glibc: tuple[int, in
         cmd += ["--platform", platform]
     done = subprocess.run(cmd + pins, capture_output=True, text=True, check=False)
     if done.returncode:
+        py = f"{version[0]}.{version[1]}"
         raise PackagingError(
-            f"pip could not fetch Linux wheels for Python {version[0]}.{version[1]}: "
-            f"{done.stderr.strip()[-400:]}\nFill a folder yourself (see "
-            "genai_cloud/serverless/package.py) and pass it as site_dir."
+            f"pip could not fetch Linux wheels for Python {py}: {done.stderr.strip()[-400:]}\n"
+            f"Either run `genai-cloud package lambda` under Python {py} on Linux {ARCHITECTURE} "
+            "(it then packs its own site-packages, nothing is downloaded), or give pip the "
+            "wheels: where PyPI is reachable, `pip download --dest WHEELS --only-binary=:all: "
+            f"--platform manylinux2014_{ARCHITECTURE} --python-version {py} {' '.join(pins)}`, "
+            "then here `PIP_NO_INDEX=1 PIP_FIND_LINKS=WHEELS genai-cloud package lambda` (or set "
+            f"PIP_INDEX_URL to a mirror). {_API_HINT}"
         )
+
+
+# What a Python caller can do besides (the CLI has no option for it).
+_API_HINT = ("From Python: build_lambda_zip(dest, site_dir=DIR) packs a folder you filled with "
+             "`pip install --target DIR`.")  # fmt: skip
 
 
 def _python_for(version: tuple[int, int]) -> str | None:
@@ -227,8 +237,9 @@ def _closure(requirements: tuple[str, ...], version: tuple[int, int]) -> list[st
         try:
             dist = distribution(name)
         except PackageNotFoundError:
-            raise PackagingError(f"{name} is not installed here; pip install it, or pass "
-                                 "site_dir (see genai_cloud/serverless/package.py)") from None  # fmt: skip
+            raise PackagingError(f"{name} is not installed here: `{sys.executable} -m pip "
+                                 f"install {name}`, then run `genai-cloud package lambda` again. "
+                                 f"{_API_HINT}") from None  # fmt: skip
         seen[key] = None
         todo.extend(_runtime_requirements(dist.requires or [], version))
     return list(seen)
@@ -287,9 +298,11 @@ def _check_wheel_tags(
     raise PackagingError(
         f"{name} is installed as a {', '.join(tags)} wheel; the Lambda python{py} "
         f"{ARCHITECTURE} runtime needs cp{version[0]}{version[1]} manylinux (glibc <= "
-        f"{glibc[0]}.{glibc[1]}) or pure-Python wheels. Fill a folder with `pip install --target "
-        f"DIR --platform manylinux2014_x86_64 --python-version {py} --only-binary=:all: "
-        "pydantic pyyaml` and pass site_dir=DIR."
+        f"{glibc[0]}.{glibc[1]}) or pure-Python wheels. Run `genai-cloud package lambda` on "
+        f"Linux {ARCHITECTURE} with glibc (e.g. in the python:{py} container image), or from "
+        f"Python with a folder filled by `pip install --target DIR --platform "
+        f"manylinux2014_{ARCHITECTURE} --python-version {py} --only-binary=:all: pydantic "
+        "pyyaml`: build_lambda_zip(dest, site_dir=DIR)."
     )
 
 

@@ -76,9 +76,10 @@ def test_wheel_tags_are_checked_against_the_runtime(tag, runtime, fits):
 
 
 def test_foreign_wheel_is_refused_with_the_fix():
-    with pytest.raises(package.PackagingError, match="pass site_dir"):
+    with pytest.raises(package.PackagingError, match="site_dir=DIR") as info:
         package._check_wheel_tags("pydantic_core", "Tag: cp311-cp311-macosx_11_0_arm64\n",
                                   (3, 11), (2, 26))  # fmt: skip
+    assert "Run `genai-cloud package lambda` on Linux x86_64" in info.value.message
     with pytest.raises(package.PackagingError, match="unknown runtime"):
         package.build_lambda_zip("x.zip", runtime="python2.7")
 
@@ -90,3 +91,40 @@ def test_function_source_zips(tmp_path):
     assert {"function_app.py", "host.json", "requirements.txt"} <= set(azure)
     with pytest.raises(package.PackagingError, match="valid: gcp, azure"):
         package.build_function_zip(tmp_path, "aws")
+
+
+def test_a_failed_wheel_download_says_what_to_do_from_the_cli(tmp_path, monkeypatch, capsys):
+    """The fixes named are ones the `genai-cloud package` command can take (it has no option
+    for a dependency folder): the runtime's Python, or pip's own settings for where wheels are."""
+    from types import SimpleNamespace
+
+    from genai_cloud.cli import main
+
+    runtime = package.DEFAULT_RUNTIME  # what the command builds for
+    if package.RUNTIMES[runtime][0] == sys.version_info[:2] and sys.platform == "linux":
+        pytest.skip("this Python is the runtime's: its own site-packages are packed, no pip")
+    seen = []
+
+    def pip(cmd, **kwargs):
+        seen.append(cmd)
+        return SimpleNamespace(returncode=1, stdout="", stderr="ERROR: No matching distribution")
+
+    monkeypatch.setattr(package.subprocess, "run", pip)
+    monkeypatch.setattr(package, "_python_for", lambda version: None)
+    with pytest.raises(SystemExit) as info:
+        main(["package", "lambda", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "Error: Cannot build the Lambda package" in err
+    py = runtime.removeprefix("python")
+    assert f"run `genai-cloud package lambda` under Python {py} on Linux x86_64" in err
+    pins = [a for a in seen[0] if "==" in a]  # what pip was asked for, pinned
+    assert pins and f"--python-version {py} {' '.join(pins)}`" in err
+    assert "PIP_NO_INDEX=1 PIP_FIND_LINKS=WHEELS genai-cloud package lambda" in err
+    assert "pass it as site_dir" not in err and "build_lambda_zip(dest, site_dir=DIR)" in err
+
+
+def test_a_missing_dependency_names_the_pip_command():
+    with pytest.raises(package.PackagingError) as info:
+        package._closure(("surely-not-installed-pkg",), sys.version_info[:2])
+    assert f"{sys.executable} -m pip install surely-not-installed-pkg" in info.value.message
+    assert "genai-cloud package lambda" in info.value.message

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -41,19 +43,105 @@ def _parse_overrides(pairs: tuple[str, ...]) -> dict:
     merged: dict = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise GenaiCloudError(f"--set expects KEY=VALUE, got {pair!r}", headline="Bad option")
-        node = merged
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
+        parts = key.split(".")
+        if not sep or not all(parts):
+            raise GenaiCloudError(f"--set expects KEY=VALUE with KEY a dotted field path such as "
+                                  f"training.lr, got {pair!r}", headline="Bad option")  # fmt: skip
         try:
-            node[leaf] = parse_value(raw) if raw else raw
+            value = parse_value(raw) if raw else raw
         except yaml.YAMLError as exc:
             problem = getattr(exc, "problem", None) or str(exc)
             raise GenaiCloudError(f"--set {key}: {raw!r} is not a YAML value ({problem}); quote "
                                   "it to pass a string", headline="Bad option") from None  # fmt: skip
+        node = merged
+        for depth, part in enumerate(parts[:-1], start=1):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                # An earlier --set gave this field a single value; a field under it cannot be set.
+                field = ".".join(parts[:depth])
+                raise GenaiCloudError(
+                    f"--set {key}: {field} was set to {child!r} by an earlier --set, a single "
+                    f"value, so it cannot take {key}; drop one of the two, or give {field} as a "
+                    f"mapping (--set '{field}={{{parts[depth]}: ...}}')",
+                    headline="Bad option",
+                )
+            node = child
+        node[parts[-1]] = value
     return merged
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write a file the user named, creating its folders (``mkdir -p``)."""
+    with _writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turn an OSError while writing ``path`` into a user error naming it (no traceback)."""
+    try:
+        yield
+    except OSError as exc:
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            why = f"{blocker} is a file, not a folder"
+        else:
+            why = exc.strerror or str(exc)
+            if exc.filename and str(exc.filename) != str(path):
+                why += f" ({exc.filename})"
+        raise GenaiCloudError(f"cannot write {path}: {why}", headline="Cannot write file") from None
+
+
+class _WholeNumber(click.ParamType):
+    """An int written as 2000000000, 2_000_000_000 or 2e9 (``click.IntRange`` takes only the
+    first two)."""
+
+    name = "integer"
+
+    def __init__(self, minimum: int = 1):
+        self.minimum = minimum
+
+    def convert(self, value, param, ctx) -> int:
+        if isinstance(value, int):
+            number = value
+        else:
+            from decimal import Decimal, InvalidOperation
+
+            try:
+                exact = Decimal(str(value).strip())
+            except InvalidOperation:
+                exact = None
+            if exact is None or not exact.is_finite() or exact != exact.to_integral_value():
+                self.fail(f"{value!r} is not a whole number; write it as 2000000000, "
+                          "2_000_000_000 or 2e9", param, ctx)  # fmt: skip
+            # adjusted(): the power of ten of the leading digit; 1e30 tokens is already absurd,
+            # and int() of 1e100000 would take a while
+            if exact.adjusted() > 30:
+                self.fail(f"{value!r} is too large for a token count", param, ctx)
+            number = int(exact)
+        if number < self.minimum:
+            self.fail(f"{value!r} is below {self.minimum}; give a whole number of at least "
+                      f"{self.minimum}", param, ctx)  # fmt: skip
+        return number
+
+
+class _PositiveNumber(click.ParamType):
+    """A finite number above zero, written as 400000, 400_000 or 4e5."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx) -> float:
+        import math
+
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not math.isfinite(number) or number <= 0:
+            self.fail(f"{value!r} is not a positive number; write it as 400000, 400_000 or 4e5",
+                      param, ctx)  # fmt: skip
+        return number
 
 
 def _load(spec_path: str, overrides: tuple[str, ...] = ()):
@@ -130,7 +218,7 @@ def init(path: str, force: bool) -> None:
     if target.exists() and not force:
         raise GenaiCloudError(f"{target} exists; pass --force to overwrite it",
                               headline="Not overwriting")  # fmt: skip
-    target.write_text(EXAMPLE_SPEC)
+    _write_text(target, EXAMPLE_SPEC)
     click.echo(f"Wrote {target}. Next: genai-cloud validate {target}")
 
 
@@ -185,15 +273,16 @@ def render(spec_path: str, provider: str, fmt: str, output: str | None,
     if not output:
         click.echo(text)
         return
-    Path(output).write_text(text + "\n")
+    _write_text(Path(output), text + "\n")
     click.echo(f"Wrote {output}", err=True)
     if fmt == "native":
         # The native file names the bundle; put it beside the file so the provider's CLI finds it.
-        bundle = plan.bundle.write(Path(output).parent)
-        if plan.provider == "azureml":
-            from .bundle import safe_extract
+        with _writing(Path(output).parent):
+            bundle = plan.bundle.write(Path(output).parent)
+            if plan.provider == "azureml":
+                from .bundle import safe_extract
 
-            bundle = safe_extract(bundle, bundle.with_name(bundle.name.removesuffix(".tar.gz")))
+                bundle = safe_extract(bundle, bundle.with_name(bundle.name.removesuffix(".tar.gz")))
         click.echo(f"Wrote {bundle}", err=True)
 
 
@@ -293,6 +382,7 @@ def list_jobs(labels: tuple[str, ...], providers: tuple[str, ...], limit: int | 
 
 
 def _job_table(providers: tuple[str, ...], labels: tuple[str, ...], limit: int | None) -> None:
+    from .errors import ProviderError
     from .jobs import cloud_providers, collect, configured_providers, format_table, parse_labels
 
     wanted = parse_labels(labels)
@@ -304,7 +394,13 @@ def _job_table(providers: tuple[str, ...], labels: tuple[str, ...], limit: int |
         if not names:
             raise GenaiCloudError("no cloud provider is configured here (reasons above); name "
                                   "one with --provider", headline="No providers")  # fmt: skip
-    table = collect(names, wanted, limit=limit)
+    table = collect(names, wanted, limit=limit)  # unknown names are refused before asking any
+    if table.asked and set(table.errors) >= set(table.asked):
+        # Nothing was listed: "No genai-cloud jobs found" would claim an answer nobody gave.
+        raise ProviderError("no provider could list its jobs:\n" + "\n".join(
+            f"  - {name}: " + error.replace("\n", "\n    ")
+            for name, error in sorted(table.errors.items())
+        ), headline="Could not list jobs")  # fmt: skip
     for name, error in sorted(table.errors.items()):
         click.secho(f"Warning: {name}: could not list jobs: {error}", fg="yellow", err=True)
     click.echo(format_table(table))
@@ -335,8 +431,9 @@ def cancel(job_id: str, provider: str | None) -> None:
 
 @cli.command()
 @spec_argument
-@click.option("--tokens", type=click.IntRange(1), help="Tokens the job will process in total.")
-@click.option("--throughput", type=click.FloatRange(min=0, min_open=True), metavar="TOK_PER_S",
+@click.option("--tokens", type=_WholeNumber(1), metavar="N",
+              help="Tokens the job will process in total (2000000000, 2_000_000_000 or 2e9).")
+@click.option("--throughput", type=_PositiveNumber(), metavar="TOK_PER_S",
               help="Tokens per second of the whole job (all GPUs); with --tokens.")
 @click.option("--provider", "-p", "providers", multiple=True,
               help="Only these providers (default: every one with a price catalog).")
@@ -355,8 +452,8 @@ def estimate(spec_path: str, tokens: int | None, throughput: float | None,
 @cli.command()
 def providers() -> None:
     """List providers and what each cannot do (and why)."""
-    from .providers import Feature, get_provider, provider_names
     from .errors import ProviderError
+    from .providers import Feature, get_provider, provider_names
 
     for name in provider_names():
         try:

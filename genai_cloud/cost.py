@@ -207,11 +207,23 @@ def run_seconds(spec: JobSpec, tokens: int | None = None,
         raise GenaiCloudError("give both --tokens and --throughput (tokens per second for the "
                               "whole job), or neither", headline="Bad option")  # fmt: skip
     if tokens is None:
-        return spec.compute.max_runtime, "compute.max_runtime (worst case)"
+        if explicit_runtime(spec):
+            return spec.compute.max_runtime, "compute.max_runtime (worst case)"
+        return spec.compute.max_runtime, (f"the default compute.max_runtime "
+                                          f"({_duration(spec.compute.max_runtime)}; the spec "
+                                          "sets none)")  # fmt: skip
     if tokens <= 0 or throughput <= 0:
         raise GenaiCloudError("--tokens and --throughput must be positive", headline="Bad option")
     seconds = math.ceil(tokens / throughput)
     return seconds, f"{tokens:,} tokens at {throughput:,.0f} tokens/s"
+
+
+def _duration(seconds: int) -> str:
+    for unit, size in (("day", 86_400), ("h", HOUR), ("min", 60)):
+        if seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}" + ("s" if unit == "day" and count != 1 else "")
+    return f"{seconds} s"
 
 
 def _regions(spec: JobSpec, provider: str, instance: Instance) -> list[str]:
@@ -254,17 +266,19 @@ def estimate(spec: JobSpec, providers: list[str] | None = None, *, tokens: int |
 
     A provider that cannot run the spec (feature matrix, or no such instance in its catalog)
     lands in ``skipped`` with the reason.
+
+    Raises:
+        ProviderError: a name in ``providers`` that is not a provider, or one without a price
+            catalog (the message lists the valid names); nothing is priced then.
     """
     from .providers import get_provider
 
     seconds, basis = run_seconds(spec, tokens, throughput)
     quotes: list[Quote] = []
     skipped: dict[str, str] = {}
-    for name in providers or catalog_providers():
+    for name in _priced_names(providers) if providers else catalog_providers():
         try:
-            impl = get_provider(name)
-            name = impl.name  # "aws" -> "sagemaker": the catalog is under the canonical name
-            impl.check_features(spec)
+            get_provider(name).check_features(spec)
             quotes += _quotes_for(spec, name, seconds)
         except (ProviderError, CatalogError) as exc:
             skipped[name] = _reason(name, exc)
@@ -275,10 +289,28 @@ def estimate(spec: JobSpec, providers: list[str] | None = None, *, tokens: int |
     return Estimate(quotes, skipped, seconds, basis, warnings)
 
 
+def _priced_names(names: list[str]) -> list[str]:
+    """The canonical name ("aws" -> "sagemaker") of each provider asked for, once each, every
+    one checked before anything is priced."""
+    from .providers import get_provider
+
+    priced = catalog_providers()
+    found: list[str] = []
+    for name in names:
+        canonical = get_provider(name).name  # an unknown name: ProviderError naming valid ones
+        if canonical not in priced:
+            raise ProviderError(f"provider {canonical!r} has no price catalog; priced providers: "
+                                f"{', '.join(priced)}", headline="Bad option")  # fmt: skip
+        if canonical not in found:
+            found.append(canonical)
+    return found
+
+
 def _reason(name: str, exc: GenaiCloudError) -> str:
-    """An error as one line without the provider's name in front (the caller prints it)."""
+    """An error as one line without "<name> cannot run this spec:" (the caller prints that),
+    wherever the provider put it (after the field path, for a feature it lacks)."""
     text = " ".join(exc.message.split())
-    return text.removeprefix(f"{name} cannot run this spec: ").removesuffix(".")
+    return text.replace(f"{name} cannot run this spec: ", "").removesuffix(".")
 
 
 def _rank(q: Quote) -> tuple:
@@ -311,6 +343,8 @@ def format_estimate(result: Estimate, spec: JobSpec) -> str:
     compute = spec.compute
     lines = [(f"{spec.name}: {compute.count} x {compute.accelerator} x {compute.nodes} node(s); "
               f"priced for {result.seconds / HOUR:.2f} h from {result.basis}")]  # fmt: skip
+    if any(q.seconds < result.seconds for q in result.quotes):  # budget or max_runtime cut it
+        lines[0] += ", or less where a row's NOTE says what stops it sooner"
     if spec.budget.max_usd is not None:
         lines.append(f"budget.max_usd: ${spec.budget.max_usd:,.2f}")
     lines += ["", text_table(headers, rows) if rows else "(no provider can run this spec)"]

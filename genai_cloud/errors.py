@@ -20,7 +20,11 @@ class GenaiCloudError(Exception):
             self.headline = headline
 
     def __str__(self) -> str:
-        return f"{self.headline}: {self.message}"
+        # A one-line message follows the headline; a longer one (a list of problems, each
+        # "  - ...") starts on its own line, so the first problem is not glued to the headline.
+        message = self.message.strip("\n")
+        sep = "\n" if "\n" in message else " "
+        return f"{self.headline}:{sep}{message}"
 
 
 class SpecError(GenaiCloudError):

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING
 
 from .catalog import CatalogError, catalog, find_instance
 from .cost import HOUR, text_table
-from .errors import GenaiCloudError
+from .errors import GenaiCloudError, ProviderError
 
 if TYPE_CHECKING:
     from .providers import JobStatus
@@ -164,6 +164,26 @@ def cloud_providers() -> list[str]:
         if callable(getattr(impl, "list", None)):
             names.append(name)
     return names
+
+
+def listing_providers(names: list[str]) -> list[str]:
+    """The providers ``names`` ask for, by canonical name ("aws" -> "sagemaker"), once each.
+
+    Raises:
+        ProviderError: a name no provider is registered under (the message lists the valid
+            ones), or a provider that cannot list jobs (the message lists those that can).
+    """
+    from .providers import get_provider
+
+    found: list[str] = []
+    for name in names:
+        impl = get_provider(name)
+        if not callable(getattr(impl, "list", None)):
+            raise ProviderError(f"provider {impl.name!r} does not list jobs; providers that do: "
+                                f"{', '.join(cloud_providers())}", headline="Bad option")  # fmt: skip
+        if impl.name not in found:
+            found.append(impl.name)
+    return found
 
 
 def infer_provider(job_id: str) -> str | None:
@@ -292,6 +312,7 @@ def row_from_status(provider: str, status: JobStatus, now: datetime | None = Non
 class JobTable:
     rows: list[JobRow]
     errors: dict[str, str] = field(default_factory=dict)  # provider -> why it could not list
+    asked: list[str] = field(default_factory=list)  # the providers asked, canonical names
 
     @property
     def total_usd(self) -> float:
@@ -313,14 +334,19 @@ def collect(providers: list[str], labels: dict[str, str] | None = None, *,
     """Ask every provider for its genai-cloud jobs (in parallel) and merge them, newest first.
 
     A provider that fails (no access, network down, SDK error) does not hide the others: its
-    error is kept in ``JobTable.errors``.
+    error is kept in ``JobTable.errors``; when every one failed, ``errors`` covers ``asked``.
+
+    Raises:
+        ProviderError: before any provider is asked, for a name that is not a provider or one
+            that cannot list jobs (``listing_providers``).
     """
     labels = labels or {}
     now = now or datetime.now(timezone.utc)
     rows: list[JobRow] = []
     errors: dict[str, str] = {}
+    providers = listing_providers(providers)
     if not providers:
-        return JobTable(rows, errors)
+        return JobTable(rows, errors, providers)
     with ThreadPoolExecutor(max_workers=len(providers)) as pool:
         futures = {name: pool.submit(_list, name, labels) for name in providers}
         for name, future in futures.items():
@@ -335,7 +361,7 @@ def collect(providers: list[str], labels: dict[str, str] | None = None, *,
             rows += [row_from_status(name, s, now) for s in statuses]
     oldest = datetime.min.replace(tzinfo=timezone.utc)
     rows.sort(key=lambda r: r.created or oldest, reverse=True)
-    return JobTable(rows[:limit] if limit else rows, errors)
+    return JobTable(rows[:limit] if limit else rows, errors, providers)
 
 
 def _duration(seconds: float | None) -> str:

@@ -1,8 +1,9 @@
 """Loading a spec file: YAML or JSON -> JobSpec, with every problem reported at once.
 
-Each error names its field path, the YAML line it sits on and what would be valid. Relative local
-paths are resolved against the spec file's folder; those given as overrides (``--set``) against the
-current directory.
+Each error names its field path, the YAML line it sits on (or ``from --set`` for a value an
+override gave) and what would be valid. A file must be UTF-8, and a mapping may name a key once
+(PyYAML alone keeps the last silently). Relative local paths are resolved against the spec file's
+folder; those given as overrides (``--set``) against the current directory.
 
 PyYAML follows YAML 1.1, where an unquoted ``2:4`` or ``1:30`` is a base-60 integer (124, 90);
 the loader here drops that form (as YAML 1.2 did), so they stay strings. Other numbers parse as
@@ -39,18 +40,46 @@ def load_spec(source: str | Path | dict, *, overrides: dict | None = None) -> Jo
         name = str(path)
         if not path.is_file():
             raise SpecError([f"spec file not found: {path}"], source=name)
-        text = path.read_text(encoding="utf-8")
-        raw, lines = _parse(text, name)
+        raw, lines = _parse(_read_text(path), name)
         raw = _resolve_relative_paths(raw, path.parent)
+    overridden: set[tuple] = set()
     if overrides:
         raw = _deep_merge(raw, _resolve_relative_paths(overrides, Path.cwd()))
+        overridden = set(_leaf_paths(overrides))
     if not isinstance(raw, dict):
         raise SpecError(["the top level must be a mapping of sections (name, task, model, ...)"],
                         source=name)  # fmt: skip
     try:
         return JobSpec.model_validate(raw)
     except ValidationError as exc:
-        raise SpecError(_describe(exc, lines), source=name) from None
+        raise SpecError(_describe(exc, lines, overridden), source=name) from None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SpecError([f"{path}: cannot read it ({exc.strerror or exc})"], source=str(path)) \
+            from None  # fmt: skip
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        hint = "save it as UTF-8"
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # the byte-order marks of UTF-16
+            hint = "it looks like UTF-16; save it as UTF-8"
+        problem = (f"{path}: not UTF-8 text (byte {exc.start} is 0x{data[exc.start]:02x}, "
+                   f"line {line}); {hint}")  # fmt: skip
+        raise SpecError([problem], source=str(path)) from None
+
+
+def _leaf_paths(tree: dict, prefix: tuple = ()):
+    """Every path an override sets: ``{"training": {"lr": 1}}`` -> ``("training", "lr")``."""
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            yield from _leaf_paths(value, prefix + (str(key),))
+        else:
+            yield prefix + (str(key),)
 
 
 _INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
@@ -86,10 +115,23 @@ def spec_loader():
 
 
 def parse_value(text: str) -> Any:
-    """One YAML scalar or flow value (a ``--set`` value), read like a spec file reads it."""
+    """One YAML scalar or flow value (a ``--set`` value), read like a spec file reads it.
+
+    Raises:
+        yaml.YAMLError: not YAML, or a mapping in it names one key twice.
+    """
     import yaml
 
-    return yaml.load(text, Loader=spec_loader())  # a SafeLoader subclass
+    loader = spec_loader()(text)
+    try:
+        node = loader.get_single_node()
+        for path, first, again in _duplicate_keys(node):
+            raise yaml.constructor.ConstructorError(
+                problem=f"{'.'.join(map(str, path))!r} appears twice", problem_mark=again
+            )
+        return None if node is None else loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def _parse(text: str, name: str) -> tuple[Any, dict[tuple, int]]:
@@ -98,6 +140,11 @@ def _parse(text: str, name: str) -> tuple[Any, dict[tuple, int]]:
     loader = spec_loader()(text)
     try:
         node = loader.get_single_node()
+        duplicates = [f"{name}:{again.line + 1}: {'.'.join(map(str, path))} appears twice in one "
+                      f"mapping (lines {first.line + 1} and {again.line + 1}); keep one"
+                      for path, first, again in _duplicate_keys(node)]  # fmt: skip
+        if duplicates:  # PyYAML would keep the last one without a word
+            raise SpecError(duplicates, source=name)
         data = None if node is None else loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -109,6 +156,37 @@ def _parse(text: str, name: str) -> tuple[Any, dict[tuple, int]]:
     lines: dict[tuple, int] = {}
     _index_lines(node, (), lines)
     return (data if data is not None else {}), lines
+
+
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+def _duplicate_keys(node, path: tuple = (), seen: set | None = None):
+    """(key path, first mark, repeated mark) for each key a mapping names twice, in file order.
+
+    Runs on the composed nodes, before ``<<`` merge keys are flattened: a key that overrides a
+    merged one is not a duplicate.
+    """
+    import yaml
+
+    seen = set() if seen is None else seen
+    if node is None or id(node) in seen:  # an alias repeats a node already checked
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first: dict[tuple, Any] = {}
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.tag != _MERGE:
+                ident = (key.tag, key.value)
+                if ident in first:
+                    yield path + (key.value,), first[ident], key.start_mark
+                else:
+                    first[ident] = key.start_mark
+            name = key.value if isinstance(key, yaml.ScalarNode) else "?"
+            yield from _duplicate_keys(value, path + (name,), seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            yield from _duplicate_keys(item, path + (i,), seen)
 
 
 def _index_lines(node, path: tuple, out: dict[tuple, int]) -> None:
@@ -127,7 +205,10 @@ def _index_lines(node, path: tuple, out: dict[tuple, int]) -> None:
             _index_lines(item, path + (i,), out)
 
 
-def _describe(exc: ValidationError, lines: dict[tuple, int]) -> list[str]:
+def _describe(exc: ValidationError, lines: dict[tuple, int],
+              overridden: set[tuple] = frozenset()) -> list[str]:  # fmt: skip
+    """One line per problem, each saying where it is: the spec file's line, or ``(from --set)``
+    for a value that came from ``overridden`` (the paths ``--set`` gave)."""
     problems = []
     for err in exc.errors(include_url=False):
         loc = tuple(str(p) if not isinstance(p, int) else p for p in err["loc"])
@@ -135,24 +216,23 @@ def _describe(exc: ValidationError, lines: dict[tuple, int]) -> list[str]:
         loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
         if err["type"] == FIELD_PROBLEMS:  # cross-field checks name the fields they are about
             for field, message in err["ctx"]["problems"]:
-                problems.append(_where(loc + tuple(field.split(".")), lines) + f": {message}")
+                where = _where(loc + tuple(field.split(".")), lines, overridden)
+                problems.append(f"{where}: {message}")
             continue
-        problems.append(f"{_where(loc, lines)}: {_message(err, loc)}")
+        problems.append(f"{_where(loc, lines, overridden)}: {_message(err, loc)}")
     return problems
 
 
-def _where(loc: tuple, lines: dict[tuple, int]) -> str:
+def _where(loc: tuple, lines: dict[tuple, int], overridden: set[tuple] = frozenset()) -> str:
     path = ".".join(str(p) for p in loc) or "(top level)"
-    line = _nearest_line(loc, lines)
-    return f"{path} (line {line})" if line else path
-
-
-def _nearest_line(loc: tuple, lines: dict[tuple, int]) -> int | None:
-    for cut in range(len(loc), -1, -1):
+    # The innermost field that has a source: the value --set gave replaced the file's there.
+    for cut in range(len(loc), 0, -1):
         key = tuple(str(p) if not isinstance(p, int) else p for p in loc[:cut])
-        if key in lines and cut:
-            return lines[key]
-    return None
+        if tuple(str(p) for p in key) in overridden:
+            return f"{path} (from --set)"
+        if key in lines:
+            return f"{path} (line {lines[key]})"
+    return path
 
 
 def _message(err: dict, loc: tuple) -> str:

@@ -139,7 +139,7 @@ def test_estimate_cli_prints_the_table_and_the_reasons(tmp_path, capsys):
     assert "ON-DEMAND" in lines[header] and "SPOT" in lines[header]
     assert lines[header + 1].split()[:3] == ["vertex", "us-central1", "ct5lp-hightpu-4t"]
     assert "$30.67" in lines[header + 1] and "$12.27" in lines[header + 1]
-    assert "sagemaker cannot run this spec: tpu is not supported" in out
+    assert "sagemaker cannot run this spec: compute.accelerator: tpu is not supported" in out
     assert "Prices: vertex catalog of" in out
 
 
@@ -322,3 +322,79 @@ def test_an_aws_shaped_compute_region_is_refused_on_vertex():
     ok = spec(compute={"region": "eu-west-1"}, gcp={"region": "europe-west1",
                                                     "staging_bucket": "stage"})  # fmt: skip
     get_provider("vertex").render(make_plan(ok, "vertex"))  # gcp.region wins: no complaint
+
+
+# ---- the estimate command: options, provider names, what the output says ----------------------
+
+TPU_JOB = ("name: tpu-job\ntask: pretrain-scratch\nscratch: {toy_task: copy}\n"
+           "training: {max_steps: 5}\ncompute: {accelerator: tpu-v5e, count: 4}\n")  # fmt: skip
+
+
+@pytest.mark.parametrize("tokens", ["2e9", "2_000_000_000", "2000000000", "2.0e9"])
+def test_tokens_accept_whole_numbers_in_any_notation(tokens, tmp_path, capsys):
+    path = tmp_path / "job.yaml"
+    path.write_text(TPU_JOB)
+    code, out, err = run_cli(["estimate", str(path), "--tokens", tokens, "--throughput",
+                              "4e5"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert "2,000,000,000 tokens at 400,000 tokens/s" in out
+
+
+@pytest.mark.parametrize("option, value, why", [
+    ("--tokens", "2.5e0", "a whole number"), ("--tokens", "-5", "at least 1"),
+    ("--tokens", "0", "at least 1"), ("--tokens", "lots", "a whole number"),
+    ("--throughput", "nan", "a positive number"), ("--throughput", "-1", "a positive number"),
+    ("--throughput", "inf", "a positive number"),
+])  # fmt: skip
+def test_bad_tokens_or_throughput_are_rejected_clearly(option, value, why, tmp_path, capsys):
+    path = tmp_path / "job.yaml"
+    path.write_text(TPU_JOB)
+    args = {"--tokens": "1e9", "--throughput": "5e4", option: value}
+    code, _, err = run_cli(["estimate", str(path), *[x for kv in args.items() for x in kv]],
+                           capsys)  # fmt: skip
+    assert code == 2 and "Traceback" not in err
+    assert f"Invalid value for '{option}'" in err and why in err and repr(value) in err
+
+
+@pytest.mark.parametrize("names", [["-p", "nosuch"], ["-p", "vertex,nosuch"]])
+def test_estimate_rejects_unknown_provider_names(names, tmp_path, capsys):
+    path = tmp_path / "job.yaml"
+    path.write_text(TPU_JOB)
+    code, out, err = run_cli(["estimate", str(path), *names], capsys)
+    assert code == 2 and out == ""
+    assert "unknown provider 'nosuch'; valid providers:" in err and "vertex" in err
+    with pytest.raises(ProviderError, match="unknown provider 'nosuch'"):
+        estimate(spec(), ["nosuch"])
+
+
+def test_estimate_reasons_name_the_provider_once(tmp_path, capsys):
+    path = tmp_path / "job.yaml"
+    path.write_text(TPU_JOB)
+    code, out, _ = run_cli(["estimate", str(path)], capsys)
+    assert code == 0
+    (line,) = [x for x in out.splitlines() if x.startswith("azureml")]
+    assert line.startswith("azureml cannot run this spec: compute.accelerator: tpu is not "
+                           "supported (")  # fmt: skip
+    assert line.count("cannot run this spec") == 1
+
+
+@pytest.mark.parametrize("sections, basis", [
+    ({"compute": {"max_runtime": "3h"}}, "priced for 3.00 h from compute.max_runtime (worst case)"),
+    ({}, "priced for 24.00 h from the default compute.max_runtime (1 day; the spec sets none)"),
+    ({"budget": {"max_usd": 5}}, ("priced for 24.00 h from the default compute.max_runtime (1 day; "
+                                  "the spec sets none), or less where a row's NOTE says what stops "
+                                  "it sooner")),
+])  # fmt: skip
+def test_estimate_header_says_where_the_hours_come_from(sections, basis):
+    job = spec(**sections)
+    text = cost.format_estimate(estimate(job, ["azureml"]), job)
+    assert text.splitlines()[0] == f"price-check: 1 x T4 x 1 node(s); {basis}"
+
+
+def test_estimate_refuses_a_provider_without_prices_and_counts_aliases_once(tmp_path, capsys):
+    path = tmp_path / "job.yaml"
+    path.write_text(TPU_JOB)
+    code, _, err = run_cli(["estimate", str(path), "-p", "local"], capsys)
+    assert code == 2 and "provider 'local' has no price catalog; priced providers:" in err
+    result = estimate(spec(compute={"max_runtime": "1h"}), ["aws", "sagemaker"])
+    assert [q.provider for q in result.quotes].count("sagemaker") == len(result.quotes) == 3

@@ -365,3 +365,56 @@ def test_azure_job_runtime_and_cost_from_the_command_job(tmp_path):
     row = jobs.row_from_status("azureml", status, NOW)
     assert row.runtime_s == 2700 and row.created == NOW - timedelta(minutes=45)
     assert row.cost_usd == pytest.approx(0.1052 * 2 * 0.75)  # eastus spot, 2 machines, 45 min
+
+
+# ---- which providers a table asks, and the exit code when none answered ----------------------
+
+
+@pytest.mark.parametrize("command", ["list", "status"])
+@pytest.mark.parametrize("names, why", [
+    (["nosuch"], "unknown provider 'nosuch'; valid providers:"),
+    (["vertex,nosuch"], "unknown provider 'nosuch'; valid providers:"),
+    (["local"], ("provider 'local' does not list jobs; providers that do: azureml, sagemaker, "
+                 "vertex")),
+])  # fmt: skip
+def test_provider_names_are_checked_before_asking_any(command, names, why, fakes, capsys):
+    code, out, err = run_cli([command, *[x for n in names for x in ("-p", n)]], capsys)
+    assert code == 2 and out == "" and why in err
+    assert SEEN_LABELS == {}  # nothing was asked
+
+
+def test_aliases_name_the_same_provider_once(fakes, capsys):
+    code, out, _ = run_cli(["list", "-p", "aws", "-p", "sagemaker"], capsys)
+    assert code == 0
+    assert [line.split()[0] for line in out.splitlines()].count("tune-a-0123456789") == 1
+
+
+class BrokenVertex(Provider):
+    name = "vertex"
+
+    def list(self, labels=None, **options):
+        raise base.ProviderError("no Google Cloud credentials", headline="x")
+
+
+@pytest.mark.parametrize("command", [["list"], ["status"]])
+def test_every_provider_failing_is_exit_2_with_each_error(command, fakes, capsys, monkeypatch):
+    monkeypatch.setitem(base._REGISTRY, "sagemaker", f"{__name__}:BrokenCloud")
+    monkeypatch.setitem(base._REGISTRY, "vertex", f"{__name__}:BrokenVertex")
+    code, out, err = run_cli([*command, "-p", "sagemaker", "-p", "vertex"], capsys)
+    assert code == 2 and "No genai-cloud jobs found" not in out
+    assert "Could not list jobs" in err
+    assert "sagemaker: RuntimeError: endpoint unreachable" in err
+    assert "vertex: no Google Cloud credentials" in err
+
+
+def test_a_partial_failure_prints_the_table_and_a_warning(fakes, capsys, monkeypatch):
+    monkeypatch.setitem(base._REGISTRY, "sagemaker", f"{__name__}:BrokenCloud")
+    code, out, err = run_cli(["list", "-p", "sagemaker", "-p", "vertex"], capsys)
+    assert code == 0 and "tune-vertex" in out
+    assert "Warning: sagemaker: could not list jobs: RuntimeError: endpoint unreachable" in err
+
+
+def test_collect_rejects_unknown_names_up_front(fakes):
+    with pytest.raises(base.ProviderError, match="unknown provider 'nosuch'"):
+        jobs.collect(["vertex", "nosuch"], now=NOW)
+    assert SEEN_LABELS == {}

@@ -263,3 +263,75 @@ def test_an_adapter_alone_on_a_random_init_is_refused(tmp_path):
     assert info.value.errors == [expected]
     merged = {"name_or_path": "gpt2", "init": "random", "lora": {"merge_on_save": True}}
     assert load_spec({**MINIMAL, "model": merged}).model.lora.merge_on_save
+
+
+def test_a_file_that_is_not_utf8_is_a_spec_error_naming_the_byte(tmp_path):
+    path = tmp_path / "utf16.yaml"
+    path.write_bytes("name: demo\n".encode("utf-16"))  # starts with the BOM \xff\xfe
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    (problem,) = info.value.errors
+    assert problem.startswith(f"{path}: not UTF-8 text (byte 0 is 0xff")
+    assert "UTF-16" in problem
+    latin1 = tmp_path / "latin1.yaml"
+    data = "name: demo\nlabels: {team: caf\xe9}\n".encode("latin-1")
+    latin1.write_bytes(data)
+    at = data.index(b"\xe9")
+    with pytest.raises(SpecError, match=rf"latin1.yaml: not UTF-8 text \(byte {at} is 0xe9, line 2"):
+        load_spec(latin1)
+
+
+def test_duplicate_keys_are_an_error_naming_both_lines(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text(
+        "name: demo\n"
+        "model: {name_or_path: gpt2}\n"
+        "data: {train: s3://b/t.jsonl}\n"
+        "training:\n"
+        "  batch_size: 16\n"
+        "  lr: 0.001\n"
+        "  batch_size: 32\n"
+        "name: other\n"
+    )
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert info.value.errors == [
+        f"{path}:7: training.batch_size appears twice in one mapping (lines 5 and 7); keep one",
+        f"{path}:8: name appears twice in one mapping (lines 1 and 8); keep one",
+    ]
+
+
+def test_same_key_in_different_mappings_and_merge_keys_are_fine(tmp_path):
+    path = tmp_path / "ok.yaml"
+    path.write_text(
+        "name: demo\n"
+        "model: {name_or_path: gpt2}\n"
+        "data: {train: s3://b/t.jsonl}\n"
+        "labels: &base {team: nlp}\n"
+        "env:\n"
+        "  <<: *base\n"
+        "  team: vision\n"
+    )
+    assert load_spec(path).env == {"team": "vision"}
+
+
+def test_duplicate_keys_in_a_set_value():
+    import yaml
+
+    from genai_cloud.loading import parse_value
+
+    with pytest.raises(yaml.YAMLError, match="'team' appears twice"):
+        parse_value("{team: a, team: b}")
+
+
+def test_errors_in_set_values_say_from_set_not_the_file_line(tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_text("name: demo\nmodel: {name_or_path: gpt2}\ndata: {train: s3://b/t.jsonl}\n"
+                    "training:\n  lr: 0.001\n  epochs: -1\n")  # fmt: skip
+    with pytest.raises(SpecError) as info:
+        load_spec(path, overrides={"training": {"lr": "abc"}})
+    text = "\n".join(info.value.errors)
+    assert "training.lr (from --set):" in text and "line 5" not in text
+    assert "training.epochs (line 6):" in text  # the file's own mistake keeps its line
+    with pytest.raises(SpecError, match=r"training \(from --set\):"):
+        load_spec(path, overrides={"training": 1})

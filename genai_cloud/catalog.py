@@ -119,3 +119,94 @@ def resolve_instance(provider: str, compute) -> Instance:
             )
         return found
     return instance_for(provider, compute.accelerator, compute.count)
+
+
+# --------------------------------------------------------------------------------------------
+# When the instance is not what the spec asked for
+
+
+@dataclass(frozen=True)
+class Substitution:
+    """``instance`` is what ``provider`` runs ``count`` x ``accelerator`` on, and differs:
+    more accelerators per node (``rounded``), another kind (``upgraded``), or both."""
+
+    provider: str
+    accelerator: str
+    count: int
+    instance: Instance
+
+    @property
+    def rounded(self) -> bool:
+        return self.instance.count > self.count
+
+    @property
+    def upgraded(self) -> bool:
+        return self.instance.accelerator.lower() != self.accelerator.lower()
+
+
+def catalog_names() -> list[str]:
+    """The providers with a catalog file."""
+    return sorted(path.stem for path in DATA_DIR.glob("*.json"))
+
+
+def substitution(provider: str, compute) -> Substitution | None:
+    """How ``instance_for`` departs from ``compute`` on ``provider`` (None: it does not, the
+    instance is named by ``compute.instance_type``, or the provider offers no such kind)."""
+    if compute.instance_type or compute.accelerator.lower() == "cpu":
+        return None
+    try:
+        instance = instance_for(provider, compute.accelerator, compute.count)
+    except CatalogError:  # refused when rendering for that provider, with its own message
+        return None
+    found = Substitution(provider, compute.accelerator, compute.count, instance)
+    return found if found.rounded or found.upgraded else None
+
+
+def _names(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def substitution_notes(compute, providers: list[str] | None = None) -> list[str]:
+    """One warning per different machine the catalog picks instead of what ``compute`` asks,
+    naming the providers that do it, what is paid for and what runs (so the user can say it
+    in the spec). The choice itself is not changed."""
+    found: dict[tuple[str, int], list[Substitution]] = {}
+    for provider in providers if providers is not None else catalog_names():
+        sub = substitution(provider, compute)
+        if sub is not None:
+            found.setdefault((sub.instance.accelerator, sub.instance.count), []).append(sub)
+    notes = []
+    asked, count = compute.accelerator, compute.count
+    tpu = asked.lower().startswith("tpu-")
+    unit = "chips" if tpu else "GPUs"
+    for (kind, per_node), subs in found.items():
+        where = _names([f"{s.provider} ({s.instance.type})" for s in subs])
+        one = len(subs) == 1
+        if subs[0].rounded:
+            note = (f"compute.count: no machine has {count} x {asked}, so {where} "
+                    f"{'rounds' if one else 'round'} it up to {per_node} {kind} {unit} per node: "
+                    f"you pay for {per_node}")  # fmt: skip
+            if tpu:
+                note += "."
+            else:
+                times = per_node // count if per_node % count == 0 else f"{per_node}/{count}"
+                note += (f", and {per_node} training processes run per node, so the global batch "
+                         f"is {times} times what {count} would give (training.batch_size is per "
+                         "device).")  # fmt: skip
+            sold = "; ".join(
+                f"{s.provider}: {', '.join(map(str, _counts(s.provider, asked)))}" for s in subs
+            )
+            note += (f" Set compute.count to a count {'it sells' if one else 'they sell'} "
+                     f"({sold}) to choose yourself.")  # fmt: skip
+        else:
+            note = (f"compute.accelerator: no machine has {count} x {asked}, so {where} "
+                    f"{'uses' if one else 'use'} "
+                    f"{kind} instead: you pay the {kind} price. Set compute.accelerator: {kind} "
+                    "to say so.")  # fmt: skip
+        notes.append(note)
+    return notes
+
+
+def _counts(provider: str, accelerator: str) -> list[int]:
+    return sorted({r.count for r in instances(provider)
+                   if r.accelerator.lower() == accelerator.lower()})  # fmt: skip

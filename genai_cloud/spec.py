@@ -506,6 +506,11 @@ class JobSpec(Section):
                 "spot capacity without training.checkpoint_every: an eviction restarts the job "
                 "from step 0."
             )
+        # Where no machine has exactly compute.count x compute.accelerator, the catalog picks a
+        # bigger one (or another GPU kind): say what is paid for and what runs.
+        from .catalog import substitution_notes
+
+        notes += substitution_notes(self.compute)
         return notes
 
 

@@ -119,3 +119,65 @@ def test_override_is_validated_against_the_accelerator():
 def test_unknown_provider_catalog():
     with pytest.raises(CatalogError, match="no catalog"):
         cat.catalog("nimbus")
+
+
+# ---- a machine other than the one asked for is said, not chosen silently ----------------------
+
+
+def _spec(**compute):
+    from genai_cloud.spec import load_spec
+
+    return load_spec({"name": "demo", "model": {"name_or_path": "gpt2"},
+                      "data": {"train": "s3://b/train.jsonl"}, "compute": compute})  # fmt: skip
+
+
+def test_a_count_rounded_up_is_a_warning_naming_what_is_paid_and_run():
+    spec = _spec(accelerator="H100", count=3)
+    notes = [n for n in spec.warnings() if n.startswith("compute.count")]
+    assert len(notes) == 1
+    note = notes[0]
+    for provider, machine in (("sagemaker", "ml.p5.48xlarge"), ("vertex", "a3-highgpu-8g"),
+                              ("azureml", "Standard_ND96isr_H100_v5")):  # fmt: skip
+        assert f"{provider} ({machine})" in note
+        assert resolve_instance(provider, spec.compute).type == machine  # choice unchanged
+    assert "round it up to 8 H100 GPUs per node" in note and "you pay for 8" in note
+    assert "8 training processes run per node" in note and "global batch is 8/3 times" in note
+    assert "azureml: 1, 2, 8" in note  # what could be asked instead
+
+
+def test_a_substituted_gpu_kind_is_a_warning():
+    notes = _spec(accelerator="A100", count=1).warnings()
+    upgraded = [n for n in notes if n.startswith("compute.accelerator")]
+    assert len(upgraded) == 1 and "azureml (Standard_NC24ads_A100_v4) uses A100-80GB" in upgraded[0]
+    assert "you pay the A100-80GB price" in upgraded[0]
+    # SageMaker has no single A100 either: its smallest is 8 of them.
+    assert any("sagemaker (ml.p4d.24xlarge) rounds it up to 8 A100 GPUs" in n for n in notes)
+
+
+@pytest.mark.parametrize("compute", [
+    {"accelerator": "H100", "count": 8},
+    {"accelerator": "A10G", "count": 1},
+    {"accelerator": "cpu"},
+    {"accelerator": "H100", "count": 3, "instance_type": "ml.p5.48xlarge"},  # chosen by name
+])  # fmt: skip
+def test_no_warning_when_the_machine_is_what_was_asked(compute):
+    assert not [n for n in _spec(**compute).warnings() if n.startswith("compute.")]
+
+
+def test_tpu_chips_rounded_up_are_said_without_the_gpu_process_count():
+    (note,) = cat.substitution_notes(ComputeSpec(accelerator="tpu-v5e", count=2))
+    assert "vertex (ct5lp-hightpu-4t) rounds it up to 4 tpu-v5e chips per node" in note
+    assert "processes" not in note
+
+
+def test_the_cli_prints_the_warning(tmp_path, capsys):
+    from genai_cloud.cli import main
+
+    path = tmp_path / "job.yaml"
+    path.write_text("name: demo\nmodel: {name_or_path: gpt2}\ndata: {train: s3://b/t.jsonl}\n")
+    with pytest.raises(SystemExit) as info:
+        main(["validate", str(path), "--set", "compute.accelerator=H100",
+              "--set", "compute.count=3"])  # fmt: skip
+        raise SystemExit(0)
+    err = capsys.readouterr().err
+    assert info.value.code == 0 and "Warning: compute.count: no machine has 3 x H100" in err

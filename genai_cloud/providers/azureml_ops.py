@@ -118,9 +118,9 @@ class _FirstToken:
     def __init__(self, credential, scope: str, token):
         self._credential, self._scope, self._token = credential, scope, token
 
-    def _cached(self, scopes: tuple, extra: dict):
-        fresh = isinstance(self._token.expires_on, (int, float)) and \
-            self._token.expires_on - 300 > time.time()  # fmt: skip
+    def _cached(self, scopes: tuple, extra: dict) -> bool:
+        expires = self._token.expires_on
+        fresh = isinstance(expires, (int, float)) and expires - 300 > time.time()
         return fresh and scopes == (self._scope,) and not any(extra.values())
 
     def get_token(self, *scopes: str, **kwargs):
@@ -129,11 +129,6 @@ class _FirstToken:
 
             return AccessToken(self._token.token, self._token.expires_on)
         return self._credential.get_token(*scopes, **kwargs)
-
-    def get_token_info(self, *scopes: str, options=None):
-        if self._cached(scopes, dict(options or {})):
-            return self._token
-        return self._credential.get_token_info(*scopes, options=options)
 
     def close(self) -> None:
         self._credential.close()
@@ -144,6 +139,16 @@ class _FirstToken:
 
     def __exit__(self, *args) -> None:
         self._credential.__exit__(*args)
+
+
+class _FirstTokenInfo(_FirstToken):
+    """The same for a credential that has ``get_token_info`` (azure-identity 1.18+; azure-core
+    then prefers it), whose answer is what is kept."""
+
+    def get_token_info(self, *scopes: str, options=None):
+        if self._cached(scopes, dict(options or {})):
+            return self._token
+        return self._credential.get_token_info(*scopes, options=options)
 
 
 def credential():
@@ -162,8 +167,11 @@ def credential():
     if os.environ.get("AZUREML_CURRENT_CLOUD", "AzureCloud").lower() != "azurecloud":
         return found  # a sovereign cloud has its own management scope: azure-ai-ml asks for it
     with quiet_azure_logs():
-        token = found.get_token_info(ARM_SCOPE)
-    return _FirstToken(found, ARM_SCOPE, token)
+        if hasattr(found, "get_token_info"):
+            return _FirstTokenInfo(found, ARM_SCOPE, found.get_token_info(ARM_SCOPE))
+        if hasattr(found, "get_token"):
+            return _FirstToken(found, ARM_SCOPE, found.get_token(ARM_SCOPE))
+    return found
 
 
 def ml_client(subscription_id: str | None = None, resource_group: str | None = None,

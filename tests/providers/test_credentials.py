@@ -204,3 +204,20 @@ def test_a_sovereign_cloud_skips_the_early_token(monkeypatch):
     monkeypatch.setattr("azure.identity.DefaultAzureCredential", mock.Mock(return_value=inner))
     monkeypatch.setenv("AZUREML_CURRENT_CLOUD", "AzureChinaCloud")
     assert azureml_ops.credential() is inner and inner.get_token_info.call_count == 0
+
+
+def test_a_credential_with_get_token_only_is_wrapped_the_same_way(monkeypatch):
+    """azure-identity before 1.18 has no get_token_info: the token then comes from get_token."""
+    from genai_cloud.providers import azureml_ops
+
+    class OldStyle:
+        calls = 0
+
+        def get_token(self, *scopes, **kwargs):
+            OldStyle.calls += 1
+            return _Token("old")
+
+    monkeypatch.setattr("azure.identity.DefaultAzureCredential", OldStyle)
+    credential = azureml_ops.credential()
+    assert not hasattr(credential, "get_token_info")  # azure-core then calls get_token
+    assert credential.get_token(azureml_ops.ARM_SCOPE).token == "old" and OldStyle.calls == 1

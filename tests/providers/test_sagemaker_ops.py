@@ -491,8 +491,8 @@ def test_bad_job_ids_are_user_errors(no_aws_config, capsys, args, said):
 
 
 def test_arn_status_without_credentials_reads_the_region_from_the_arn(no_aws_config, capsys):
-    code, _, err = _run_cli(["status", "arn:aws:sagemaker:us-east-1:123456789012:training-job/"
-                             "myjob"], capsys)  # fmt: skip
+    arn = "arn:aws:sagemaker:us-east-1:123456789012:training-job/myjob"
+    code, _, err = _run_cli(["status", arn], capsys)
     assert code == 2 and "Traceback" not in err
     assert "Error: AWS credentials not found" in err
     assert "describing training job 'myjob'" in err

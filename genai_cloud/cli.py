@@ -144,11 +144,18 @@ class _PositiveNumber(click.ParamType):
         return number
 
 
-def _load(spec_path: str, overrides: tuple[str, ...] = ()):
+def _load(spec_path: str, overrides: tuple[str, ...] = (), provider: str | None = None):
+    """The spec, its warnings printed: machine substitutions for ``provider`` only when one is
+    named (``local``: none), for every cloud otherwise (``validate``, ``-p cheapest``)."""
     from .spec import load_spec
 
     spec = load_spec(spec_path, overrides=_parse_overrides(overrides))
-    for note in spec.warnings():
+    named = None
+    if provider and provider.lower() != "cheapest":
+        from .providers.base import canonical_name
+
+        named = [canonical_name(provider)]
+    for note in spec.warnings(named):
         click.secho(f"Warning: {note}", fg="yellow", err=True)
     return spec
 
@@ -254,11 +261,11 @@ def render(spec_path: str, provider: str, fmt: str, output: str | None,
     from .plan import make_plan
     from .providers import get_provider
 
-    spec = _load(spec_path, overrides)
+    spec = _load(spec_path, overrides, provider)
     plan = make_plan(spec, _place(spec, provider, configured_only=False))
     impl = get_provider(plan.provider)
     if fmt == "native":
-        text = impl.render_native(plan)
+        text = impl.render_native(plan, path=output)
     elif fmt == "stepfunctions":
         if not hasattr(impl, "render_stepfunctions"):
             raise GenaiCloudError(f"--format stepfunctions needs provider sagemaker, not "
@@ -303,7 +310,7 @@ def run(spec_path: str, emulate: str, nproc: int, run_dir: str | None, preempt_a
     """Run a spec on this machine with the same entrypoint a cloud job runs."""
     from .providers.local import run_local
 
-    spec = _load(spec_path, overrides)
+    spec = _load(spec_path, overrides, "local")
     result = run_local(spec, emulate=emulate, nproc=nproc, run_dir=run_dir,
                        preempt_at=preempt_at, docker_image=docker_image)  # fmt: skip
     if result.returncode == 0:
@@ -329,7 +336,7 @@ def submit(spec_path: str, provider: str, overrides: tuple[str, ...]) -> None:
     from .plan import make_plan
     from .providers import get_provider
 
-    spec = _load(spec_path, overrides)
+    spec = _load(spec_path, overrides, provider)
     plan = make_plan(spec, _place(spec, provider, configured_only=True))
     if spec.budget.max_usd is not None and plan.provider != "local":
         from .cost import worst_case

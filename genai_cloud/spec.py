@@ -498,8 +498,11 @@ class JobSpec(Section):
     def checkpointing(self) -> bool:
         return self.training.checkpoint_every is not None
 
-    def warnings(self) -> list[str]:
-        """Valid but risky choices, reported by `validate` and before a launch."""
+    def warnings(self, providers: list[str] | None = None) -> list[str]:
+        """Valid but risky choices, reported by `validate` and before a launch.
+
+        ``providers``: where the job may run, for the machine substitutions (all with a catalog
+        when None; ``[]`` for none, e.g. a local run)."""
         notes = []
         if self.compute.allow_spot_without_checkpoints and not self.checkpointing():
             notes.append(
@@ -510,7 +513,7 @@ class JobSpec(Section):
         # bigger one (or another GPU kind): say what is paid for and what runs.
         from .catalog import substitution_notes
 
-        notes += substitution_notes(self.compute)
+        notes += substitution_notes(self.compute, providers)
         return notes
 
 

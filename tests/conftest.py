@@ -61,3 +61,23 @@ def make_spec(tiny_gpt2, corpus_path):
         return spec
 
     return build
+
+
+# Link-local metadata endpoints (AWS / Azure / GCP instance credentials). A test that reaches one
+# is a test with an unmocked credential chain: it fails at once instead of probing a real cloud.
+_METADATA_HOSTS = {"169.254.169.254", "169.254.170.2", "metadata.google.internal", "fd00:ec2::254"}
+
+
+@pytest.fixture(autouse=True)
+def _no_cloud_metadata(monkeypatch):
+    import socket
+
+    real_connect = socket.socket.connect
+
+    def connect(self, address):
+        if isinstance(address, tuple) and address[0] in _METADATA_HOSTS:
+            raise OSError(f"test tried to reach the cloud metadata endpoint {address[0]}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")

@@ -225,9 +225,14 @@ def provider_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def canonical_name(name: str) -> str:
+    """``aws`` -> ``sagemaker`` and the like; other names lower-cased."""
+    return _ALIASES.get(name.lower(), name.lower())
+
+
 def get_provider(name: str) -> Provider:
     """The provider registered as ``name``; an unknown name lists the valid ones."""
-    key = _ALIASES.get(name.lower(), name.lower())
+    key = canonical_name(name)
     target = _REGISTRY.get(key)
     if target is None:
         raise ProviderError(

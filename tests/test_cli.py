@@ -216,3 +216,15 @@ def test_the_readme_python_snippet_runs_as_written(monkeypatch):
     exec(compile(snippet, "README.md", "exec"), namespace)  # noqa: S102 - our own README
     assert ran == ["quickstart"]
     assert namespace["request"]["AlgorithmSpecification"]
+
+
+def test_substitution_warnings_name_only_the_provider_rendered_for(tmp_path, capsys):
+    path = tmp_path / "h100.yaml"
+    path.write_text("name: h\nmodel: {name_or_path: gpt2}\ndata: {train: s3://b/t.jsonl}\n"
+                    "compute: {accelerator: H100, count: 3}\n")  # fmt: skip
+    _, _, everywhere = run_cli(["validate", str(path)], capsys)
+    assert "sagemaker (ml.p5.48xlarge)" in everywhere and "vertex (a3-highgpu-8g)" in everywhere
+    _, _, vertex_only = run_cli(["render", str(path), "-p", "gcp",
+                                 "--set", "output.uri=gs://b/runs"], capsys)  # fmt: skip
+    assert "vertex (a3-highgpu-8g) rounds it up to 8" in vertex_only
+    assert "sagemaker" not in vertex_only

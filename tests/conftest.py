@@ -81,3 +81,18 @@ def _no_cloud_metadata(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", connect)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run the CLI in-process: ``run_cli(args) -> (exit code, stdout, stderr)``."""
+    from genai_cloud.cli import main
+
+    def invoke(args):
+        with pytest.raises(SystemExit) as info:
+            main(args)
+            raise SystemExit(0)
+        out = capsys.readouterr()
+        return info.value.code, out.out, out.err
+
+    return invoke

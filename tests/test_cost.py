@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from genai_cloud import cost, regions
-from genai_cloud.cli import main
 from genai_cloud.cost import BudgetError, capped_runtime, cheapest, estimate
 from genai_cloud.errors import GenaiCloudError, ProviderError
 from genai_cloud.plan import make_plan
@@ -37,15 +36,6 @@ def spec(**sections):
     for key, value in sections.items():
         base[key] = {**base[key], **value} if isinstance(base.get(key), dict) else value
     return load_spec(base)
-
-
-def run_cli(args, capsys):
-    """(exit code, stdout, stderr) of one CLI call."""
-    with pytest.raises(SystemExit) as info:
-        main(args)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return info.value.code, out.out, out.err
 
 
 def rows(result):
@@ -127,12 +117,12 @@ def test_tokens_without_throughput_is_a_user_error():
         estimate(spec(), tokens=1000)
 
 
-def test_estimate_cli_prints_the_table_and_the_reasons(tmp_path, capsys):
+def test_estimate_cli_prints_the_table_and_the_reasons(tmp_path, run_cli):
     path = tmp_path / "job.yaml"
     path.write_text("name: tpu-job\ntask: pretrain-scratch\nscratch: {toy_task: copy}\n"
                     "training: {max_steps: 5}\ncompute: {accelerator: tpu-v5e, count: 4}\n")  # fmt: skip
     code, out, _ = run_cli(["estimate", str(path), "--tokens", "1000000000", "--throughput",
-                            "50000"], capsys)  # fmt: skip
+                            "50000"])  # fmt: skip
     assert code == 0
     lines = out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("PROVIDER"))
@@ -205,7 +195,7 @@ def test_a_budget_without_a_price_cannot_be_enforced():
         capped_runtime(toy, "sagemaker")
 
 
-def test_submit_over_budget_exits_2_before_any_call(tmp_path, capsys, monkeypatch):
+def test_submit_over_budget_exits_2_before_any_call(tmp_path, run_cli, monkeypatch):
     from genai_cloud.providers.sagemaker import SageMakerProvider
 
     calls = []
@@ -214,7 +204,7 @@ def test_submit_over_budget_exits_2_before_any_call(tmp_path, capsys, monkeypatc
     path.write_text(f"name: pricey\ntask: pretrain-scratch\nscratch: {{toy_task: copy}}\n"
                     f"training: {{max_steps: 5}}\ncompute: {{accelerator: A10G, max_runtime: 10h}}\n"
                     f"budget: {{max_usd: 10}}\naws: {{role_arn: '{ROLE}', bucket: b}}\n")  # fmt: skip
-    code, _, err = run_cli(["submit", str(path), "-p", "sagemaker"], capsys)
+    code, _, err = run_cli(["submit", str(path), "-p", "sagemaker"])
     assert code == 2 and "Over budget" in err and "Traceback" not in err
     assert calls == []
 
@@ -272,12 +262,12 @@ def test_no_provider_left_lists_every_reason():
         assert f"  - {name}: " in info.value.message
 
 
-def test_render_with_provider_cheapest_says_why(tmp_path, capsys):
+def test_render_with_provider_cheapest_says_why(tmp_path, run_cli):
     path = tmp_path / "job.yaml"
     path.write_text("name: tpu-job\ntask: pretrain-scratch\nscratch: {toy_task: copy}\n"
                     "training: {max_steps: 5}\ncompute: {accelerator: tpu-v5e, count: 4}\n"
                     "output: {uri: 'gs://genai-out/runs'}\n")  # fmt: skip
-    code, out, err = run_cli(["render", str(path), "-p", "cheapest"], capsys)
+    code, out, err = run_cli(["render", str(path), "-p", "cheapest"])
     assert code == 0
     assert err.startswith("Cheapest placement: vertex (ct5lp-hightpu-4t")
     assert '"machine_type": "ct5lp-hightpu-4t"' in out
@@ -331,11 +321,11 @@ TPU_JOB = ("name: tpu-job\ntask: pretrain-scratch\nscratch: {toy_task: copy}\n"
 
 
 @pytest.mark.parametrize("tokens", ["2e9", "2_000_000_000", "2000000000", "2.0e9"])
-def test_tokens_accept_whole_numbers_in_any_notation(tokens, tmp_path, capsys):
+def test_tokens_accept_whole_numbers_in_any_notation(tokens, tmp_path, run_cli):
     path = tmp_path / "job.yaml"
     path.write_text(TPU_JOB)
     code, out, err = run_cli(["estimate", str(path), "--tokens", tokens, "--throughput",
-                              "4e5"], capsys)  # fmt: skip
+                              "4e5"])  # fmt: skip
     assert code == 0, err
     assert "2,000,000,000 tokens at 400,000 tokens/s" in out
 
@@ -346,31 +336,30 @@ def test_tokens_accept_whole_numbers_in_any_notation(tokens, tmp_path, capsys):
     ("--throughput", "nan", "a positive number"), ("--throughput", "-1", "a positive number"),
     ("--throughput", "inf", "a positive number"),
 ])  # fmt: skip
-def test_bad_tokens_or_throughput_are_rejected_clearly(option, value, why, tmp_path, capsys):
+def test_bad_tokens_or_throughput_are_rejected_clearly(option, value, why, tmp_path, run_cli):
     path = tmp_path / "job.yaml"
     path.write_text(TPU_JOB)
     args = {"--tokens": "1e9", "--throughput": "5e4", option: value}
-    code, _, err = run_cli(["estimate", str(path), *[x for kv in args.items() for x in kv]],
-                           capsys)  # fmt: skip
+    code, _, err = run_cli(["estimate", str(path), *[x for kv in args.items() for x in kv]])  # fmt: skip
     assert code == 2 and "Traceback" not in err
     assert f"Invalid value for '{option}'" in err and why in err and repr(value) in err
 
 
 @pytest.mark.parametrize("names", [["-p", "nosuch"], ["-p", "vertex,nosuch"]])
-def test_estimate_rejects_unknown_provider_names(names, tmp_path, capsys):
+def test_estimate_rejects_unknown_provider_names(names, tmp_path, run_cli):
     path = tmp_path / "job.yaml"
     path.write_text(TPU_JOB)
-    code, out, err = run_cli(["estimate", str(path), *names], capsys)
+    code, out, err = run_cli(["estimate", str(path), *names])
     assert code == 2 and out == ""
     assert "unknown provider 'nosuch'; valid providers:" in err and "vertex" in err
     with pytest.raises(ProviderError, match="unknown provider 'nosuch'"):
         estimate(spec(), ["nosuch"])
 
 
-def test_estimate_reasons_name_the_provider_once(tmp_path, capsys):
+def test_estimate_reasons_name_the_provider_once(tmp_path, run_cli):
     path = tmp_path / "job.yaml"
     path.write_text(TPU_JOB)
-    code, out, _ = run_cli(["estimate", str(path)], capsys)
+    code, out, _ = run_cli(["estimate", str(path)])
     assert code == 0
     (line,) = [x for x in out.splitlines() if x.startswith("azureml")]
     assert line.startswith("azureml cannot run this spec: compute.accelerator: tpu is not "
@@ -391,10 +380,10 @@ def test_estimate_header_says_where_the_hours_come_from(sections, basis):
     assert text.splitlines()[0] == f"price-check: 1 x T4 x 1 node(s); {basis}"
 
 
-def test_estimate_refuses_a_provider_without_prices_and_counts_aliases_once(tmp_path, capsys):
+def test_estimate_refuses_a_provider_without_prices_and_counts_aliases_once(tmp_path, run_cli):
     path = tmp_path / "job.yaml"
     path.write_text(TPU_JOB)
-    code, _, err = run_cli(["estimate", str(path), "-p", "local"], capsys)
+    code, _, err = run_cli(["estimate", str(path), "-p", "local"])
     assert code == 2 and "provider 'local' has no price catalog; priced providers:" in err
     result = estimate(spec(compute={"max_runtime": "1h"}), ["aws", "sagemaker"])
     assert [q.provider for q in result.quotes].count("sagemaker") == len(result.quotes) == 3

@@ -8,7 +8,6 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from genai_cloud import jobs
-from genai_cloud.cli import main
 from genai_cloud.providers import JobHandle, JobState, JobStatus, Provider, base, get_provider
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -95,14 +94,6 @@ def fakes(monkeypatch):
     SEEN_LABELS.clear()
 
 
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as info:
-        main(args)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return info.value.code, out.out, out.err
-
-
 # ---- the table ------------------------------------------------------------------------------
 
 
@@ -159,36 +150,35 @@ def test_format_table_columns_and_total(fakes):
     assert "1 job(s) without a known instance or runtime" in lines[-1]
 
 
-def test_status_without_a_job_id_prints_the_table(fakes, capsys):
-    code, out, err = run_cli(["status", "-p", "sagemaker,vertex", "-p", "azureml"], capsys)
+def test_status_without_a_job_id_prints_the_table(fakes, run_cli):
+    code, out, err = run_cli(["status", "-p", "sagemaker,vertex", "-p", "azureml"])
     assert code == 0, err
     assert "tune-vertex" in out and "tune-a-0123456789" in out and AZURE_ID in out
     assert "Total so far:" in out
 
 
-def test_list_by_label(fakes, capsys):
-    code, out, _ = run_cli(["list", "--label", "team=vision", "-p", "sagemaker", "-p", "vertex"],
-                           capsys)  # fmt: skip
+def test_list_by_label(fakes, run_cli):
+    code, out, _ = run_cli(["list", "--label", "team=vision", "-p", "sagemaker", "-p", "vertex"])
     assert code == 0
     assert "tune-b-0123456789" in out and "tune-vertex" not in out
-    code, _, err = run_cli(["list", "--label", "team", "-p", "vertex"], capsys)
+    code, _, err = run_cli(["list", "--label", "team", "-p", "vertex"])
     assert code == 2 and "--label expects KEY=VALUE" in err
 
 
-def test_status_with_nothing_configured_says_why(fakes, capsys, monkeypatch):
+def test_status_with_nothing_configured_says_why(fakes, run_cli, monkeypatch):
     for name in ("sagemaker", "vertex", "azureml"):
         monkeypatch.setitem(jobs._CHECKS, name, lambda spec, n=name: f"{n} has no credentials")
-    code, _, err = run_cli(["status"], capsys)
+    code, _, err = run_cli(["status"])
     assert code == 2 and "No providers" in err
     assert "Skipped vertex: not configured (vertex has no credentials)" in err
 
 
-def test_status_asks_only_configured_providers(fakes, capsys, monkeypatch):
+def test_status_asks_only_configured_providers(fakes, run_cli, monkeypatch):
     monkeypatch.setitem(jobs._CHECKS, "sagemaker", lambda spec: None)
     monkeypatch.setitem(jobs._CHECKS, "vertex", lambda spec: "no project")
     monkeypatch.setitem(jobs._CHECKS, "azureml", lambda spec: "no workspace")
     monkeypatch.setattr(jobs, "cloud_providers", lambda: ["azureml", "sagemaker", "vertex"])
-    code, out, _ = run_cli(["status"], capsys)
+    code, out, _ = run_cli(["status"])
     assert code == 0
     assert set(SEEN_LABELS) == {"sagemaker"} and "tune-vertex" not in out
 
@@ -207,12 +197,12 @@ def test_infer_provider(job_id, provider):
     assert jobs.infer_provider(job_id) == provider
 
 
-def test_logs_follow_reads_the_provider_from_the_job_id(fakes, capsys):
-    code, out, _ = run_cli(["logs", VERTEX_ID, "--follow"], capsys)
+def test_logs_follow_reads_the_provider_from_the_job_id(fakes, run_cli):
+    code, out, _ = run_cli(["logs", VERTEX_ID, "--follow"])
     assert code == 0 and out.strip() == f"vertex log of {VERTEX_ID} (follow=True)"
-    code, out, _ = run_cli(["logs", "us-east-1/tune-a", "-f"], capsys)
+    code, out, _ = run_cli(["logs", "us-east-1/tune-a", "-f"])
     assert out.strip() == "sagemaker log of us-east-1/tune-a (follow=True)"
-    code, _, err = run_cli(["logs", "tune-a"], capsys)
+    code, _, err = run_cli(["logs", "tune-a"])
     assert code == 2 and "pass --provider" in err
 
 
@@ -258,7 +248,7 @@ def test_azure_needs_a_workspace_config(monkeypatch, tmp_path):
     assert jobs.azure_config_file() == azureml / "config.json"
 
 
-def test_submit_cheapest_considers_only_configured_providers(monkeypatch, tmp_path, capsys):
+def test_submit_cheapest_considers_only_configured_providers(monkeypatch, tmp_path, run_cli):
     from genai_cloud.providers.sagemaker import SageMakerProvider
 
     monkeypatch.delenv("AWS_REGION", raising=False)
@@ -278,7 +268,7 @@ def test_submit_cheapest_considers_only_configured_providers(monkeypatch, tmp_pa
     path.write_text("name: toy\ntask: pretrain-scratch\nscratch: {toy_task: copy}\n"
                     "training: {max_steps: 5}\ncompute: {accelerator: T4}\nbudget: {max_usd: 5}\n"
                     "aws: {role_arn: 'arn:aws:iam::123456789012:role/r', bucket: b}\n")  # fmt: skip
-    code, out, err = run_cli(["submit", str(path), "-p", "cheapest"], capsys)
+    code, out, err = run_cli(["submit", str(path), "-p", "cheapest"])
     assert code == 0, err
     assert "Not considered: azureml (not configured: no workspace)" in err
     assert "Cheapest placement: sagemaker (ml.g4dn.xlarge x 1 in us-east-1" in err
@@ -377,14 +367,14 @@ def test_azure_job_runtime_and_cost_from_the_command_job(tmp_path):
     (["local"], ("provider 'local' does not list jobs; providers that do: azureml, sagemaker, "
                  "vertex")),
 ])  # fmt: skip
-def test_provider_names_are_checked_before_asking_any(command, names, why, fakes, capsys):
-    code, out, err = run_cli([command, *[x for n in names for x in ("-p", n)]], capsys)
+def test_provider_names_are_checked_before_asking_any(command, names, why, fakes, run_cli):
+    code, out, err = run_cli([command, *[x for n in names for x in ("-p", n)]])
     assert code == 2 and out == "" and why in err
     assert SEEN_LABELS == {}  # nothing was asked
 
 
-def test_aliases_name_the_same_provider_once(fakes, capsys):
-    code, out, _ = run_cli(["list", "-p", "aws", "-p", "sagemaker"], capsys)
+def test_aliases_name_the_same_provider_once(fakes, run_cli):
+    code, out, _ = run_cli(["list", "-p", "aws", "-p", "sagemaker"])
     assert code == 0
     assert [line.split()[0] for line in out.splitlines()].count("tune-a-0123456789") == 1
 
@@ -397,19 +387,19 @@ class BrokenVertex(Provider):
 
 
 @pytest.mark.parametrize("command", [["list"], ["status"]])
-def test_every_provider_failing_is_exit_2_with_each_error(command, fakes, capsys, monkeypatch):
+def test_every_provider_failing_is_exit_2_with_each_error(command, fakes, run_cli, monkeypatch):
     monkeypatch.setitem(base._REGISTRY, "sagemaker", f"{__name__}:BrokenCloud")
     monkeypatch.setitem(base._REGISTRY, "vertex", f"{__name__}:BrokenVertex")
-    code, out, err = run_cli([*command, "-p", "sagemaker", "-p", "vertex"], capsys)
+    code, out, err = run_cli([*command, "-p", "sagemaker", "-p", "vertex"])
     assert code == 2 and "No genai-cloud jobs found" not in out
     assert "Could not list jobs" in err
     assert "sagemaker: RuntimeError: endpoint unreachable" in err
     assert "vertex: no Google Cloud credentials" in err
 
 
-def test_a_partial_failure_prints_the_table_and_a_warning(fakes, capsys, monkeypatch):
+def test_a_partial_failure_prints_the_table_and_a_warning(fakes, run_cli, monkeypatch):
     monkeypatch.setitem(base._REGISTRY, "sagemaker", f"{__name__}:BrokenCloud")
-    code, out, err = run_cli(["list", "-p", "sagemaker", "-p", "vertex"], capsys)
+    code, out, err = run_cli(["list", "-p", "sagemaker", "-p", "vertex"])
     assert code == 0 and "tune-vertex" in out
     assert "Warning: sagemaker: could not list jobs: RuntimeError: endpoint unreachable" in err
 

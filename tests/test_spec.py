@@ -210,26 +210,29 @@ def test_2_4_pattern_needs_half_sparsity():
     assert "training.lr" in text
 
 
+def _spec_errors(tmp_path, text: str) -> list[str]:
+    """What load_spec reports for a spec file holding ``text``."""
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    return info.value.errors
+
+
 @pytest.mark.parametrize("task, why", [("prune", "pruning changes the base weights"),
                                        ("distill", "a distilled student trains all its weights")])
 def test_lora_is_refused_where_the_recipe_refuses_it(task, why, tmp_path):
-    path = tmp_path / "l.yaml"
-    path.write_text(f"name: l\ntask: {task}\nmodel:\n  name_or_path: gpt2\n  lora:\n    r: 4\n"
-                    "data: {train: s3://b/t.jsonl}\ndistill: {teacher: gpt2}\n")
-    with pytest.raises(SpecError) as info:
-        load_spec(path)
+    errors = _spec_errors(tmp_path, f"name: l\ntask: {task}\nmodel:\n  name_or_path: gpt2\n"
+                          "  lora:\n    r: 4\ndata: {train: s3://b/t.jsonl}\n"
+                          "distill: {teacher: gpt2}\n")  # fmt: skip
     why += "; remove model.lora (LoRA adapters are for task 'finetune')"
-    assert info.value.errors == [f"model.lora (line 5): {why}"]
+    assert errors == [f"model.lora (line 5): {why}"]
     assert load_spec({**MINIMAL, "model": {"name_or_path": "gpt2", "lora": {}}}).model.lora
 
 
 def test_image_metrics_need_an_extractor_and_generated_images(tmp_path):
-    path = tmp_path / "e.yaml"
-    path.write_text("name: e\ntask: evaluate\nmodel: {name_or_path: gpt2}\n"
-                    "data: {train: s3://b/t.jsonl}\nevaluate:\n  image_metrics: true\n")
-    with pytest.raises(SpecError) as info:
-        load_spec(path)
-    errors = info.value.errors
+    errors = _spec_errors(tmp_path, "name: e\ntask: evaluate\nmodel: {name_or_path: gpt2}\n"
+                          "data: {train: s3://b/t.jsonl}\nevaluate:\n  image_metrics: true\n")
     assert len(errors) == 2
     assert errors[0].startswith("evaluate.feature_extractor (line 5): required when "
                                 "evaluate.image_metrics is true")
@@ -242,25 +245,20 @@ def test_image_metrics_need_an_extractor_and_generated_images(tmp_path):
 
 
 def test_task_problems_name_their_field_and_line(tmp_path):
-    path = tmp_path / "s.yaml"
-    path.write_text("name: s\nmodel: {name_or_path: gpt2}\ndata: {train: s3://b/t.jsonl}\n"
-                    "compute:\n  accelerator: A10G\n  spot: true\n")
-    with pytest.raises(SpecError) as info:
-        load_spec(path)
-    assert info.value.errors[0].startswith("training.checkpoint_every: required on spot capacity")
+    errors = _spec_errors(tmp_path, "name: s\nmodel: {name_or_path: gpt2}\n"
+                          "data: {train: s3://b/t.jsonl}\ncompute:\n  accelerator: A10G\n"
+                          "  spot: true\n")  # fmt: skip
+    assert errors[0].startswith("training.checkpoint_every: required on spot capacity")
     with pytest.raises(Exception, match="sparsity: 2:4 keeps 2 of every 4"):
         JobSpec.model_validate({**MINIMAL, "prune": {"pattern": "2:4", "sparsity": 0.25}})
 
 
 def test_an_adapter_alone_on_a_random_init_is_refused(tmp_path):
-    path = tmp_path / "r.yaml"
-    path.write_text("name: r\nmodel:\n  name_or_path: gpt2\n  init: random\n  lora:\n"
-                    "    merge_on_save: false\ndata: {train: s3://b/t.jsonl}\n")
-    with pytest.raises(SpecError) as info:
-        load_spec(path)
+    errors = _spec_errors(tmp_path, "name: r\nmodel:\n  name_or_path: gpt2\n  init: random\n"
+                          "  lora:\n    merge_on_save: false\ndata: {train: s3://b/t.jsonl}\n")
     expected = ("model.lora.merge_on_save (line 6): an adapter saved alone needs its base "
                 "weights, and a random init is not saved anywhere; set merge_on_save: true")
-    assert info.value.errors == [expected]
+    assert errors == [expected]
     merged = {"name_or_path": "gpt2", "init": "random", "lora": {"merge_on_save": True}}
     assert load_spec({**MINIMAL, "model": merged}).model.lora.merge_on_save
 

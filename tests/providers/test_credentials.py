@@ -81,16 +81,6 @@ ARM = ("/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningSe
        "workspaces/ws/jobs/demo-0123456789")  # fmt: skip
 
 
-def _run_cli(args, capsys):
-    from genai_cloud.cli import main
-
-    with pytest.raises(SystemExit) as info:
-        main(args)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return info.value.code, out.out, out.err
-
-
 class _Token:
     def __init__(self, token="t", expires_on=None):
         import time
@@ -133,12 +123,12 @@ def azure_chain(monkeypatch):
 
 
 @pytest.mark.parametrize("command", ["status", "logs", "cancel"])
-def test_azure_without_credentials_is_one_line_without_the_sdk_dump(azure_chain, caplog, capsys,
+def test_azure_without_credentials_is_one_line_without_the_sdk_dump(azure_chain, caplog, run_cli,
                                                                     command):  # fmt: skip
     import logging
 
     caplog.set_level(logging.DEBUG)  # whatever the SDK logs at WARNING or above is seen here
-    code, _, err = _run_cli([command, ARM], capsys)
+    code, _, err = run_cli([command, ARM])
     assert code == 2 and "Traceback" not in err
     assert "Error: Azure credentials not found" in err and "az login" in err
     assert "Attempted credentials" not in err

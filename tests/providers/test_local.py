@@ -76,33 +76,23 @@ def test_render_is_pure(plan, tmp_path):
 # ---- operating a local run by its id -----------------------------------------------------------
 
 
-def _run_cli(args, capsys):
-    from genai_cloud.cli import main
-
-    with pytest.raises(SystemExit) as info:
-        main(args)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return info.value.code, out.out, out.err
-
-
 @pytest.mark.parametrize("command", ["status", "logs"])
-def test_an_unknown_local_run_is_named_by_status_and_logs_alike(tmp_path, capsys, command):
+def test_an_unknown_local_run_is_named_by_status_and_logs_alike(tmp_path, run_cli, command):
     missing = tmp_path / "x"
-    code, out, err = _run_cli([command, str(missing), "-p", "local"], capsys)
+    code, out, err = run_cli([command, str(missing), "-p", "local"])
     assert code == 2 and out == "" and "Traceback" not in err
     assert "Error: Unknown job" in err and f"no local run at {missing}" in err
     assert "submit -p local" in err
 
 
-def test_logs_of_a_folder_that_is_not_a_run(tmp_path, capsys):
-    code, _, err = _run_cli(["logs", str(tmp_path), "-p", "local"], capsys)
+def test_logs_of_a_folder_that_is_not_a_run(tmp_path, run_cli):
+    code, _, err = run_cli(["logs", str(tmp_path), "-p", "local"])
     assert code == 2 and "Error: Unknown job" in err and "job.log does not exist" in err
 
 
-def test_logs_print_a_runs_log(tmp_path, capsys):
+def test_logs_print_a_runs_log(tmp_path, run_cli):
     (tmp_path / "job.log").write_text("step 1\nstep 2\n")
-    code, out, _ = _run_cli(["logs", str(tmp_path), "-p", "local"], capsys)
+    code, out, _ = run_cli(["logs", str(tmp_path), "-p", "local"])
     assert code == 0 and out == "step 1\nstep 2\n"
 
 

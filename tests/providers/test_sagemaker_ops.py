@@ -429,16 +429,6 @@ def test_failure_reason_is_the_message():
 # ---- job ids and AWS configuration errors ------------------------------------------------------
 
 
-def _run_cli(args, capsys):
-    from genai_cloud.cli import main
-
-    with pytest.raises(SystemExit) as info:
-        main(args)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return info.value.code, out.out, out.err
-
-
 @pytest.fixture
 def no_aws_config(monkeypatch, tmp_path):
     """No credentials, region or profile anywhere boto3 looks, and no request may leave."""
@@ -483,38 +473,38 @@ def test_status_by_arn_finds_the_job(provider):
     (["status", "arn:aws:sagemaker:us-east-1:1:processing-job/x"], "not of a training job"),
     (["cancel", "us-east-1/not_a_name", "-p", "sagemaker"], "not a SageMaker training job name"),
 ])  # fmt: skip
-def test_bad_job_ids_are_user_errors(no_aws_config, capsys, args, said):
-    code, _, err = _run_cli(args, capsys)
+def test_bad_job_ids_are_user_errors(no_aws_config, run_cli, args, said):
+    code, _, err = run_cli(args)
     assert code == 2 and "Traceback" not in err
     assert "Error: Invalid SageMaker job id" in err and said in err
     assert "<region>/<job name>" in err and "training-job/<job name>" in err
 
 
-def test_arn_status_without_credentials_reads_the_region_from_the_arn(no_aws_config, capsys):
+def test_arn_status_without_credentials_reads_the_region_from_the_arn(no_aws_config, run_cli):
     arn = "arn:aws:sagemaker:us-east-1:123456789012:training-job/myjob"
-    code, _, err = _run_cli(["status", arn], capsys)
+    code, _, err = run_cli(["status", arn])
     assert code == 2 and "Traceback" not in err
     assert "Error: AWS credentials not found" in err
     assert "describing training job 'myjob'" in err
 
 
-def test_missing_credentials_hint_is_about_credentials(no_aws_config, capsys):
-    code, _, err = _run_cli(["status", "us-east-1/myjob"], capsys)
+def test_missing_credentials_hint_is_about_credentials(no_aws_config, run_cli):
+    code, _, err = run_cli(["status", "us-east-1/myjob"])
     assert code == 2 and "Error: AWS credentials not found" in err
     assert "aws configure" in err and "AWS_ACCESS_KEY_ID" in err and "aws sso login" in err
     assert "<region>/<job name>" not in err  # the region was given: not the problem
 
 
-def test_missing_region_hint_is_about_the_region(no_aws_config, capsys):
-    code, _, err = _run_cli(["status", "myjob", "-p", "sagemaker"], capsys)
+def test_missing_region_hint_is_about_the_region(no_aws_config, run_cli):
+    code, _, err = run_cli(["status", "myjob", "-p", "sagemaker"])
     assert code == 2 and "Error: AWS region not set" in err
     assert "You must specify a region. Set AWS_REGION" in err  # one period, not two
     assert "<region>/<job name>" in err and "aws sso login" not in err
 
 
-def test_a_profile_that_does_not_exist_is_named(no_aws_config, monkeypatch, capsys):
+def test_a_profile_that_does_not_exist_is_named(no_aws_config, monkeypatch, run_cli):
     monkeypatch.setenv("AWS_PROFILE", "nope")
-    code, _, err = _run_cli(["status", "us-east-1/myjob"], capsys)
+    code, _, err = run_cli(["status", "us-east-1/myjob"])
     assert code == 2 and "Traceback" not in err
     assert "Error: AWS profile not found" in err and "(nope)" in err
 

@@ -22,11 +22,14 @@ container, so it depends on the standard library only.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import argparse
 
 PLATFORMS = ("local", "sagemaker", "vertex", "azureml")
 BUNDLE_ROOT = Path(__file__).resolve().parent.parent
@@ -121,6 +124,8 @@ def detect_platform(env: dict[str, str]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    import argparse  # here, not at the top: the SDK imports this module's tables on `render`
+
     parser = argparse.ArgumentParser(prog="job_templates.entrypoint")
     parser.add_argument("--spec", help="Path to spec.json (default: the bundle's own).")
     parser.add_argument("--data", action="append", default=[], metavar="NAME=PATH")

@@ -65,15 +65,9 @@ def run(spec: Any, contract: Any) -> dict:
     trainer = Trainer(student, train_set, eval_set, training, contract, spec.compute.accelerator)
     freeze(teacher, trainer.device)
     trainer.loss_fn = make_loss_fn(teacher, distill, vocab, compile=trainer.compile)
-    resumed = trainer.resume()
-    resumed_from = trainer.state.step if resumed else None
-    if not resumed:
-        trainer.notes["eval_before"] = trainer.evaluate()
-        log.info("student before distillation: %s", trainer.notes["eval_before"])
-    state = trainer.fit()
-    eval_after = trainer.evaluate()
+    state, eval_after, resumed_from = trainer.fit_and_evaluate()
     teacher_eval = score_teacher(teacher, eval_set, trainer)
-    log.info("student after: %s; teacher: %s", eval_after, teacher_eval)
+    log.info("teacher: %s", teacher_eval)
 
     # 4. Outputs.
     metrics = {

@@ -73,14 +73,7 @@ def run(spec: Any, contract: Any) -> dict:
     loss_fn = weighted_loss if train_set.weights is not None else None
     trainer = Trainer(model, train_set, eval_set, training, contract, spec.compute.accelerator,
                       loss_fn=loss_fn)  # fmt: skip
-    resumed = trainer.resume()
-    resumed_from = trainer.state.step if resumed else None
-    if not resumed:
-        trainer.notes["eval_before"] = trainer.evaluate()
-        log.info("eval before training: %s", trainer.notes["eval_before"])
-    state = trainer.fit()
-    eval_after = trainer.evaluate()
-    log.info("eval after training: %s", eval_after)
+    state, eval_after, resumed_from = trainer.fit_and_evaluate()
 
     # 5. Outputs.
     metrics = _metrics(spec, trainer, train_set, eval_after, resumed_from, started)

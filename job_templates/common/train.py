@@ -1,10 +1,9 @@
 """The training loop every recipe shares: one ``Trainer``, used by composition.
 
     trainer = Trainer(model, train_examples, eval_examples, spec.training, contract, accelerator)
-    if not trainer.resume():                  # newest complete checkpoint, if any
-        trainer.notes["before"] = trainer.evaluate()
-    trainer.fit()                             # may raise Preempted after flushing a checkpoint
-    after = trainer.evaluate()
+    state, after, resumed_from = trainer.fit_and_evaluate()
+    # = resume from the newest complete checkpoint, or notes["eval_before"] = evaluate();
+    #   fit() (may raise Preempted after flushing a checkpoint); evaluate()
 
 What it does: AdamW (fused on CUDA; no weight decay on biases and norms), a linear / cosine /
 constant schedule with warmup (``warmup_steps`` or ``warmup_ratio``), gradient accumulation and
@@ -237,6 +236,22 @@ class Trainer:
                         rank=self.rank, world_size=self.world)  # fmt: skip
 
     # ---- the loop ---------------------------------------------------------------------------
+
+    def fit_and_evaluate(self) -> tuple[LoopState, dict, int | None]:
+        """Resume, or evaluate before training (kept in ``notes["eval_before"]``, so a resumed run
+        reports the first run's figure); train; evaluate after.
+
+        Returns:
+            ``(state, eval after, the step resumed from or None)``.
+        """
+        resumed_from = self.state.step if self.resume() else None
+        if resumed_from is None:
+            self.notes["eval_before"] = self.evaluate()
+            log.info("eval before training: %s", self.notes["eval_before"])
+        state = self.fit()
+        after = self.evaluate()
+        log.info("eval after training: %s", after)
+        return state, after, resumed_from
 
     def fit(self) -> LoopState:
         """Train until ``total_steps``. Raises ``Preempted`` after flushing on SIGTERM."""

@@ -232,7 +232,7 @@ def _ops_finder(name: str, provider: Provider):
     if name in ("vertex", "azureml"):
         import importlib
 
-        return importlib.import_module(f"genai_cloud.providers.{name}_ops").find_existing
+        return importlib.import_module(f"genai_cloud.providers.{name}.ops").find_existing
     return None
 
 
@@ -255,11 +255,11 @@ def placement_problem_in_status(provider: str, status: JobStatus) -> str | None:
     if status.state not in (JobState.FAILED, JobState.STOPPED):
         return None
     if provider == "sagemaker":
-        from .providers.sagemaker_ops import placement_problem_in_status as classify
+        from .providers.sagemaker.ops import placement_problem_in_status as classify
     elif provider == "vertex":
-        from .providers.vertex_ops import placement_problem_in_status as classify
+        from .providers.vertex.ops import placement_problem_in_status as classify
     elif provider == "azureml":
-        from .providers.azureml_ops import placement_problem_in_status as classify
+        from .providers.azureml.ops import placement_problem_in_status as classify
     else:
         return None
     return classify(status)

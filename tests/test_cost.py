@@ -196,7 +196,7 @@ def test_a_budget_without_a_price_cannot_be_enforced():
 
 
 def test_submit_over_budget_exits_2_before_any_call(tmp_path, run_cli, monkeypatch):
-    from genai_cloud.providers.sagemaker import SageMakerProvider
+    from genai_cloud.providers.sagemaker.render import SageMakerProvider
 
     calls = []
     monkeypatch.setattr(SageMakerProvider, "submit", lambda self, plan: calls.append(plan))
@@ -274,7 +274,7 @@ def test_render_with_provider_cheapest_says_why(tmp_path, run_cli):
 
 
 def test_launch_region_matches_the_sagemaker_render(monkeypatch):
-    from genai_cloud.providers.sagemaker import region_of
+    from genai_cloud.providers.sagemaker.render import region_of
 
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-2")
     toy = spec()
@@ -286,7 +286,8 @@ def test_launch_region_matches_the_sagemaker_render(monkeypatch):
 def test_launch_region_matches_the_vertex_render_and_submit(monkeypatch):
     """gcp.region, then compute.region, then aiplatform's environment, then us-central1: the
     region priced is the one `render --format native` and submit use."""
-    from genai_cloud.providers import vertex, vertex_ops
+    from genai_cloud.providers.vertex import ops as vertex_ops
+    from genai_cloud.providers.vertex import render as vertex
 
     for var in regions.REGION_ENV["vertex"]:
         monkeypatch.delenv(var, raising=False)

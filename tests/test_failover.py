@@ -20,14 +20,10 @@ from genai_cloud.failover import (
     fallback_spec,
     submit_with_fallback,
 )
-from genai_cloud.providers import (
-    JobState,
-    JobStatus,
-    azureml_ops,
-    get_provider,
-    sagemaker_ops,
-    vertex_ops,
-)
+from genai_cloud.providers import JobState, JobStatus, get_provider
+from genai_cloud.providers.azureml import ops as azureml_ops
+from genai_cloud.providers.sagemaker import ops as sagemaker_ops
+from genai_cloud.providers.vertex import ops as vertex_ops
 from genai_cloud.spec import load_spec
 
 ROLE = "arn:aws:iam::123456789012:role/genai-sagemaker"

@@ -249,7 +249,7 @@ def test_azure_needs_a_workspace_config(monkeypatch, tmp_path):
 
 
 def test_submit_cheapest_considers_only_configured_providers(monkeypatch, tmp_path, run_cli):
-    from genai_cloud.providers.sagemaker import SageMakerProvider
+    from genai_cloud.providers.sagemaker.render import SageMakerProvider
 
     monkeypatch.delenv("AWS_REGION", raising=False)
     monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
@@ -293,7 +293,7 @@ def _plan(provider: str, **sections):
 
 
 def test_sagemaker_running_spot_job_is_billed_from_its_start_at_the_spot_rate():
-    from genai_cloud.providers.sagemaker_ops import to_status
+    from genai_cloud.providers.sagemaker.ops import to_status
 
     described = {
         "TrainingJobName": "toy-0123456789", "TrainingJobStatus": "InProgress",
@@ -317,7 +317,7 @@ def test_sagemaker_running_spot_job_is_billed_from_its_start_at_the_spot_rate():
 def test_vertex_job_runtime_and_cost_from_the_custom_job(monkeypatch):
     from google.cloud import aiplatform_v1
 
-    from genai_cloud.providers import vertex_ops
+    from genai_cloud.providers.vertex import ops as vertex_ops
 
     plan = _plan("vertex", compute={"accelerator": "T4", "count": 2, "nodes": 2, "spot": True},
                  output={"uri": "gs://bkt/runs"})  # fmt: skip
@@ -339,7 +339,7 @@ def test_vertex_job_runtime_and_cost_from_the_custom_job(monkeypatch):
 def test_azure_job_runtime_and_cost_from_the_command_job(tmp_path):
     from azure.ai.ml.entities import CommandJob, SystemData
 
-    from genai_cloud.providers import azureml_ops
+    from genai_cloud.providers.azureml import ops as azureml_ops
 
     plan = _plan("azureml", compute={"accelerator": "T4", "nodes": 2, "spot": True})
     rendered = azureml_ops.load_rendered_job(plan, get_provider("azureml").render(plan), tmp_path)

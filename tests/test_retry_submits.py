@@ -27,7 +27,9 @@ from moto.core.models import botocore_stubber as moto_send
 
 from genai_cloud.errors import GenaiCloudError
 from genai_cloud.plan import make_plan
-from genai_cloud.providers import azureml_ops, get_provider, vertex_ops
+from genai_cloud.providers import get_provider
+from genai_cloud.providers.azureml import ops as azureml_ops
+from genai_cloud.providers.vertex import ops as vertex_ops
 from genai_cloud.spec import load_spec
 
 FAILURE_RATE = 0.3

@@ -30,7 +30,7 @@ def _no_azure_login(*args, **kwargs):
 
 
 def test_vertex_submit_without_credentials(monkeypatch):
-    from genai_cloud.providers import vertex_ops
+    from genai_cloud.providers.vertex import ops as vertex_ops
 
     monkeypatch.setattr(vertex_ops, "submit", _no_adc)
     plan = make_plan(load_spec(VERTEX), "vertex")
@@ -41,7 +41,7 @@ def test_vertex_submit_without_credentials(monkeypatch):
 
 
 def test_vertex_logs_generator_is_guarded(monkeypatch):
-    from genai_cloud.providers import vertex_ops
+    from genai_cloud.providers.vertex import ops as vertex_ops
 
     def logs(job_id, follow=False):
         yield "first line"
@@ -55,7 +55,7 @@ def test_vertex_logs_generator_is_guarded(monkeypatch):
 
 
 def test_azure_status_without_credentials(monkeypatch):
-    from genai_cloud.providers import azureml_ops
+    from genai_cloud.providers.azureml import ops as azureml_ops
 
     monkeypatch.setattr(azureml_ops, "status", _no_azure_login)
     with pytest.raises(ProviderError) as info:
@@ -65,7 +65,7 @@ def test_azure_status_without_credentials(monkeypatch):
 
 
 def test_other_errors_pass_through(monkeypatch):
-    from genai_cloud.providers import azureml_ops
+    from genai_cloud.providers.azureml import ops as azureml_ops
 
     def broken(*args, **kwargs):
         raise KeyError("a bug of ours keeps its traceback")
@@ -164,7 +164,7 @@ def test_a_logger_level_set_by_the_user_is_left_alone(azure_chain, caplog):
 def test_the_first_management_token_is_reused_by_the_client(monkeypatch):
     from unittest import mock
 
-    from genai_cloud.providers import azureml_ops
+    from genai_cloud.providers.azureml import ops as azureml_ops
 
     inner = mock.Mock()
     inner.get_token_info.return_value = _Token("arm")
@@ -188,7 +188,7 @@ def test_the_first_management_token_is_reused_by_the_client(monkeypatch):
 def test_a_sovereign_cloud_skips_the_early_token(monkeypatch):
     from unittest import mock
 
-    from genai_cloud.providers import azureml_ops
+    from genai_cloud.providers.azureml import ops as azureml_ops
 
     inner = mock.Mock()
     monkeypatch.setattr("azure.identity.DefaultAzureCredential", mock.Mock(return_value=inner))
@@ -198,7 +198,7 @@ def test_a_sovereign_cloud_skips_the_early_token(monkeypatch):
 
 def test_a_credential_with_get_token_only_is_wrapped_the_same_way(monkeypatch):
     """azure-identity before 1.18 has no get_token_info: the token then comes from get_token."""
-    from genai_cloud.providers import azureml_ops
+    from genai_cloud.providers.azureml import ops as azureml_ops
 
     class OldStyle:
         calls = 0

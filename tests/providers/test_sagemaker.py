@@ -14,7 +14,7 @@ from genai_cloud.catalog import CatalogError
 from genai_cloud.errors import GenaiCloudError, UnsupportedFeatureError
 from genai_cloud.plan import make_plan
 from genai_cloud.providers import get_provider
-from genai_cloud.providers.sagemaker import SageMakerRenderError
+from genai_cloud.providers.sagemaker.render import SageMakerRenderError
 from genai_cloud.spec import load_spec
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"

@@ -18,8 +18,8 @@ from moto.core.models import botocore_stubber as moto_send
 from genai_cloud.errors import ProviderError
 from genai_cloud.plan import make_plan
 from genai_cloud.providers.base import JobState
-from genai_cloud.providers.sagemaker import SageMakerProvider
-from genai_cloud.providers.sagemaker_ops import LOG_GROUP, to_status
+from genai_cloud.providers.sagemaker.ops import LOG_GROUP, to_status
+from genai_cloud.providers.sagemaker.render import SageMakerProvider
 from genai_cloud.spec import load_spec
 
 REGION = "us-east-1"
@@ -455,7 +455,7 @@ def no_aws_config(monkeypatch, tmp_path):
      "us-gov-west-1"),
 ])  # fmt: skip
 def test_job_ids_name_and_region(job_id, name, region):
-    from genai_cloud.providers.sagemaker_ops import parse_job_id
+    from genai_cloud.providers.sagemaker.ops import parse_job_id
 
     assert parse_job_id(job_id) == (name, region)
 
@@ -510,7 +510,7 @@ def test_a_profile_that_does_not_exist_is_named(no_aws_config, monkeypatch, run_
 
 
 def test_an_invalid_region_from_the_client_factory_is_a_user_error(aws):
-    from genai_cloud.providers.sagemaker_ops import SageMakerOps
+    from genai_cloud.providers.sagemaker.ops import SageMakerOps
 
     with pytest.raises(ProviderError) as info:
         SageMakerOps().client("sagemaker", "not a region")
@@ -529,7 +529,7 @@ def test_an_invalid_region_from_the_client_factory_is_a_user_error(aws):
 def test_aws_configuration_errors_map_to_their_own_headlines(exc, headline):
     import botocore.exceptions as botocore_errors
 
-    from genai_cloud.providers.sagemaker_ops import _aws_error
+    from genai_cloud.providers.sagemaker.ops import _aws_error
 
     error = _aws_error(eval(exc, vars(botocore_errors)), "doing it")
     assert isinstance(error, ProviderError) and error.headline == headline

@@ -13,7 +13,7 @@ from genai_cloud.catalog import instances
 from genai_cloud.errors import ProviderError, UnsupportedFeatureError
 from genai_cloud.plan import make_plan
 from genai_cloud.providers import get_provider
-from genai_cloud.providers.vertex import KEY_LABEL
+from genai_cloud.providers.vertex.render import KEY_LABEL
 from genai_cloud.spec import load_spec
 from job_templates.contract import resolve
 

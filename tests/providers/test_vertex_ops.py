@@ -14,7 +14,8 @@ from google.cloud import aiplatform_v1
 from test_vertex import make  # same folder: pytest puts it on sys.path
 
 from genai_cloud.errors import GenaiCloudError
-from genai_cloud.providers import JobState, get_provider, vertex_ops
+from genai_cloud.providers import JobState, get_provider
+from genai_cloud.providers.vertex import ops as vertex_ops
 
 PARENT = "projects/proj/locations/us-central1"
 JOB_ID = f"{PARENT}/customJobs/4242"
@@ -165,7 +166,7 @@ def test_logs_follow_polls_until_the_job_ends_without_repeating_lines(clients, m
 
 
 def test_a_bad_job_id_has_its_own_headline():
-    from genai_cloud.providers.vertex_ops import parse_job_name
+    from genai_cloud.providers.vertex.ops import parse_job_name
 
     with pytest.raises(GenaiCloudError) as info:
         parse_job_name("projects/x")
@@ -176,7 +177,7 @@ def test_a_bad_job_id_has_its_own_headline():
 def test_no_project_and_no_credentials_have_their_own_headlines(monkeypatch):
     from google.auth.exceptions import DefaultCredentialsError
 
-    from genai_cloud.providers.vertex_ops import resolve_project
+    from genai_cloud.providers.vertex.ops import resolve_project
 
     monkeypatch.setattr("google.auth.default", lambda: (object(), None))
     with pytest.raises(GenaiCloudError) as info:

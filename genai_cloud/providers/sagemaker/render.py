@@ -3,7 +3,7 @@
 ``render(plan)`` is pure: it needs no credentials and makes no call, and it returns exactly the
 request ``submit`` sends (and what ``render --format native`` hands to
 ``aws sagemaker create-training-job --cli-input-json``). The boto3 side lives in
-``sagemaker_ops.py`` and is imported only when a job is submitted or inspected.
+``ops.py`` and is imported only when a job is submitted or inspected.
 
 How the job runs: the SageMaker training toolkit in the Hugging Face / PyTorch Deep Learning
 Container downloads the bundle (``sagemaker_submit_directory``), pip-installs its
@@ -21,18 +21,18 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, ClassVar
 
-from .. import contract
-from ..bundle import LAUNCHER
-from ..catalog import Instance, resolve_instance
-from ..cost import capped_runtime
-from ..errors import ProviderError
-from ..plan import SAGEMAKER_NAMES
-from ..regions import launch_region
-from .base import Feature, JobHandle, JobStatus, Provider
+from ... import contract
+from ...bundle import LAUNCHER
+from ...catalog import Instance, resolve_instance
+from ...cost import capped_runtime
+from ...errors import ProviderError
+from ...plan import SAGEMAKER_NAMES
+from ...regions import launch_region
+from ..base import Feature, JobHandle, JobStatus, Provider
 
 if TYPE_CHECKING:
-    from ..plan import Plan
-    from ..spec import JobSpec
+    from ...plan import Plan
+    from ...spec import JobSpec
 
 KEY_TAG = "genai-cloud-key"  # tag carrying Plan.key: finds a job again without its name
 NAME_TAG = "genai-cloud-name"
@@ -117,12 +117,12 @@ class SageMakerProvider(Provider):
             "End": True,
         }
 
-    # ---- operations (boto3, in sagemaker_ops) --------------------------------------------------
+    # ---- operations (boto3, in ops.py) --------------------------------------------------
 
     @property
     def ops(self):
         if self._ops is None:
-            from .sagemaker_ops import SageMakerOps
+            from .ops import SageMakerOps
 
             self._ops = SageMakerOps(self._session)
         return self._ops

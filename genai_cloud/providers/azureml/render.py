@@ -9,7 +9,7 @@ file. ``submit`` extracts the bundle there in a temporary directory before loadi
 ``render --format native -o FILE`` extracts it beside FILE for ``az ml job create``. Azure uploads that folder as
 the job's code snapshot and runs the command from it, so ``run_job.py`` is at the working dir.
 
-Operations (submit, status, logs, cancel, list) live in ``azureml_ops.py``.
+Operations (submit, status, logs, cancel, list) live in ``ops.py``.
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from .. import contract
-from ..catalog import Instance, resolve_instance
-from ..cost import capped_runtime
-from ..errors import ProviderError
-from ..plan import NameRules
-from ..spec import is_remote_uri
-from .base import Feature, JobHandle, JobStatus, Provider, credentials_hint
+from ... import contract
+from ...catalog import Instance, resolve_instance
+from ...cost import capped_runtime
+from ...errors import ProviderError
+from ...plan import NameRules
+from ...spec import is_remote_uri
+from ..base import Feature, JobHandle, JobStatus, Provider, credentials_hint
 
 if TYPE_CHECKING:
-    from ..plan import Plan
+    from ...plan import Plan
 
 # Job names are unique per workspace and become run ids: letters, digits, '-' and '_'
 # (az ml job create rejects others); 255 is the run-id length limit.
@@ -101,32 +101,32 @@ class AzureMLProvider(Provider):
 
     @_LOGIN
     def submit(self, plan: Plan) -> JobHandle:
-        from . import azureml_ops
+        from . import ops as azureml_ops
 
         return azureml_ops.submit(plan, self.render(plan))
 
     @_LOGIN
     def status(self, job_id: str) -> JobStatus:
-        from . import azureml_ops
+        from . import ops as azureml_ops
 
         return azureml_ops.status(job_id)
 
     @_LOGIN
     def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
-        from . import azureml_ops
+        from . import ops as azureml_ops
 
         return azureml_ops.logs(job_id, follow=follow)
 
     @_LOGIN
     def cancel(self, job_id: str) -> None:
-        from . import azureml_ops
+        from . import ops as azureml_ops
 
         azureml_ops.cancel(job_id)
 
     @_LOGIN
     def list(self, labels: dict[str, str] | None = None) -> list[JobStatus]:
         """genai-cloud jobs in the configured workspace (config.json), filtered by tags."""
-        from . import azureml_ops
+        from . import ops as azureml_ops
 
         return azureml_ops.list_jobs(labels or {})
 
@@ -272,7 +272,7 @@ def command_line(inputs: dict) -> str:
 
 
 def _requirements() -> list[str]:
-    from ..bundle import TEMPLATES_DIR
+    from ...bundle import TEMPLATES_DIR
 
     lines = (TEMPLATES_DIR / "requirements.txt").read_text().splitlines()
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
@@ -355,7 +355,7 @@ def render_yaml(plan: Plan, path: str | Path | None = None) -> str:
 
 def write_job_files(plan: Plan, directory: str | Path, job: dict | None = None) -> Path:
     """Write ``job.yml`` and the extracted bundle folder it names into ``directory``."""
-    from ..bundle import safe_extract
+    from ...bundle import safe_extract
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

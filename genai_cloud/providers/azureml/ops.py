@@ -24,13 +24,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ProviderError, require
-from .azureml import KEY_TAG, write_job_files
-from .base import JobHandle, JobState, JobStatus
-from .retry import call_with_retries
+from ...errors import ProviderError, require
+from ..base import JobHandle, JobState, JobStatus
+from ..retry import call_with_retries
+from .render import KEY_TAG, write_job_files
 
 if TYPE_CHECKING:
-    from ..plan import Plan
+    from ...plan import Plan
 
 CALL_ATTEMPTS = 6  # with backoff capped at 20 s: about a minute of throttling ridden out
 BACKOFF_S = 2.0  # doubled per attempt

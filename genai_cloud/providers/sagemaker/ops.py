@@ -14,13 +14,13 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from ..errors import ProviderError, require
-from ..failover import PlacementError
-from .base import JobHandle, JobState, JobStatus
-from .sagemaker import KEY_TAG, bundle_location, region_of
+from ...errors import ProviderError, require
+from ...failover import PlacementError
+from ..base import JobHandle, JobState, JobStatus
+from .render import KEY_TAG, bundle_location, region_of
 
 if TYPE_CHECKING:
-    from ..plan import Plan
+    from ...plan import Plan
 
 _botocore = require("botocore.exceptions", "aws")  # this module is only loaded to talk to AWS
 # AWS's answers (ClientError) and botocore's own failures (no credentials, timeouts after all

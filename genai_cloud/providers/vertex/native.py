@@ -9,10 +9,10 @@ import os
 import shlex
 from typing import TYPE_CHECKING
 
-from .vertex import bundle_uri, region_of, render_custom_job
+from .render import bundle_uri, region_of, render_custom_job
 
 if TYPE_CHECKING:
-    from ..plan import Plan
+    from ...plan import Plan
 
 
 def _camel(name: str) -> str:

@@ -11,7 +11,7 @@ spec runs the same prebuilt PyTorch training image with a short shell command th
 bundle from the Cloud Storage FUSE mount (``/gcs/<bucket>/...``, present in every custom job) and
 runs the launcher, so Vertex executes byte-for-byte the bundle that the local runner executes.
 
-Submitting, status, logs and cancel live in ``vertex_ops.py`` (they import the SDK lazily).
+Submitting, status, logs and cancel live in ``ops.py`` (they import the SDK lazily).
 """
 
 from __future__ import annotations
@@ -21,17 +21,17 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, ClassVar
 
-from .. import contract
-from ..catalog import Instance, resolve_instance
-from ..cost import capped_runtime
-from ..errors import ProviderError
-from ..plan import NameRules
-from ..regions import env_region, launch_region
-from ..spec import is_remote_uri
-from .base import Feature, JobHandle, JobStatus, Provider, credentials_hint
+from ... import contract
+from ...catalog import Instance, resolve_instance
+from ...cost import capped_runtime
+from ...errors import ProviderError
+from ...plan import NameRules
+from ...regions import env_region, launch_region
+from ...spec import is_remote_uri
+from ..base import Feature, JobHandle, JobStatus, Provider, credentials_hint
 
 if TYPE_CHECKING:
-    from ..plan import Plan
+    from ...plan import Plan
 
 # CustomJob.display_name: "can be up to 128 characters long and can consist of any UTF-8
 # characters" (aiplatform_v1 CustomJob docs). Display names are not unique: the key label is.
@@ -79,31 +79,31 @@ class VertexProvider(Provider):
         return render_custom_job(plan)
 
     def render_native(self, plan: Plan, path: str | os.PathLike | None = None) -> str:
-        from .vertex_native import render_gcloud_config
+        from .native import render_gcloud_config
 
         return render_gcloud_config(plan, path)
 
     @_LOGIN
     def submit(self, plan: Plan) -> JobHandle:
-        from . import vertex_ops
+        from . import ops as vertex_ops
 
         return vertex_ops.submit(plan, self.render(plan))
 
     @_LOGIN
     def status(self, job_id: str) -> JobStatus:
-        from . import vertex_ops
+        from . import ops as vertex_ops
 
         return vertex_ops.status(job_id)
 
     @_LOGIN
     def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
-        from . import vertex_ops
+        from . import ops as vertex_ops
 
         return vertex_ops.logs(job_id, follow=follow)
 
     @_LOGIN
     def cancel(self, job_id: str) -> None:
-        from . import vertex_ops
+        from . import ops as vertex_ops
 
         vertex_ops.cancel(job_id)
 
@@ -111,7 +111,7 @@ class VertexProvider(Provider):
     def list(self, labels: dict[str, str] | None = None, *, project: str | None = None,
              region: str | None = None) -> list[JobStatus]:  # fmt: skip
         """genai-cloud jobs in a project/region, optionally filtered by labels."""
-        from . import vertex_ops
+        from . import ops as vertex_ops
 
         return vertex_ops.list_jobs(labels or {}, project=project, region=region)
 

@@ -17,13 +17,13 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from ..errors import ProviderError, require
-from .base import JobHandle, JobState, JobStatus
-from .retry import call_with_retries
-from .vertex import KEY_LABEL, bundle_uri, default_region, region_of
+from ...errors import ProviderError, require
+from ..base import JobHandle, JobState, JobStatus
+from ..retry import call_with_retries
+from .render import KEY_LABEL, bundle_uri, default_region, region_of
 
 if TYPE_CHECKING:
-    from ..plan import Plan
+    from ...plan import Plan
 
 # Tries per call. Six with backoff capped at 20 s ride out ~1 minute of throttling, about what
 # google.api_core's own default retry deadline allows.

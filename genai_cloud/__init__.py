@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it (imported on first access)
 _EXPORTS = {
     "JobSpec": "genai_cloud.spec",
-    "load_spec": "genai_cloud.spec",
+    "load_spec": "genai_cloud.loading",
     "json_schema": "genai_cloud.spec",
     "Plan": "genai_cloud.plan",
     "make_plan": "genai_cloud.plan",
@@ -51,4 +51,5 @@ if TYPE_CHECKING:  # pragma: no cover
     from .plan import Plan, make_plan
     from .providers import Feature, JobState, get_provider, provider_names
     from .providers.local import run_local
-    from .spec import JobSpec, json_schema, load_spec
+    from .loading import load_spec
+    from .spec import JobSpec, json_schema

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .loading import load_spec
 from .plan import Plan, make_plan
 from .providers import JobHandle, JobStatus, get_provider
-from .spec import JobSpec, load_spec
+from .spec import JobSpec
 
 
 def _spec(spec: JobSpec | str | Path | dict) -> JobSpec:

@@ -147,7 +147,7 @@ class _PositiveNumber(click.ParamType):
 def _load(spec_path: str, overrides: tuple[str, ...] = (), provider: str | None = None):
     """The spec, its warnings printed: machine substitutions for ``provider`` only when one is
     named (``local``: none), for every cloud otherwise (``validate``, ``-p cheapest``)."""
-    from .spec import load_spec
+    from .loading import load_spec
 
     spec = load_spec(spec_path, overrides=_parse_overrides(overrides))
     named = None

@@ -56,6 +56,22 @@ class UnsupportedFeatureError(ProviderError):
     headline = "Unsupported feature"
 
 
+# Why a placement was passed over. "capacity": the cloud has no machines of that kind now;
+# "quota": this account may not have more of them; "spot": no spot/preemptible capacity.
+PLACEMENT_KINDS = ("capacity", "quota", "spot")
+
+
+class PlacementError(ProviderError):
+    """A provider refused a placement for a reason another placement may not share (raised by
+    each provider's operations, acted on by ``failover``)."""
+
+    headline = "No capacity"
+
+    def __init__(self, message: str, *, kind: str):
+        super().__init__(message)
+        self.kind = kind if kind in PLACEMENT_KINDS else "capacity"
+
+
 class MissingDependencyError(GenaiCloudError):
     """An optional SDK is not installed; the message carries the pip command that fixes it."""
 

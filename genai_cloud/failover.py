@@ -2,7 +2,7 @@
 
 A cloud that answers "no capacity", "over quota" or "no spot capacity" may well say yes in another
 region, on another accelerator or on another provider; any other answer (a bad role, a missing
-bucket, a bug) would repeat everywhere and is raised at once. Each provider's ``*_ops`` module
+bucket, a bug) would repeat everywhere and is raised at once. Each provider's ``ops`` module
 classifies its own SDK's exceptions (``placement_problem``) and raises ``PlacementError`` for
 them, so this module never imports a cloud SDK.
 
@@ -22,29 +22,29 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from .errors import GenaiCloudError, ProviderError, SpecError
+from .errors import (
+    GenaiCloudError,
+    PlacementError,
+    ProviderError,
+    SpecError,
+)
 from .plan import Plan, make_plan
-from .providers.base import JobHandle, JobState, JobStatus, Provider, get_provider
+from .providers.base import (
+    JobHandle,
+    JobState,
+    JobStatus,
+    Provider,
+    get_provider,
+    provider_class,
+)
+from .regions import pinned_region
 
 if TYPE_CHECKING:
     from .spec import FallbackSpec, JobSpec
 
 log = logging.getLogger("genai_cloud.failover")
 
-# Why a placement was passed over. "capacity": the cloud has no machines of that kind now;
-# "quota": this account may not have more of them; "spot": no spot/preemptible capacity.
-KINDS = ("capacity", "quota", "spot")
 POLL_S = 15.0  # waiting for a job to leave provisioning: capacity errors surface within minutes
-
-
-class PlacementError(ProviderError):
-    """A provider refused a placement for a reason another placement may not share."""
-
-    headline = "No capacity"
-
-    def __init__(self, message: str, *, kind: str):
-        super().__init__(message)
-        self.kind = kind if kind in KINDS else "capacity"
 
 
 class NoPlacementError(GenaiCloudError):
@@ -77,11 +77,9 @@ class Placement:
 
 
 def placement_of(plan: Plan) -> Placement:
-    spec = plan.spec
-    region = {"sagemaker": spec.aws.region, "vertex": spec.gcp.region}.get(plan.provider)
-    compute = spec.compute
-    return Placement(plan.provider, region or compute.region, compute.accelerator,
-                     compute.count, compute.spot)  # fmt: skip
+    compute = plan.spec.compute
+    return Placement(plan.provider, pinned_region(plan.spec, plan.provider) or compute.region,
+                     compute.accelerator, compute.count, compute.spot)  # fmt: skip
 
 
 def fallback_spec(spec: JobSpec, entry: FallbackSpec, index: int) -> tuple[JobSpec, str | None]:
@@ -128,9 +126,10 @@ def candidate_plans(spec: JobSpec, provider: str) -> list[Plan]:
     for index, entry in enumerate(spec.compute.fallback):
         new_spec, new_provider = fallback_spec(spec, entry, index)
         name = new_provider or provider
-        if name in ("azureml", "azure") and entry.region is not None:
-            problem = (f"compute.fallback.{index}.region: an Azure ML job runs in its "
-                       "workspace's region; name another provider or leave region out")
+        fixed = provider_class(name).fixed_region
+        if fixed and entry.region is not None:
+            problem = (f"compute.fallback.{index}.region: {fixed}; name another provider or "
+                       "leave region out")
             raise SpecError([problem])
         try:
             plan = make_plan(new_spec, name)
@@ -203,11 +202,8 @@ def _find_launched(plans: list[Plan], impl, passed: list, ruled_out: set[int]) -
     (then that placement is passed over: its job name is taken by the dead job)."""
     for index, plan in enumerate(plans):
         provider = impl(plan.provider)
-        finder = getattr(provider, "find_existing", None) or _ops_finder(plan.provider, provider)
-        if finder is None:
-            continue
         try:
-            found = finder(plan)
+            found = provider.find_existing(plan)
         except PlacementError:
             found = None
         except GenaiCloudError as exc:  # e.g. no credentials for a fallback's cloud yet
@@ -216,23 +212,12 @@ def _find_launched(plans: list[Plan], impl, passed: list, ruled_out: set[int]) -
         if found is None:
             continue
         handle, status = found
-        problem = placement_problem_in_status(plan.provider, status)
+        problem = placement_problem_in_status(provider, status)
         if problem is None:
             handle.details["placement"] = str(placement_of(plan))
             return handle
         passed.append((placement_of(plan), f"{problem} (earlier job {handle.job_id})"))
         ruled_out.add(index)
-    return None
-
-
-def _ops_finder(name: str, provider: Provider):
-    """Each provider's ``*_ops.find_existing(plan) -> (handle, status) | None``."""
-    if name == "sagemaker":
-        return provider.ops.find_existing
-    if name in ("vertex", "azureml"):
-        import importlib
-
-        return importlib.import_module(f"genai_cloud.providers.{name}.ops").find_existing
     return None
 
 
@@ -243,23 +228,15 @@ def _confirm(provider: Provider, handle: JobHandle, confirm_s: float, poll_s: fl
     while confirm_s > 0:
         status = provider.status(handle.job_id)
         if status.state is not JobState.PENDING:
-            return placement_problem_in_status(handle.provider, status)
+            return placement_problem_in_status(provider, status)
         if time.monotonic() + poll_s > deadline:
             return None  # still queued: capacity may come; the job is left to wait for it
         sleep(poll_s)
     return None
 
 
-def placement_problem_in_status(provider: str, status: JobStatus) -> str | None:
+def placement_problem_in_status(provider: Provider, status: JobStatus) -> str | None:
     """'capacity: ...' when a job ended because no machines could be had, else None."""
     if status.state not in (JobState.FAILED, JobState.STOPPED):
         return None
-    if provider == "sagemaker":
-        from .providers.sagemaker.ops import placement_problem_in_status as classify
-    elif provider == "vertex":
-        from .providers.vertex.ops import placement_problem_in_status as classify
-    elif provider == "azureml":
-        from .providers.azureml.ops import placement_problem_in_status as classify
-    else:
-        return None
-    return classify(status)
+    return provider.placement_problem_in_status(status)

@@ -26,116 +26,36 @@ included), and a finished one shows ``?``.
   ``resource_group`` + ``workspace``, or the workspace ``config.json`` that
   ``MLClient.from_config`` finds (``.azureml/``, ``aml_config/`` or plain, from the current
   directory up). Credentials are DefaultAzureCredential's business, checked on the first call.
-- any other registered provider: its ``configured(spec)`` method if it has one, else yes.
+- any other registered provider: what its ``not_configured_reason(spec)`` says (the three
+  above are theirs too).
 
 An explicit provider list skips these checks.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .catalog import CatalogError, catalog, find_instance
 from .cost import HOUR, text_table
 from .errors import GenaiCloudError, ProviderError
+from .providers import get_provider, provider_names
 
 if TYPE_CHECKING:
     from .providers import JobStatus
     from .spec import JobSpec
-
-AZURE_INSTANCE_TAG = "genai-cloud-instance-type"  # set by azureml.render_command_job
-_ARN_REGION = re.compile(r"^arn:aws[a-z-]*:sagemaker:([a-z0-9-]+):")
-_VERTEX_ID = re.compile(r"^projects/[^/]+/locations/([^/]+)/customJobs/[^/]+$")
-_AZURE_ID = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
-                       r"Microsoft\.MachineLearningServices/workspaces/[^/]+/jobs/[^/]+$",
-                       re.IGNORECASE)  # fmt: skip
-_AWS_REGION_PREFIX = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d/[^/]+$")  # "us-east-1/<name>"
 
 
 # --------------------------------------------------------------------------------------------
 # Which providers are configured
 
 
-def _has_module(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:  # a parent package is missing
-        return False
-
-
-def _aws(spec: JobSpec | None) -> str | None:
-    if not _has_module("boto3"):
-        return "boto3 is not installed (pip install 'genai-cloud[aws]')"
-    import boto3
-
-    if boto3.session.Session().get_credentials() is None:
-        return "no AWS credentials (aws configure, AWS_PROFILE or AWS_ACCESS_KEY_ID)"
-    return None
-
-
-def _gcp(spec: JobSpec | None) -> str | None:
-    if not _has_module("google.cloud.aiplatform"):
-        return "google-cloud-aiplatform is not installed (pip install 'genai-cloud[gcp]')"
-    project = (spec.gcp.project if spec else None) or os.environ.get("GOOGLE_CLOUD_PROJECT") \
-        or os.environ.get("CLOUDSDK_CORE_PROJECT")  # fmt: skip
-    if not project:
-        return "no project (set gcp.project or GOOGLE_CLOUD_PROJECT)"
-    gcloud_dir = os.environ.get("CLOUDSDK_CONFIG") or Path.home() / ".config" / "gcloud"
-    adc = Path(gcloud_dir) / "application_default_credentials.json"
-    if not os.environ.get("GOOGLE_APPLICATION_CREDENTIALS") and not adc.is_file():
-        return ("no Application Default Credentials (gcloud auth application-default login, "
-                "or GOOGLE_APPLICATION_CREDENTIALS)")  # fmt: skip
-    return None
-
-
-def azure_config_file(start: Path | None = None) -> Path | None:
-    """The workspace config.json that ``MLClient.from_config`` would read, if any."""
-    here = (start or Path.cwd()).resolve()
-    for folder in [here, *here.parents]:
-        for sub in (".azureml", "aml_config", ""):
-            path = folder / sub / "config.json"
-            try:
-                data = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue
-            # A plain config.json of some other tool is not a workspace config.
-            if isinstance(data, dict) and "subscription_id" in data:
-                return path
-    return None
-
-
-def _azure(spec: JobSpec | None) -> str | None:
-    if not _has_module("azure.ai.ml"):
-        return "azure-ai-ml is not installed (pip install 'genai-cloud[azure]')"
-    named = spec and all((spec.azure.subscription_id, spec.azure.resource_group,
-                          spec.azure.workspace))  # fmt: skip
-    if not named and azure_config_file() is None:
-        return ("no workspace (azure.subscription_id/resource_group/workspace, or the "
-                "workspace's config.json in this directory or above)")  # fmt: skip
-    return None
-
-
-_CHECKS = {"sagemaker": _aws, "vertex": _gcp, "azureml": _azure}
-
-
 def not_configured_reason(name: str, spec: JobSpec | None = None) -> str | None:
     """None when provider ``name`` is usable from here, else why not (see the module doc)."""
-    check = _CHECKS.get(name)
-    if check is not None:
-        return check(spec)
-    from .providers import get_provider
-
-    impl = get_provider(name)
-    own = getattr(impl, "configured", None)
-    return own(spec) if callable(own) else None
+    return get_provider(name).not_configured_reason(spec)
 
 
 def configured_providers(candidates: list[str], spec: JobSpec | None = None,
@@ -188,13 +108,8 @@ def listing_providers(names: list[str]) -> list[str]:
 
 def infer_provider(job_id: str) -> str | None:
     """The provider a job id belongs to, from its shape (None when a bare name is ambiguous)."""
-    if _VERTEX_ID.match(job_id):
-        return "vertex"
-    if _AZURE_ID.match(job_id):
-        return "azureml"
-    if _ARN_REGION.match(job_id) or _AWS_REGION_PREFIX.match(job_id):
-        return "sagemaker"
-    return None
+    owners = [name for name in provider_names() if get_provider(name).owns_job_id(job_id)]
+    return owners[0] if len(owners) == 1 else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,35 +143,6 @@ def _time(value) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
-def _region(provider: str, status: JobStatus) -> str | None:
-    details = status.details
-    if details.get("region"):
-        return details["region"]
-    for text in (details.get("arn") or "", status.job_id):
-        match = _ARN_REGION.match(text) or _VERTEX_ID.match(text)
-        if match:
-            return match.group(1)
-    if _AWS_REGION_PREFIX.match(status.job_id):
-        return status.job_id.split("/", 1)[0]
-    return None
-
-
-def _catalog_type(provider: str, details: dict) -> str | None:
-    """The catalog type of a job: named directly, by the Azure tag, or (Vertex) found from its
-    ``machine_type`` + ``accelerator_count`` (N1 rows are '<machine>+<n>x<GPU>' in the catalog)."""
-    found = details.get("instance_type") or (details.get("tags") or {}).get(AZURE_INSTANCE_TAG)
-    machine = details.get("machine_type")
-    if found or not machine:
-        return found
-    from .catalog import instances
-
-    rows = [r for r in instances(provider) if r.extra.get("machine_type", r.type) == machine]
-    if len(rows) > 1:  # N1: the same machine with 0, 1, 2 or 4 GPUs attached
-        count = int(details.get("accelerator_count") or 0)
-        rows = [r for r in rows if r.count == count]
-    return rows[0].type if rows else None
-
-
 def _rate(provider: str, instance_type: str | None, region: str | None, spot: bool,
           ) -> float | None:  # fmt: skip
     if not instance_type:
@@ -282,12 +168,13 @@ def row_from_status(provider: str, status: JobStatus, now: datetime | None = Non
     """A table row for one job: runtime so far and its cost at the catalog's prices."""
     now = now or datetime.now(timezone.utc)
     details = status.details
+    impl = get_provider(provider)
     try:
-        instance_type = _catalog_type(provider, details)
+        instance_type = impl.job_instance_type(status)
     except CatalogError:  # a provider without a catalog: no price, still a row
         instance_type = None
     count = int(details.get("instance_count") or 1)
-    region = _region(provider, status)
+    region = impl.job_region(status)
     runtime = _runtime(status, now)
     billable = details.get("billable_seconds")
     if billable is not None:  # SageMaker: billed time, already net of the spot saving

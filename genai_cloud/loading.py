@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from .contract import INPUT_CHANNELS, MODEL_CHANNELS
 from .errors import SpecError
 from .spec import FIELD_PROBLEMS, JobSpec, is_remote_uri
 
@@ -292,21 +293,11 @@ def _resolve_relative_paths(raw: Any, base: Path) -> Any:
         return value if keep else str(candidate)
 
     raw = dict(raw)
-    for section, keys, always in (
-        ("data", ("train", "eval"), True),
-        ("model", ("name_or_path",), False),
-        ("distill", ("teacher",), False),
-        ("fairness", ("pairs",), True),
-        ("audit", ("lexicon",), True),
-        ("evaluate", ("feature_extractor", "generated_images", "real_images"), True),
-    ):
+    # The fields that name files or folders are the job's input channels: one table for both.
+    for section, key in INPUT_CHANNELS:
         part = raw.get(section)
-        if isinstance(part, dict):
-            part = dict(part)
-            for key in keys:
-                if key in part:
-                    part[key] = fix(part[key], always)
-            raw[section] = part
+        if isinstance(part, dict) and key in part:
+            raw[section] = {**part, key: fix(part[key], (section, key) not in MODEL_CHANNELS)}
     return raw
 
 

@@ -7,38 +7,14 @@ idempotency key: a retried submit of the same plan finds the job it already laun
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass, field
 from functools import cached_property
 
 from .bundle import Bundle, build_bundle
+from .naming import DEFAULT_NAMES, NameRules, job_name
 from .spec import JobSpec
 
 KEY_LEN = 10  # hex chars of sha256: 40 bits, collisions are not a concern for one user's jobs
-
-
-@dataclass(frozen=True)
-class NameRules:
-    """A provider's job-name rules."""
-
-    max_len: int
-    allowed: str  # regex character class of allowed characters
-    lowercase: bool = False
-
-
-# SageMaker TrainingJobName: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$ (CreateTrainingJob API reference).
-SAGEMAKER_NAMES = NameRules(max_len=63, allowed="a-zA-Z0-9-")
-DEFAULT_NAMES = NameRules(max_len=63, allowed="a-zA-Z0-9-")
-
-
-def job_name(stem: str, key: str, rules: NameRules = DEFAULT_NAMES) -> str:
-    """``stem-key`` cut to the provider's length, with only its allowed characters."""
-    if rules.lowercase:
-        stem = stem.lower()
-    stem = re.sub(f"[^{rules.allowed}]+", "-", stem).strip("-") or "job"
-    stem = re.sub("-{2,}", "-", stem)
-    stem = stem[: rules.max_len - len(key) - 1].rstrip("-")
-    return f"{stem}-{key}"
 
 
 @dataclass(frozen=True)

@@ -15,34 +15,30 @@ Pure: reads the spec, the environment and the catalogs; no SDK, no network.
 
 from __future__ import annotations
 
-import math
 import os
-import re
 from typing import TYPE_CHECKING
 
 from .catalog import Instance, catalog
+from .errors import ProviderError
+from .providers.base import Provider, provider_class
 
 if TYPE_CHECKING:
     from .spec import JobSpec
 
-# The spec fields that pin where a provider runs, in order. Unknown providers: compute.region.
-_REGION_FIELDS = {
-    "sagemaker": (("aws", "region"), ("compute", "region")),
-    "vertex": (("gcp", "region"), ("compute", "region")),
-    "azureml": (),
-}
-# The environment variables each SDK reads for its default region: boto3's, and
-# google-cloud-aiplatform's (aiplatform.initializer reads these two).
-REGION_ENV = {
-    "sagemaker": ("AWS_REGION", "AWS_DEFAULT_REGION"),
-    "vertex": ("GOOGLE_CLOUD_REGION", "CLOUD_ML_REGION"),
-}
-_TPU_TOPOLOGY = re.compile(r"\d+x\d+(x\d+)?")
+
+def _provider(name: str) -> Provider:
+    """The provider's class (its region fields, spot switch, billing); a name no provider is
+    registered under gets the neutral defaults (compute.region, compute.spot, one per node)."""
+    try:
+        return provider_class(name)()
+    except ProviderError:
+        return Provider()
 
 
 def pinned_region(spec: JobSpec, provider: str) -> str | None:
     """The region the spec itself fixes for ``provider``, if any."""
-    for section, attr in _REGION_FIELDS.get(provider, (("compute", "region"),)):
+    for path in _provider(provider).region_fields:
+        section, _, attr = path.partition(".")
         value = getattr(getattr(spec, section, None), attr, None)
         if value:
             return value
@@ -51,7 +47,8 @@ def pinned_region(spec: JobSpec, provider: str) -> str | None:
 
 def env_region(provider: str) -> str | None:
     """The region ``provider``'s SDK would pick up from the environment, if any."""
-    return next((os.environ[n] for n in REGION_ENV.get(provider, ()) if os.environ.get(n)), None)
+    names = _provider(provider).region_env
+    return next((os.environ[n] for n in names if os.environ.get(n)), None)
 
 
 def launch_region(spec: JobSpec, provider: str) -> str:
@@ -62,24 +59,11 @@ def launch_region(spec: JobSpec, provider: str) -> str:
 
 
 def uses_spot(spec: JobSpec, provider: str) -> bool:
-    """Whether the spec runs on spot / preemptible capacity on ``provider``. (Vertex FLEX_START
-    is priced on-demand: an upper bound, its discount is not in the catalog.)"""
-    if spec.compute.spot:
-        return True
-    if provider == "vertex":
-        return spec.gcp.strategy == "SPOT"
-    if provider == "azureml":
-        return spec.azure.job_tier == "spot"
-    return False
+    """Whether the spec runs on spot / preemptible capacity on ``provider`` (compute.spot, or
+    the provider's own switch: Vertex ``gcp.strategy: SPOT``, Azure ``azure.job_tier: spot``)."""
+    return _provider(provider).uses_spot(spec)
 
 
 def machines(spec: JobSpec, provider: str, instance: Instance) -> int:
     """Billed machines: one per node; a multi-host TPU slice on Vertex bills every host."""
-    count = spec.compute.nodes
-    chips = instance.extra.get("tpu_chips")
-    topology = spec.gcp.tpu_topology or ""
-    # A malformed topology is left to the Vertex render, which names the field.
-    if provider == "vertex" and chips and _TPU_TOPOLOGY.fullmatch(topology):
-        slice_chips = math.prod(int(part) for part in topology.split("x"))
-        count *= max(1, slice_chips // chips)
-    return count
+    return _provider(provider).billed_machines(spec, instance)

@@ -533,6 +533,12 @@ def json_schema() -> dict:
     return schema
 
 
-# Loading lives in its own module; it is re-exported here because callers think of it as part
-# of the spec ("from genai_cloud.spec import load_spec").
-from .loading import load_spec  # noqa: E402, F401
+def __getattr__(name: str):
+    """``from genai_cloud.spec import load_spec`` keeps working while callers move to
+    ``genai_cloud.loading`` (which imports this module: a top-level re-export here was an
+    import circle, and ``import genai_cloud.loading`` failed)."""
+    if name == "load_spec":
+        from .loading import load_spec
+
+        return load_spec
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

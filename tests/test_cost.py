@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from genai_cloud import cost, regions
+from genai_cloud import cost
 from genai_cloud.cost import BudgetError, capped_runtime, cheapest, estimate
 from genai_cloud.errors import GenaiCloudError, ProviderError
 from genai_cloud.plan import make_plan
 from genai_cloud.providers import get_provider
+from genai_cloud.providers.vertex import VertexProvider
 from genai_cloud.spec import load_spec
 
 ROLE = "arn:aws:iam::123456789012:role/genai-sagemaker"
@@ -196,7 +197,7 @@ def test_a_budget_without_a_price_cannot_be_enforced():
 
 
 def test_submit_over_budget_exits_2_before_any_call(tmp_path, run_cli, monkeypatch):
-    from genai_cloud.providers.sagemaker.render import SageMakerProvider
+    from genai_cloud.providers.sagemaker import SageMakerProvider
 
     calls = []
     monkeypatch.setattr(SageMakerProvider, "submit", lambda self, plan: calls.append(plan))
@@ -289,7 +290,7 @@ def test_launch_region_matches_the_vertex_render_and_submit(monkeypatch):
     from genai_cloud.providers.vertex import ops as vertex_ops
     from genai_cloud.providers.vertex import render as vertex
 
-    for var in regions.REGION_ENV["vertex"]:
+    for var in VertexProvider.region_env:
         monkeypatch.delenv(var, raising=False)
     staged = {"gcp": {"staging_bucket": "stage"}}
     assert cost.launch_region(spec(**staged), "vertex") == "us-central1"

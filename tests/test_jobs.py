@@ -9,6 +9,10 @@ import pytest
 
 from genai_cloud import jobs
 from genai_cloud.providers import JobHandle, JobState, JobStatus, Provider, base, get_provider
+from genai_cloud.providers.azureml import AzureMLProvider
+from genai_cloud.providers.azureml.provider import azure_config_file
+from genai_cloud.providers.sagemaker import SageMakerProvider
+from genai_cloud.providers.vertex import VertexProvider
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
 VERTEX_ID = "projects/p1/locations/us-central1/customJobs/4242"
@@ -24,7 +28,7 @@ def _keep(name: str, labels, statuses):
             if all(s.details.get("labels", {}).get(k) == v for k, v in (labels or {}).items())]  # fmt: skip
 
 
-class FakeSageMaker(Provider):
+class FakeSageMaker(SageMakerProvider):
     name = "sagemaker"
 
     def list(self, labels=None, region=None):
@@ -47,7 +51,7 @@ class FakeSageMaker(Provider):
         yield f"sagemaker log of {job_id} (follow={follow})"
 
 
-class FakeVertex(Provider):
+class FakeVertex(VertexProvider):
     name = "vertex"
 
     def list(self, labels=None, *, project=None, region=None):
@@ -66,7 +70,7 @@ class FakeVertex(Provider):
         yield f"vertex log of {job_id} (follow={follow})"
 
 
-class FakeAzure(Provider):
+class FakeAzure(AzureMLProvider):
     name = "azureml"
 
     def list(self, labels=None):
@@ -166,17 +170,19 @@ def test_list_by_label(fakes, run_cli):
 
 
 def test_status_with_nothing_configured_says_why(fakes, run_cli, monkeypatch):
-    for name in ("sagemaker", "vertex", "azureml"):
-        monkeypatch.setitem(jobs._CHECKS, name, lambda spec, n=name: f"{n} has no credentials")
+    for cloud in (SageMakerProvider, VertexProvider, AzureMLProvider):  # each one's own check
+        monkeypatch.setattr(cloud, "not_configured_reason",
+                            lambda self, spec=None: f"{self.name} has no credentials")
     code, _, err = run_cli(["status"])
     assert code == 2 and "No providers" in err
     assert "Skipped vertex: not configured (vertex has no credentials)" in err
 
 
 def test_status_asks_only_configured_providers(fakes, run_cli, monkeypatch):
-    monkeypatch.setitem(jobs._CHECKS, "sagemaker", lambda spec: None)
-    monkeypatch.setitem(jobs._CHECKS, "vertex", lambda spec: "no project")
-    monkeypatch.setitem(jobs._CHECKS, "azureml", lambda spec: "no workspace")
+    monkeypatch.setattr(SageMakerProvider, "not_configured_reason", lambda self, spec=None: None)
+    monkeypatch.setattr(VertexProvider, "not_configured_reason", lambda self, spec=None: "no project")
+    monkeypatch.setattr(AzureMLProvider, "not_configured_reason",
+                        lambda self, spec=None: "no workspace")
     monkeypatch.setattr(jobs, "cloud_providers", lambda: ["azureml", "sagemaker", "vertex"])
     code, out, _ = run_cli(["status"])
     assert code == 0
@@ -245,17 +251,18 @@ def test_azure_needs_a_workspace_config(monkeypatch, tmp_path):
     (azureml / "config.json").write_text('{"subscription_id": "s", "resource_group": "rg", '
                                          '"workspace_name": "ws"}')  # fmt: skip
     assert jobs.not_configured_reason("azureml") is None
-    assert jobs.azure_config_file() == azureml / "config.json"
+    assert azure_config_file() == azureml / "config.json"
 
 
 def test_submit_cheapest_considers_only_configured_providers(monkeypatch, tmp_path, run_cli):
-    from genai_cloud.providers.sagemaker.render import SageMakerProvider
+    from genai_cloud.providers.sagemaker import SageMakerProvider
 
     monkeypatch.delenv("AWS_REGION", raising=False)
     monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
-    monkeypatch.setitem(jobs._CHECKS, "sagemaker", lambda spec: None)
-    monkeypatch.setitem(jobs._CHECKS, "vertex", lambda spec: "no project")
-    monkeypatch.setitem(jobs._CHECKS, "azureml", lambda spec: "no workspace")
+    monkeypatch.setattr(SageMakerProvider, "not_configured_reason", lambda self, spec=None: None)
+    monkeypatch.setattr(VertexProvider, "not_configured_reason", lambda self, spec=None: "no project")
+    monkeypatch.setattr(AzureMLProvider, "not_configured_reason",
+                        lambda self, spec=None: "no workspace")
     submitted = []
 
     def fake_submit(self, plan):

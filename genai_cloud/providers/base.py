@@ -10,13 +10,14 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Iterator
+from typing import TYPE_CHECKING, ClassVar
 
 from ..errors import ProviderError, UnsupportedFeatureError
-from ..plan import DEFAULT_NAMES, NameRules
+from ..naming import DEFAULT_NAMES, NameRules
 
 if TYPE_CHECKING:
     from ..plan import Plan
@@ -37,7 +38,8 @@ class Feature(str, Enum):
 
 
 def required_features(spec: JobSpec) -> set[Feature]:
-    """What a spec asks of the platform it runs on."""
+    """What a spec asks of the platform it runs on: the neutral sections' asks, and what each
+    registered provider's own section asks (``Provider.section_features``)."""
     needed: set[Feature] = set()
     compute = spec.compute
     if compute.is_gpu:
@@ -48,18 +50,12 @@ def required_features(spec: JobSpec) -> set[Feature]:
         needed.add(Feature.MULTI_GPU)
     if compute.nodes > 1:
         needed.add(Feature.MULTI_NODE)
-    if compute.spot or spec.gcp.strategy == "SPOT" or spec.azure.job_tier == "spot":
+    if compute.spot:
         needed.add(Feature.SPOT)
-    if spec.gcp.strategy == "FLEX_START":
-        needed.add(Feature.FLEX_START)
-    if spec.aws.subnets or spec.gcp.network:
-        needed.add(Feature.VPC)
-    if spec.aws.network_isolation:
-        needed.add(Feature.NETWORK_ISOLATION)
-    if spec.aws.kms_key_id or spec.aws.volume_kms_key_id or spec.gcp.kms_key_name:
-        needed.add(Feature.CUSTOMER_MANAGED_KEYS)
     if spec.secrets:
         needed.add(Feature.SECRETS)
+    for name in provider_names():
+        needed |= provider_class(name).section_features(spec)
     return needed
 
 
@@ -169,6 +165,60 @@ class Provider:
     name_rules: ClassVar[NameRules] = DEFAULT_NAMES
     unsupported: ClassVar[dict[Feature, str]] = {}
 
+    # Where a job runs: the spec fields that pin the region, in order ("section.field"), and the
+    # environment variables the provider's SDK reads for its default region.
+    region_fields: ClassVar[tuple[str, ...]] = ("compute.region",)
+    region_env: ClassVar[tuple[str, ...]] = ()
+    # Why a compute.fallback entry may not move this provider's job to another region (None:
+    # it may).
+    fixed_region: ClassVar[str | None] = None
+
+    @classmethod
+    def section_features(cls, spec: JobSpec) -> set[Feature]:
+        """The features this provider's own spec section asks for (``gcp.strategy: SPOT`` ...),
+        whichever provider the spec then runs on."""
+        return set()
+
+    def uses_spot(self, spec: JobSpec) -> bool:
+        """Whether the spec runs on spot / preemptible capacity here."""
+        return spec.compute.spot
+
+    def billed_machines(self, spec: JobSpec, instance) -> int:
+        """Machines billed for one job (one per node unless the provider says otherwise)."""
+        return spec.compute.nodes
+
+    def not_configured_reason(self, spec: JobSpec | None = None) -> str | None:
+        """None when this provider is usable from here (SDK installed, credentials or a workspace
+        found, offline), else why not: which providers ``status`` / ``list`` ask by default."""
+        return None
+
+    def owns_job_id(self, job_id: str) -> bool:
+        """Whether a job id has this provider's shape (a bare name belongs to nobody)."""
+        return False
+
+    def job_region(self, status: JobStatus) -> str | None:
+        """The region a listed job ran in, from its status."""
+        return status.details.get("region")
+
+    def job_instance_type(self, status: JobStatus) -> str | None:
+        """The catalog instance type a listed job ran on, from its status."""
+        return status.details.get("instance_type")
+
+    def find_existing(self, plan: Plan) -> tuple[JobHandle, JobStatus] | None:
+        """The job an earlier submit of ``plan`` launched, with its status; None if there is
+        none (or the provider cannot look one up)."""
+        return None
+
+    def placement_problem_in_status(self, status: JobStatus) -> str | None:
+        """'capacity: ...' (or quota / spot) when a failed or stopped job died for want of
+        machines, else None."""
+        return None
+
+    def emulation(self, plan: Plan, run_dir: Path, sources: dict[str, Path]):
+        """How ``run --emulate <this provider>`` lays out a local run as this provider's
+        container would (``providers.local.Emulation``); None when it cannot be emulated."""
+        return
+
     def check_features(self, spec: JobSpec) -> None:
         for feature in sorted(required_features(spec), key=lambda f: f.value):
             if feature in self.unsupported:
@@ -232,6 +282,12 @@ def canonical_name(name: str) -> str:
 
 def get_provider(name: str) -> Provider:
     """The provider registered as ``name``; an unknown name lists the valid ones."""
+    return provider_class(name)()
+
+
+def provider_class(name: str) -> type[Provider]:
+    """The class registered as ``name`` (its module imported now); an unknown name lists the
+    valid ones."""
     key = canonical_name(name)
     target = _REGISTRY.get(key)
     if target is None:
@@ -247,4 +303,4 @@ def get_provider(name: str) -> Provider:
                 f"provider {key!r} is not implemented yet.", headline="Not implemented"
             ) from None
         raise
-    return getattr(module, class_name)()
+    return getattr(module, class_name)

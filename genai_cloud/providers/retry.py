@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..failover import PlacementError
+from ..errors import PlacementError
 
 
 def call_with_retries(what: str, call: Callable[[], Any], *, attempts: int,

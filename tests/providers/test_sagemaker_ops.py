@@ -19,7 +19,7 @@ from genai_cloud.errors import ProviderError
 from genai_cloud.plan import make_plan
 from genai_cloud.providers.base import JobState
 from genai_cloud.providers.sagemaker.ops import LOG_GROUP, to_status
-from genai_cloud.providers.sagemaker.render import SageMakerProvider
+from genai_cloud.providers.sagemaker import SageMakerProvider
 from genai_cloud.spec import load_spec
 
 REGION = "us-east-1"

@@ -1,5 +1,5 @@
-"""azureml: the pure render and the provider (``render.py``), its operations (``ops.py``)."""
+"""azureml: the provider object (``provider.py``), its pure render (``render.py``) and its operations (``ops.py``)."""
 
-from .render import AzureMLProvider
+from .provider import AzureMLProvider
 
 __all__ = ["AzureMLProvider"]

@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 from ... import contract
 from ...catalog import Instance, resolve_instance
 from ...cost import capped_runtime
 from ...errors import ProviderError
-from ...plan import NameRules
+from ...naming import NameRules
 from ...spec import is_remote_uri
-from ..base import Feature, JobHandle, JobStatus, Provider, credentials_hint
 
 if TYPE_CHECKING:
     from ...plan import Plan
@@ -36,6 +34,7 @@ if TYPE_CHECKING:
 AZURE_NAMES = NameRules(max_len=255, allowed="a-zA-Z0-9_-")
 SCHEMA = "https://azuremlschemas.azureedge.net/latest/commandJob.schema.json"
 KEY_TAG = "genai-cloud-key"
+INSTANCE_TAG = "genai-cloud-instance-type"  # the job table prices a cluster job by it
 JOB_FILE = "job.yml"
 # Default environment: Azure's OpenMPI/Ubuntu base image (CUDA-capable) with the bundle's
 # requirements as a conda spec, which Azure builds once and caches. A curated environment
@@ -60,75 +59,6 @@ _VALID = {
 # models/<m>/versions/<v>, azureml://locations/<l>/workspaces/<id>/models/<m>/versions/<v>.
 _MODEL_ASSET = re.compile(r"^azureml://(?:[^/]+/[^/]+/)*?(?:registries|workspaces)/[^/]+/"
                           r"models/[^/]+(?:/(?:versions|labels)/[^/]+)?/?$", re.IGNORECASE)  # fmt: skip
-
-
-_LOGIN = credentials_hint(
-    "Azure",
-    "Log in with `az login`, or set AZURE_CLIENT_ID / AZURE_TENANT_ID / AZURE_CLIENT_SECRET "
-    "for a service principal.",
-)
-
-
-class AzureMLProvider(Provider):
-    """Azure ML command job: ``submit`` is describe-or-create by job name."""
-
-    name = "azureml"
-    install_extra = "azure"
-    name_rules = AZURE_NAMES
-    unsupported: ClassVar[dict[Feature, str]] = {
-        Feature.TPU: "TPUs are a Google Cloud product; Azure ML offers NVIDIA GPUs",
-        Feature.FLEX_START: (
-            "FLEX_START is Vertex AI's Dynamic Workload Scheduler; on Azure queue with "
-            "azure.job_tier instead"
-        ),
-        Feature.NETWORK_ISOLATION: (
-            "Azure ML isolates networks per workspace (managed virtual network), not per job"
-        ),
-        Feature.VPC: (
-            "on Azure ML the virtual network belongs to the compute cluster (azure.compute), "
-            "not to the job; aws.subnets / gcp.network do not apply"
-        ),
-        Feature.CUSTOMER_MANAGED_KEYS: (
-            "Azure ML sets customer-managed keys on the workspace and its storage, not per job"
-        ),
-    }
-
-    def render(self, plan: Plan) -> dict:
-        return render_command_job(plan)
-
-    def render_native(self, plan: Plan, path: str | Path | None = None) -> str:
-        return render_yaml(plan, path)
-
-    @_LOGIN
-    def submit(self, plan: Plan) -> JobHandle:
-        from . import ops as azureml_ops
-
-        return azureml_ops.submit(plan, self.render(plan))
-
-    @_LOGIN
-    def status(self, job_id: str) -> JobStatus:
-        from . import ops as azureml_ops
-
-        return azureml_ops.status(job_id)
-
-    @_LOGIN
-    def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
-        from . import ops as azureml_ops
-
-        return azureml_ops.logs(job_id, follow=follow)
-
-    @_LOGIN
-    def cancel(self, job_id: str) -> None:
-        from . import ops as azureml_ops
-
-        azureml_ops.cancel(job_id)
-
-    @_LOGIN
-    def list(self, labels: dict[str, str] | None = None) -> list[JobStatus]:
-        """genai-cloud jobs in the configured workspace (config.json), filtered by tags."""
-        from . import ops as azureml_ops
-
-        return azureml_ops.list_jobs(labels or {})
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,7 +103,7 @@ def render_command_job(plan: Plan) -> dict:
     if azure.identity:
         job["identity"] = {"type": "managed" if azure.identity == "managed" else "user_identity"}
     job["limits"] = {"timeout": capped_runtime(spec, "azureml")}  # max_runtime, or less by budget
-    job["tags"] = {**spec.labels, KEY_TAG: plan.key, "genai-cloud-instance-type": instance.type}
+    job["tags"] = {**spec.labels, KEY_TAG: plan.key, INSTANCE_TAG: instance.type}
     return job
 
 

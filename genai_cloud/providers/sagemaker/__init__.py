@@ -1,5 +1,5 @@
-"""sagemaker: the pure render and the provider (``render.py``), its operations (``ops.py``)."""
+"""sagemaker: the provider object (``provider.py``), its pure render (``render.py``) and its operations (``ops.py``)."""
 
-from .render import SageMakerProvider
+from .provider import SageMakerProvider
 
 __all__ = ["SageMakerProvider"]

@@ -14,8 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from ...errors import ProviderError, require
-from ...failover import PlacementError
+from ...errors import PlacementError, ProviderError, require
 from ..base import JobHandle, JobState, JobStatus
 from .render import KEY_TAG, bundle_location, region_of
 

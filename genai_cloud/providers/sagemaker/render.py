@@ -18,22 +18,22 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 from ... import contract
 from ...bundle import LAUNCHER
 from ...catalog import Instance, resolve_instance
 from ...cost import capped_runtime
 from ...errors import ProviderError
-from ...plan import SAGEMAKER_NAMES
+from ...naming import NameRules
 from ...regions import launch_region
-from ..base import Feature, JobHandle, JobStatus, Provider
 
 if TYPE_CHECKING:
     from ...plan import Plan
     from ...spec import JobSpec
 
+# TrainingJobName: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$ (CreateTrainingJob API reference).
+SAGEMAKER_NAMES = NameRules(max_len=63, allowed="a-zA-Z0-9-")
 KEY_TAG = "genai-cloud-key"  # tag carrying Plan.key: finds a job again without its name
 NAME_TAG = "genai-cloud-name"
 BUNDLE_PREFIX = "genai-cloud/bundles"  # bundles live at s3://<bucket>/genai-cloud/bundles/<name>
@@ -77,72 +77,6 @@ class SageMakerRenderError(ProviderError):
     def __init__(self, problems: list[str]):
         self.problems = problems
         super().__init__("\n".join(f"  - {p}" for p in problems))
-
-
-class SageMakerProvider(Provider):
-    name = "sagemaker"
-    install_extra = "aws"
-    name_rules = SAGEMAKER_NAMES
-    unsupported: ClassVar[dict[Feature, str]] = {
-        Feature.TPU: "TPUs are a Google Cloud product; use provider 'vertex'",
-        Feature.FLEX_START: "FLEX_START is a Vertex AI scheduling strategy; on SageMaker use "
-        "compute.spot with checkpoints",
-    }
-
-    def __init__(self, session=None):
-        # A boto3 Session (or None: the default credential chain). Clients are made lazily.
-        self._session = session
-        self._ops = None
-
-    # ---- pure renders ------------------------------------------------------------------------
-
-    def render(self, plan: Plan) -> dict:
-        return build_request(plan)
-
-    def render_native(self, plan: Plan, path: str | os.PathLike | None = None) -> str:
-        """``aws sagemaker create-training-job --cli-input-json file://job.json`` takes this file:
-        the CLI's input JSON uses the API's member names, so it is the request itself."""
-        return json.dumps(self.render(plan), indent=2, sort_keys=True)
-
-    def render_stepfunctions(self, plan: Plan) -> dict:
-        """A Step Functions Task state that creates the job and waits for it (``.sync``).
-
-        The bundle must already be in S3 (``submit`` or ``ops.upload_bundle`` puts it there).
-        """
-        return {
-            "Type": "Task",
-            "Comment": f"genai-cloud job {plan.spec.name} (key {plan.key})",
-            "Resource": "arn:aws:states:::sagemaker:createTrainingJob.sync",
-            "Parameters": self.render(plan),
-            "End": True,
-        }
-
-    # ---- operations (boto3, in ops.py) --------------------------------------------------
-
-    @property
-    def ops(self):
-        if self._ops is None:
-            from .ops import SageMakerOps
-
-            self._ops = SageMakerOps(self._session)
-        return self._ops
-
-    def submit(self, plan: Plan) -> JobHandle:
-        return self.ops.submit(plan, self.render(plan))
-
-    def status(self, job_id: str) -> JobStatus:
-        return self.ops.status(job_id)
-
-    def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
-        return self.ops.logs(job_id, follow=follow)
-
-    def cancel(self, job_id: str) -> None:
-        self.ops.cancel(job_id)
-
-    def list(self, labels: dict[str, str] | None = None, region: str | None = None):
-        """genai-cloud jobs (``list[JobStatus]``, newest first) whose tags carry every
-        ``labels`` pair, in ``region`` (default: boto3's configured region)."""
-        return self.ops.list(labels or {}, region)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""vertex: the pure render and the provider (``render.py``), its operations (``ops.py``)."""
+"""vertex: the provider object (``provider.py``), its pure render (``render.py``) and its operations (``ops.py``)."""
 
-from .render import VertexProvider
+from .provider import VertexProvider
 
 __all__ = ["VertexProvider"]

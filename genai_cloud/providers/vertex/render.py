@@ -16,19 +16,16 @@ Submitting, status, logs and cancel live in ``ops.py`` (they import the SDK lazi
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 from ... import contract
 from ...catalog import Instance, resolve_instance
 from ...cost import capped_runtime
 from ...errors import ProviderError
-from ...plan import NameRules
+from ...naming import NameRules
 from ...regions import env_region, launch_region
 from ...spec import is_remote_uri
-from ..base import Feature, JobHandle, JobStatus, Provider, credentials_hint
 
 if TYPE_CHECKING:
     from ...plan import Plan
@@ -53,67 +50,6 @@ _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")  # GCP: keys start with a lo
 # GCP regions: us-central1, europe-west4, northamerica-northeast1. AWS's eu-west-1 (a dash before
 # the digit) and Azure's eastus do not match.
 _GCP_REGION = re.compile(r"^[a-z]+-[a-z]+\d+$")
-
-
-_LOGIN = credentials_hint(
-    "Google Cloud",
-    "Log in with `gcloud auth application-default login`, or set "
-    "GOOGLE_APPLICATION_CREDENTIALS to a service-account key file.",
-)
-
-
-class VertexProvider(Provider):
-    """Vertex AI CustomJob: ``submit`` uploads the bundle, then describe-or-create by label."""
-
-    name = "vertex"
-    install_extra = "gcp"
-    name_rules = VERTEX_NAMES
-    unsupported: ClassVar[dict[Feature, str]] = {
-        Feature.NETWORK_ISOLATION: (
-            "Vertex AI has no per-job switch that blocks all egress; isolate the job with a "
-            "peered VPC (gcp.network) inside a VPC Service Controls perimeter instead"
-        ),
-    }
-
-    def render(self, plan: Plan) -> dict:
-        return render_custom_job(plan)
-
-    def render_native(self, plan: Plan, path: str | os.PathLike | None = None) -> str:
-        from .native import render_gcloud_config
-
-        return render_gcloud_config(plan, path)
-
-    @_LOGIN
-    def submit(self, plan: Plan) -> JobHandle:
-        from . import ops as vertex_ops
-
-        return vertex_ops.submit(plan, self.render(plan))
-
-    @_LOGIN
-    def status(self, job_id: str) -> JobStatus:
-        from . import ops as vertex_ops
-
-        return vertex_ops.status(job_id)
-
-    @_LOGIN
-    def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
-        from . import ops as vertex_ops
-
-        return vertex_ops.logs(job_id, follow=follow)
-
-    @_LOGIN
-    def cancel(self, job_id: str) -> None:
-        from . import ops as vertex_ops
-
-        vertex_ops.cancel(job_id)
-
-    @_LOGIN
-    def list(self, labels: dict[str, str] | None = None, *, project: str | None = None,
-             region: str | None = None) -> list[JobStatus]:  # fmt: skip
-        """genai-cloud jobs in a project/region, optionally filtered by labels."""
-        from . import ops as vertex_ops
-
-        return vertex_ops.list_jobs(labels or {}, project=project, region=region)
 
 
 # --------------------------------------------------------------------------------------------

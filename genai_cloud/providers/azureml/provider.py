@@ -1,0 +1,154 @@
+"""The Azure ML provider: what the rest of genai-cloud asks of Azure, in one object.
+
+Renders are pure (``render.py``); operations use azure-ai-ml (``ops.py``, imported on first use).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from ..base import Feature, JobHandle, JobStatus, Provider, credentials_hint
+from .render import AZURE_NAMES, INSTANCE_TAG, render_command_job, render_yaml
+
+if TYPE_CHECKING:
+    from ...plan import Plan
+    from ...spec import JobSpec
+
+_JOB_ID = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
+                     r"Microsoft\.MachineLearningServices/workspaces/[^/]+/jobs/[^/]+$",
+                     re.IGNORECASE)  # fmt: skip
+
+
+def azure_config_file(start: Path | None = None) -> Path | None:
+    """The workspace config.json that ``MLClient.from_config`` would read, if any."""
+    here = (start or Path.cwd()).resolve()
+    for folder in [here, *here.parents]:
+        for sub in (".azureml", "aml_config", ""):
+            path = folder / sub / "config.json"
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            # A plain config.json of some other tool is not a workspace config.
+            if isinstance(data, dict) and "subscription_id" in data:
+                return path
+    return None
+
+
+_LOGIN = credentials_hint(
+    "Azure",
+    "Log in with `az login`, or set AZURE_CLIENT_ID / AZURE_TENANT_ID / AZURE_CLIENT_SECRET "
+    "for a service principal.",
+)
+
+
+class AzureMLProvider(Provider):
+    """Azure ML command job: ``submit`` is describe-or-create by job name."""
+
+    name = "azureml"
+    install_extra = "azure"
+    name_rules = AZURE_NAMES
+    region_fields: ClassVar[tuple[str, ...]] = ()  # the workspace's region, not in the spec
+    fixed_region = "an Azure ML job runs in its workspace's region"
+    unsupported: ClassVar[dict[Feature, str]] = {
+        Feature.TPU: "TPUs are a Google Cloud product; Azure ML offers NVIDIA GPUs",
+        Feature.FLEX_START: (
+            "FLEX_START is Vertex AI's Dynamic Workload Scheduler; on Azure queue with "
+            "azure.job_tier instead"
+        ),
+        Feature.NETWORK_ISOLATION: (
+            "Azure ML isolates networks per workspace (managed virtual network), not per job"
+        ),
+        Feature.VPC: (
+            "on Azure ML the virtual network belongs to the compute cluster (azure.compute), "
+            "not to the job; aws.subnets / gcp.network do not apply"
+        ),
+        Feature.CUSTOMER_MANAGED_KEYS: (
+            "Azure ML sets customer-managed keys on the workspace and its storage, not per job"
+        ),
+    }
+
+    def render(self, plan: Plan) -> dict:
+        return render_command_job(plan)
+
+    def render_native(self, plan: Plan, path: str | Path | None = None) -> str:
+        return render_yaml(plan, path)
+
+    @_LOGIN
+    def submit(self, plan: Plan) -> JobHandle:
+        from . import ops as azureml_ops
+
+        return azureml_ops.submit(plan, self.render(plan))
+
+    @_LOGIN
+    def status(self, job_id: str) -> JobStatus:
+        from . import ops as azureml_ops
+
+        return azureml_ops.status(job_id)
+
+    @_LOGIN
+    def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
+        from . import ops as azureml_ops
+
+        return azureml_ops.logs(job_id, follow=follow)
+
+    @_LOGIN
+    def cancel(self, job_id: str) -> None:
+        from . import ops as azureml_ops
+
+        azureml_ops.cancel(job_id)
+
+    @_LOGIN
+    def list(self, labels: dict[str, str] | None = None) -> list[JobStatus]:
+        """genai-cloud jobs in the configured workspace (config.json), filtered by tags."""
+        from . import ops as azureml_ops
+
+        return azureml_ops.list_jobs(labels or {})
+
+    # ---- what the rest of genai-cloud asks of Azure --------------------------------------------
+
+    @classmethod
+    def section_features(cls, spec: JobSpec) -> set[Feature]:
+        return {Feature.SPOT} if spec.azure.job_tier == "spot" else set()
+
+    def uses_spot(self, spec: JobSpec) -> bool:
+        return spec.compute.spot or spec.azure.job_tier == "spot"
+
+    def not_configured_reason(self, spec: JobSpec | None = None) -> str | None:
+        """azure-ai-ml is installed and a workspace is named (the spec's three fields or a
+        workspace config.json); credentials are checked on the first call."""
+        try:
+            installed = importlib.util.find_spec("azure.ai.ml") is not None
+        except ModuleNotFoundError:  # azure or azure.ai is missing
+            installed = False
+        if not installed:
+            return "azure-ai-ml is not installed (pip install 'genai-cloud[azure]')"
+        named = spec and all((spec.azure.subscription_id, spec.azure.resource_group,
+                              spec.azure.workspace))  # fmt: skip
+        if not named and azure_config_file() is None:
+            return ("no workspace (azure.subscription_id/resource_group/workspace, or the "
+                    "workspace's config.json in this directory or above)")  # fmt: skip
+        return None
+
+    def owns_job_id(self, job_id: str) -> bool:
+        return bool(_JOB_ID.match(job_id))
+
+    def job_instance_type(self, status: JobStatus) -> str | None:
+        """Serverless jobs name it; on a cluster the render's tag does."""
+        details = status.details
+        return details.get("instance_type") or (details.get("tags") or {}).get(INSTANCE_TAG)
+
+    def find_existing(self, plan: Plan) -> tuple[JobHandle, JobStatus] | None:
+        from . import ops as azureml_ops
+
+        return azureml_ops.find_existing(plan)
+
+    def placement_problem_in_status(self, status: JobStatus) -> str | None:
+        from . import ops as azureml_ops
+
+        return azureml_ops.placement_problem_in_status(status)

@@ -1,0 +1,172 @@
+"""The Vertex AI provider: what the rest of genai-cloud asks of Google Cloud, in one object.
+
+Renders are pure (``render.py``, ``native.py``); operations use google-cloud-aiplatform
+(``ops.py``, imported on first use).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from ..base import Feature, JobHandle, JobStatus, Provider, credentials_hint
+from .render import VERTEX_NAMES, render_custom_job
+
+if TYPE_CHECKING:
+    from ...catalog import Instance
+    from ...plan import Plan
+    from ...spec import JobSpec
+
+_JOB_ID = re.compile(r"^projects/[^/]+/locations/([^/]+)/customJobs/[^/]+$")
+_TPU_TOPOLOGY = re.compile(r"\d+x\d+(x\d+)?")
+
+
+_LOGIN = credentials_hint(
+    "Google Cloud",
+    "Log in with `gcloud auth application-default login`, or set "
+    "GOOGLE_APPLICATION_CREDENTIALS to a service-account key file.",
+)
+
+
+class VertexProvider(Provider):
+    """Vertex AI CustomJob: ``submit`` uploads the bundle, then describe-or-create by label."""
+
+    name = "vertex"
+    install_extra = "gcp"
+    name_rules = VERTEX_NAMES
+    # google-cloud-aiplatform's aiplatform.initializer reads these two for its default region.
+    region_fields: ClassVar[tuple[str, ...]] = ("gcp.region", "compute.region")
+    region_env: ClassVar[tuple[str, ...]] = ("GOOGLE_CLOUD_REGION", "CLOUD_ML_REGION")
+    unsupported: ClassVar[dict[Feature, str]] = {
+        Feature.NETWORK_ISOLATION: (
+            "Vertex AI has no per-job switch that blocks all egress; isolate the job with a "
+            "peered VPC (gcp.network) inside a VPC Service Controls perimeter instead"
+        ),
+    }
+
+    def render(self, plan: Plan) -> dict:
+        return render_custom_job(plan)
+
+    def render_native(self, plan: Plan, path: str | os.PathLike | None = None) -> str:
+        from .native import render_gcloud_config
+
+        return render_gcloud_config(plan, path)
+
+    @_LOGIN
+    def submit(self, plan: Plan) -> JobHandle:
+        from . import ops as vertex_ops
+
+        return vertex_ops.submit(plan, self.render(plan))
+
+    @_LOGIN
+    def status(self, job_id: str) -> JobStatus:
+        from . import ops as vertex_ops
+
+        return vertex_ops.status(job_id)
+
+    @_LOGIN
+    def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
+        from . import ops as vertex_ops
+
+        return vertex_ops.logs(job_id, follow=follow)
+
+    @_LOGIN
+    def cancel(self, job_id: str) -> None:
+        from . import ops as vertex_ops
+
+        vertex_ops.cancel(job_id)
+
+    @_LOGIN
+    def list(self, labels: dict[str, str] | None = None, *, project: str | None = None,
+             region: str | None = None) -> list[JobStatus]:  # fmt: skip
+        """genai-cloud jobs in a project/region, optionally filtered by labels."""
+        from . import ops as vertex_ops
+
+        return vertex_ops.list_jobs(labels or {}, project=project, region=region)
+
+    # ---- what the rest of genai-cloud asks of Google Cloud -------------------------------------
+
+    @classmethod
+    def section_features(cls, spec: JobSpec) -> set[Feature]:
+        gcp = spec.gcp
+        asked = {Feature.SPOT} if gcp.strategy == "SPOT" else set()
+        if gcp.strategy == "FLEX_START":
+            asked.add(Feature.FLEX_START)
+        if gcp.network:
+            asked.add(Feature.VPC)
+        if gcp.kms_key_name:
+            asked.add(Feature.CUSTOMER_MANAGED_KEYS)
+        return asked
+
+    def uses_spot(self, spec: JobSpec) -> bool:
+        """compute.spot or ``gcp.strategy: SPOT`` (FLEX_START is priced on-demand: an upper
+        bound, its discount is not in the catalog)."""
+        return spec.compute.spot or spec.gcp.strategy == "SPOT"
+
+    def billed_machines(self, spec: JobSpec, instance: Instance) -> int:
+        """One per node; a multi-host TPU slice bills every host."""
+        count = spec.compute.nodes
+        chips = instance.extra.get("tpu_chips")
+        topology = spec.gcp.tpu_topology or ""
+        # A malformed topology is left to the render, which names the field.
+        if chips and _TPU_TOPOLOGY.fullmatch(topology):
+            slice_chips = math.prod(int(part) for part in topology.split("x"))
+            count *= max(1, slice_chips // chips)
+        return count
+
+    def not_configured_reason(self, spec: JobSpec | None = None) -> str | None:
+        """google-cloud-aiplatform is installed, a project is named and Application Default
+        Credentials exist."""
+        try:
+            installed = importlib.util.find_spec("google.cloud.aiplatform") is not None
+        except ModuleNotFoundError:  # google or google.cloud is missing
+            installed = False
+        if not installed:
+            return "google-cloud-aiplatform is not installed (pip install 'genai-cloud[gcp]')"
+        project = (spec.gcp.project if spec else None) or os.environ.get("GOOGLE_CLOUD_PROJECT") \
+            or os.environ.get("CLOUDSDK_CORE_PROJECT")  # fmt: skip
+        if not project:
+            return "no project (set gcp.project or GOOGLE_CLOUD_PROJECT)"
+        gcloud_dir = os.environ.get("CLOUDSDK_CONFIG") or Path.home() / ".config" / "gcloud"
+        adc = Path(gcloud_dir) / "application_default_credentials.json"
+        if not os.environ.get("GOOGLE_APPLICATION_CREDENTIALS") and not adc.is_file():
+            return ("no Application Default Credentials (gcloud auth application-default login, "
+                    "or GOOGLE_APPLICATION_CREDENTIALS)")  # fmt: skip
+        return None
+
+    def owns_job_id(self, job_id: str) -> bool:
+        return bool(_JOB_ID.match(job_id))
+
+    def job_region(self, status: JobStatus) -> str | None:
+        match = _JOB_ID.match(status.job_id)
+        return status.details.get("region") or (match.group(1) if match else None)
+
+    def job_instance_type(self, status: JobStatus) -> str | None:
+        """Named directly, else found from ``machine_type`` + ``accelerator_count`` (N1 rows
+        are '<machine>+<n>x<GPU>' in the catalog)."""
+        details = status.details
+        machine = details.get("machine_type")
+        if details.get("instance_type") or not machine:
+            return details.get("instance_type")
+        from ...catalog import instances
+
+        rows = [r for r in instances(self.name) if r.extra.get("machine_type", r.type) == machine]
+        if len(rows) > 1:  # N1: the same machine with 0, 1, 2 or 4 GPUs attached
+            count = int(details.get("accelerator_count") or 0)
+            rows = [r for r in rows if r.count == count]
+        return rows[0].type if rows else None
+
+    def find_existing(self, plan: Plan) -> tuple[JobHandle, JobStatus] | None:
+        from . import ops as vertex_ops
+
+        return vertex_ops.find_existing(plan)
+
+    def placement_problem_in_status(self, status: JobStatus) -> str | None:
+        from . import ops as vertex_ops
+
+        return vertex_ops.placement_problem_in_status(status)

@@ -20,6 +20,7 @@ from pathlib import Path
 import click
 
 from .errors import GenaiCloudError
+from .providers import provider_names
 
 EXIT_JOB_FAILED = 3
 
@@ -285,17 +286,13 @@ def render(spec_path: str, provider: str, fmt: str, output: str | None,
     if fmt == "native":
         # The native file names the bundle; put it beside the file so the provider's CLI finds it.
         with _writing(Path(output).parent):
-            bundle = plan.bundle.write(Path(output).parent)
-            if plan.provider == "azureml":
-                from .bundle import safe_extract
-
-                bundle = safe_extract(bundle, bundle.with_name(bundle.name.removesuffix(".tar.gz")))
+            bundle = impl.write_native_bundle(plan, Path(output).parent)
         click.echo(f"Wrote {bundle}", err=True)
 
 
 @cli.command()
 @spec_argument
-@click.option("--emulate", type=click.Choice(["local", "sagemaker", "vertex", "azureml"]),
+@click.option("--emulate", type=click.Choice(provider_names()),
               default="local", show_default=True,
               help="Reproduce that platform's in-container paths and variables.")
 @click.option("--nproc", type=click.IntRange(1, 64), default=1, show_default=True,
@@ -338,7 +335,7 @@ def submit(spec_path: str, provider: str, overrides: tuple[str, ...]) -> None:
 
     spec = _load(spec_path, overrides, provider)
     plan = make_plan(spec, _place(spec, provider, configured_only=True))
-    if spec.budget.max_usd is not None and plan.provider != "local":
+    if spec.budget.max_usd is not None and get_provider(plan.provider).billed:
         from .cost import worst_case
 
         worst = worst_case(spec, plan.provider)  # BudgetError refuses the launch here

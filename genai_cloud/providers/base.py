@@ -70,6 +70,22 @@ FEATURE_FIELDS = {
 }  # fmt: skip
 
 
+@dataclass
+class Emulation:
+    """Where a provider's container puts the code, inputs and outputs, and the environment and
+    arguments it gives the job: what ``run --emulate <provider>`` reproduces in a run folder."""
+
+    code_dir: Path
+    model_dir: Path
+    checkpoint_dir: Path
+    output_dir: Path
+    channels: dict[str, tuple[Path, Path]]  # name -> (source file/dir, where the job sees it)
+    env: dict[str, str] = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)  # after the entry point
+    entry: list[str] = field(default_factory=lambda: ["-m", "job_templates.entrypoint"])
+    extra_files: dict[Path, str] = field(default_factory=dict)
+
+
 class JobState(str, Enum):
     """The states every provider's native states map onto."""
 
@@ -164,6 +180,7 @@ class Provider:
     install_extra: ClassVar[str | None] = None
     name_rules: ClassVar[NameRules] = DEFAULT_NAMES
     unsupported: ClassVar[dict[Feature, str]] = {}
+    billed: ClassVar[bool] = True  # runs on paid machines: budget.max_usd is checked at submit
 
     # Where a job runs: the spec fields that pin the region, in order ("section.field"), and the
     # environment variables the provider's SDK reads for its default region.
@@ -214,10 +231,11 @@ class Provider:
         machines, else None."""
         return None
 
-    def emulation(self, plan: Plan, run_dir: Path, sources: dict[str, Path]):
-        """How ``run --emulate <this provider>`` lays out a local run as this provider's
-        container would (``providers.local.Emulation``); None when it cannot be emulated."""
-        return
+    def emulation(self, plan: Plan, run_dir: Path, sources: dict[str, Path]) -> Emulation | None:
+        """How ``run --emulate <this provider>`` lays out a local run in ``run_dir`` as this
+        provider's container would, for the inputs ``sources`` (name -> local file or folder);
+        None when it cannot be emulated."""
+        return None
 
     def check_features(self, spec: JobSpec) -> None:
         for feature in sorted(required_features(spec), key=lambda f: f.value):
@@ -229,6 +247,10 @@ class Provider:
 
     def render(self, plan: Plan) -> dict:
         raise NotImplementedError
+
+    def write_native_bundle(self, plan: Plan, folder: Path) -> Path:
+        """Put the bundle where the native file (``render --format native -o``) expects it."""
+        return plan.bundle.write(folder)
 
     def render_native(self, plan: Plan, path: str | Path | None = None) -> str:
         """The file the provider's own CLI takes (JSON or YAML text); ``path``, where it will be

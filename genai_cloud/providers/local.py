@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterator
 
-from ..bundle import LAUNCHER, safe_extract
+from ..bundle import safe_extract
 from ..contract import (
     ENV_CHANNEL_PREFIX,
     ENV_CHECKPOINT_DIR,
@@ -32,10 +32,8 @@ from ..contract import (
 )
 from ..errors import DataError, GenaiCloudError, JobFailedError, ProviderError
 from ..spec import is_remote_uri
-from .base import JobHandle, JobState, JobStatus, Provider
+from .base import Emulation, JobHandle, JobState, JobStatus, Provider, get_provider, provider_names
 
-EMULATIONS = ("local", "sagemaker", "vertex", "azureml")
-FAKE_BUCKET = "local-bucket"  # the bucket name an emulated Vertex run sees under its /gcs mount
 EXIT_PREEMPTED = 143  # the entrypoint's status after flushing a checkpoint on SIGTERM
 SIGTERM_GRACE_S = 120  # what SageMaker gives a job between SIGTERM and the kill
 
@@ -110,90 +108,22 @@ def _local_channels(spec) -> dict[str, Path]:
 def layout(plan, *, emulate: str = "local", nproc: int = 1, run_dir: str | Path | None = None,
            preempt_at: int | None = None) -> LocalLayout:  # fmt: skip
     """The run directory, environment and command of a local run (pure)."""
-    if emulate not in EMULATIONS:
-        raise GenaiCloudError(f"unknown emulation {emulate!r}; valid: {', '.join(EMULATIONS)}",
-                              headline="Bad option")  # fmt: skip
+    if emulate not in provider_names():
+        raise GenaiCloudError(f"unknown emulation {emulate!r}; valid: "
+                              f"{', '.join(provider_names())}", headline="Bad option")  # fmt: skip
     spec = plan.spec
     run_dir = Path(run_dir or Path(spec.output.local_dir) / plan.job_name).absolute()
     sources = _local_channels(spec)
     env = {"PYTHONUNBUFFERED": "1", "GENAI_JOB_NAME": plan.job_name, **spec.env}
-    extra_files: dict[Path, str] = {}
-    args: list[str] = []
-
-    if emulate == "sagemaker":
-        ml = run_dir / "opt" / "ml"
-        code_dir, model_dir = ml / "code", ml / "model"
-        checkpoint_dir, output_dir = ml / "checkpoints", ml / "output" / "data"
-        channels = {n: (src, ml / "input" / "data" / n) for n, src in sources.items()}
-        hosts = [f"algo-{i + 1}" for i in range(spec.compute.nodes)]
-        env.update({
-            "SM_MODEL_DIR": str(model_dir),
-            "SM_OUTPUT_DATA_DIR": str(output_dir),
-            "SM_CHANNELS": json.dumps(sorted(channels)),
-            "SM_HPS": json.dumps({}),
-            "SM_NUM_GPUS": "0",
-            "SM_NUM_CPUS": str(os.cpu_count() or 1),
-            "SM_HOSTS": json.dumps(hosts),
-            "SM_CURRENT_HOST": hosts[0],
-            "SM_MODULE_DIR": str(code_dir),
-            "SM_USER_ENTRY_POINT": LAUNCHER,
-        })  # fmt: skip
-        for name, (_, dest) in channels.items():
-            env[f"SM_CHANNEL_{name.upper()}"] = str(dest)
-        env["SM_TRAINING_ENV"] = json.dumps({
-            "channel_input_dirs": {n: str(d) for n, (_, d) in channels.items()},
-            "model_dir": str(model_dir), "hosts": hosts, "current_host": hosts[0],
-            "job_name": plan.job_name, "hyperparameters": {},
-        })  # fmt: skip
-        config = ml / "input" / "config"
-        extra_files[config / "hyperparameters.json"] = "{}"
-        extra_files[config / "resourceconfig.json"] = json.dumps(
-            {"current_host": hosts[0], "hosts": hosts})  # fmt: skip
-        extra_files[config / "inputdataconfig.json"] = json.dumps(
-            {n: {"TrainingInputMode": "File"} for n in channels})  # fmt: skip
-        entry = [LAUNCHER]  # the toolkit runs `python <sagemaker_program>` from /opt/ml/code
-    elif emulate == "vertex":
-        base = f"gs://{FAKE_BUCKET}/{plan.job_name}"
-        fuse = run_dir / "gcs"
-        bucket_dir = fuse / FAKE_BUCKET / plan.job_name
-        code_dir = run_dir / "code"
-        model_dir, checkpoint_dir = bucket_dir / "model", bucket_dir / "checkpoints"
-        output_dir = bucket_dir / "output"
-        channels = {n: (src, bucket_dir / "data" / n) for n, src in sources.items()}
-        env.update({
-            "GENAI_GCS_FUSE_ROOT": str(fuse),
-            "AIP_MODEL_DIR": f"{base}/model/",
-            "AIP_CHECKPOINT_DIR": f"{base}/checkpoints/",
-            "AIP_TENSORBOARD_LOG_DIR": f"{base}/logs/",
-            "CLOUD_ML_JOB_ID": plan.job_name,
-            "CLUSTER_SPEC": json.dumps({"cluster": {"workerpool0": ["localhost:2222"]},
-                                        "task": {"type": "workerpool0", "index": 0}}),
-        })  # fmt: skip
-        for name in channels:
-            env[f"{ENV_CHANNEL_PREFIX}{name.upper()}"] = f"{base}/data/{name}"
-        entry = ["-m", "job_templates.entrypoint"]
-    else:
-        code_dir = run_dir / "code"
-        model_dir, checkpoint_dir = run_dir / "model", run_dir / "checkpoints"
-        output_dir = run_dir / "output"
-        channels = {n: (src, run_dir / "input" / n) for n, src in sources.items()}
-        entry = ["-m", "job_templates.entrypoint"]
-        if emulate == "azureml":
-            # Azure resolves ${{inputs.x}} / ${{outputs.y}} into paths on the command line.
-            env["AZUREML_RUN_ID"] = plan.job_name
-            args += [f"--data={n}={d}" for n, (_, d) in channels.items()]
-            args += [f"--model-dir={model_dir}", f"--checkpoint-dir={checkpoint_dir}",
-                     f"--output-dir={output_dir}"]  # fmt: skip
-        else:
-            env.update({
-                ENV_PLATFORM: "local",
-                ENV_SPEC: str(code_dir / "spec.json"),
-                ENV_MODEL_DIR: str(model_dir),
-                ENV_CHECKPOINT_DIR: str(checkpoint_dir),
-                ENV_OUTPUT_DIR: str(output_dir),
-            })  # fmt: skip
-            for name, (_, dest) in channels.items():
-                env[f"{ENV_CHANNEL_PREFIX}{name.upper()}"] = str(dest)
+    emulation = get_provider(emulate).emulation(plan, run_dir, sources)
+    if emulation is None:
+        raise GenaiCloudError(f"provider {emulate!r} has no local emulation", headline="Bad option")
+    code_dir, model_dir = emulation.code_dir, emulation.model_dir
+    checkpoint_dir, output_dir = emulation.checkpoint_dir, emulation.output_dir
+    channels, entry = emulation.channels, emulation.entry
+    env.update(emulation.env)
+    extra_files: dict[Path, str] = dict(emulation.extra_files)
+    args: list[str] = list(emulation.args)
 
     if preempt_at is not None:
         args.append(f"--preempt-at={preempt_at}")
@@ -336,9 +266,28 @@ class LocalProvider(Provider):
     """``submit`` runs the job here and returns when it ends (there is no queue to return to)."""
 
     name = "local"
+    billed = False
 
     def render(self, plan) -> dict:
         return layout(plan).as_dict()
+
+    def emulation(self, plan, run_dir: Path, sources: dict[str, Path]) -> Emulation:
+        """The neutral contract: GENAI_* variables name every path."""
+        code_dir = run_dir / "code"
+        model_dir, checkpoint_dir = run_dir / "model", run_dir / "checkpoints"
+        output_dir = run_dir / "output"
+        channels = {n: (src, run_dir / "input" / n) for n, src in sources.items()}
+        env = {
+            ENV_PLATFORM: "local",
+            ENV_SPEC: str(code_dir / "spec.json"),
+            ENV_MODEL_DIR: str(model_dir),
+            ENV_CHECKPOINT_DIR: str(checkpoint_dir),
+            ENV_OUTPUT_DIR: str(output_dir),
+        }
+        for name, (_, dest) in channels.items():
+            env[f"{ENV_CHANNEL_PREFIX}{name.upper()}"] = str(dest)
+        return Emulation(code_dir=code_dir, model_dir=model_dir, checkpoint_dir=checkpoint_dir,
+                         output_dir=output_dir, channels=channels, env=env)
 
     def submit(self, plan) -> JobHandle:
         run = run_local(plan.spec)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from ..base import Feature, JobHandle, JobStatus, Provider, credentials_hint
+from ..base import Emulation, Feature, JobHandle, JobStatus, Provider, credentials_hint
 from .render import AZURE_NAMES, INSTANCE_TAG, render_command_job, render_yaml
 
 if TYPE_CHECKING:
@@ -75,6 +75,13 @@ class AzureMLProvider(Provider):
 
     def render(self, plan: Plan) -> dict:
         return render_command_job(plan)
+
+    def write_native_bundle(self, plan: Plan, folder: Path) -> Path:
+        """The job file's ``code:`` names a folder: the bundle unpacked beside it."""
+        from ...bundle import safe_extract
+
+        bundle = plan.bundle.write(folder)
+        return safe_extract(bundle, bundle.with_name(bundle.name.removesuffix(".tar.gz")))
 
     def render_native(self, plan: Plan, path: str | Path | None = None) -> str:
         return render_yaml(plan, path)
@@ -152,3 +159,8 @@ class AzureMLProvider(Provider):
         from . import ops as azureml_ops
 
         return azureml_ops.placement_problem_in_status(status)
+
+    def emulation(self, plan: Plan, run_dir: Path, sources: dict[str, Path]) -> Emulation:
+        from .emulation import emulation
+
+        return emulation(plan, run_dir, sources)

@@ -10,9 +10,10 @@ import json
 import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from ..base import Feature, JobHandle, JobStatus, Provider
+from ..base import Emulation, Feature, JobHandle, JobStatus, Provider
 from .render import SAGEMAKER_NAMES, build_request
 
 if TYPE_CHECKING:
@@ -134,3 +135,8 @@ class SageMakerProvider(Provider):
         from .ops import placement_problem_in_status
 
         return placement_problem_in_status(status)
+
+    def emulation(self, plan: Plan, run_dir: Path, sources: dict[str, Path]) -> Emulation:
+        from .emulation import emulation
+
+        return emulation(plan, run_dir, sources)

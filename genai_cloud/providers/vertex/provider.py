@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from ..base import Feature, JobHandle, JobStatus, Provider, credentials_hint
+from ..base import Emulation, Feature, JobHandle, JobStatus, Provider, credentials_hint
 from .render import VERTEX_NAMES, render_custom_job
 
 if TYPE_CHECKING:
@@ -170,3 +170,8 @@ class VertexProvider(Provider):
         from . import ops as vertex_ops
 
         return vertex_ops.placement_problem_in_status(status)
+
+    def emulation(self, plan: Plan, run_dir: Path, sources: dict[str, Path]) -> Emulation:
+        from .emulation import emulation
+
+        return emulation(plan, run_dir, sources)

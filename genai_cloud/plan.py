@@ -11,10 +11,23 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from .bundle import Bundle, build_bundle
+from .catalog import Instance, resolve_instance
 from .naming import DEFAULT_NAMES, NameRules, job_name
+from .regions import launch_region, machines, uses_spot
 from .spec import JobSpec
 
 KEY_LEN = 10  # hex chars of sha256: 40 bits, collisions are not a concern for one user's jobs
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A plan's resolved placement (see ``Plan.placement``)."""
+
+    region: str
+    instance: Instance
+    machines: int  # billed machines
+    spot: bool
+    hourly_usd: float | None  # per machine, at the rate the spec pays; None: not in the catalog
 
 
 @dataclass(frozen=True)
@@ -38,6 +51,20 @@ class Plan:
             digest.update(part.encode())
             digest.update(b"\0")
         return digest.hexdigest()[:KEY_LEN]
+
+    @cached_property
+    def placement(self) -> Placement:
+        """Where the job runs and what it pays, resolved once for the render and the price.
+
+        Raises:
+            CatalogError: no instance of the provider's catalog fits ``compute``.
+        """
+        spec, provider = self.spec, self.provider
+        instance = resolve_instance(provider, spec.compute)
+        region, spot = launch_region(spec, provider), uses_spot(spec, provider)
+        return Placement(region=region, instance=instance, spot=spot,
+                         machines=machines(spec, provider, instance),
+                         hourly_usd=instance.hourly(region, spot=spot))  # fmt: skip
 
     @cached_property
     def job_name(self) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ... import contract
-from ...catalog import Instance, resolve_instance
+from ...catalog import Instance
 from ...cost import capped_runtime
 from ...errors import ProviderError
 from ...naming import NameRules
@@ -76,7 +76,7 @@ def render_command_job(plan: Plan) -> dict:
         ProviderError: listing every setting Azure ML cannot take, each naming its spec field.
     """
     spec, azure = plan.spec, plan.spec.azure
-    instance = resolve_instance("azureml", spec.compute)
+    instance = plan.placement.instance
     problems: list[str] = []
     inputs = job_inputs(spec, problems)
     _check(plan, problems)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from ... import contract
 from ...bundle import LAUNCHER
-from ...catalog import Instance, resolve_instance
+from ...catalog import Instance
 from ...cost import capped_runtime
 from ...errors import ProviderError
 from ...naming import NameRules
@@ -257,8 +257,8 @@ def build_request(plan: Plan) -> dict:
     """
     spec = plan.spec
     problems: list[str] = []
-    region = region_of(spec)
-    instance = resolve_instance("sagemaker", spec.compute)  # CatalogError lists valid types
+    region = plan.placement.region
+    instance = plan.placement.instance  # CatalogError lists valid types
     if not spec.aws.role_arn:
         problems.append("aws.role_arn: required; the IAM role SageMaker assumes to run the job "
                         "(arn:aws:iam::<account>:role/<name>)")  # fmt: skip

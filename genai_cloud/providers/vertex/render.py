@@ -20,7 +20,7 @@ import re
 from typing import TYPE_CHECKING
 
 from ... import contract
-from ...catalog import Instance, resolve_instance
+from ...catalog import Instance
 from ...cost import capped_runtime
 from ...errors import ProviderError
 from ...naming import NameRules
@@ -63,7 +63,7 @@ def render_custom_job(plan: Plan) -> dict:
         ProviderError: listing every setting Vertex cannot take, each naming its spec field.
     """
     spec = plan.spec
-    instance = resolve_instance("vertex", spec.compute)
+    instance = plan.placement.instance
     _check(plan, instance)
     base = output_base(spec, plan.job_name)
     pool = {

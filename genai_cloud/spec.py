@@ -349,6 +349,40 @@ class GcpSpec(Section):
         return None if value is None else parse_duration(value)
 
 
+class KubernetesSpec(Section):
+    """Where a Kubeflow PyTorchJob runs on a cluster (provider ``kubernetes``)."""
+
+    namespace: str = Field("default", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    image: str | None = Field(None, description="Default: the PyTorch CUDA runtime image.")
+    service_account: str | None = None
+    volumes: dict[str, str] = Field(
+        default_factory=dict,
+        description="PersistentVolumeClaim name -> where the pods mount it (data, models, runs).",
+    )
+    output_dir: str | None = Field(
+        None, description="Folder on one of the volumes for <job>/{model,checkpoints,output}.")
+    secrets: dict[str, str] = Field(
+        default_factory=dict,
+        description="ENV_NAME -> 'secret-name/key' of a Kubernetes Secret in the namespace.",
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels; replaces the accelerator's GPU label.")
+    tolerations: list[dict[str, str | int]] = Field(
+        default_factory=list, description="Extra pod tolerations (Kubernetes Toleration fields).")
+    image_pull_secrets: list[str] = Field(default_factory=list)
+
+    @field_validator("secrets")
+    @classmethod
+    def _secret_keys(cls, secrets: dict[str, str]) -> dict[str, str]:
+        for env, ref in secrets.items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env):
+                raise ValueError(f"{env!r} is not a valid environment variable name")
+            if not re.fullmatch(r"[a-z0-9]([-.a-z0-9]*[a-z0-9])?/[-._a-zA-Z0-9]+", ref):
+                raise ValueError(f"kubernetes.secrets.{env} must be 'secret-name/key' (a "
+                                 f"Kubernetes Secret and one of its keys), not {ref!r}")
+        return secrets
+
+
 class AzureSpec(Section):
     subscription_id: str | None = None
     resource_group: str | None = None
@@ -402,6 +436,7 @@ class JobSpec(Section):
     aws: AwsSpec = Field(default_factory=AwsSpec)
     gcp: GcpSpec = Field(default_factory=GcpSpec)
     azure: AzureSpec = Field(default_factory=AzureSpec)
+    kubernetes: KubernetesSpec = Field(default_factory=KubernetesSpec)
 
     @field_validator("env")
     @classmethod

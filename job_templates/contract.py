@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import argparse
 
-PLATFORMS = ("local", "sagemaker", "vertex", "azureml")
+PLATFORMS = ("local", "sagemaker", "vertex", "azureml", "kubernetes")
 BUNDLE_ROOT = Path(__file__).resolve().parent.parent
 GCS_FUSE_ROOT = Path(os.environ.get("GENAI_GCS_FUSE_ROOT", "/gcs"))
 
@@ -148,6 +148,7 @@ def resolve(argv: list[str] | None = None, env: dict[str, str] | None = None) ->
         "sagemaker": _sagemaker,
         "vertex": _vertex,
         "azureml": _neutral,
+        "kubernetes": _neutral,  # the render names every path in GENAI_* variables
         "local": _neutral,
     }[platform]
     paths = reader(env)

@@ -284,6 +284,7 @@ _REGISTRY: dict[str, str] = {
     "sagemaker": "genai_cloud.providers.sagemaker:SageMakerProvider",
     "vertex": "genai_cloud.providers.vertex:VertexProvider",
     "azureml": "genai_cloud.providers.azureml:AzureMLProvider",
+    "kubernetes": "genai_cloud.providers.kubernetes:KubernetesProvider",
 }
 _ALIASES = {"aws": "sagemaker", "gcp": "vertex", "google": "vertex", "azure": "azureml"}
 

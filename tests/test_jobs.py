@@ -371,8 +371,8 @@ def test_azure_job_runtime_and_cost_from_the_command_job(tmp_path):
 @pytest.mark.parametrize("names, why", [
     (["nosuch"], "unknown provider 'nosuch'; valid providers:"),
     (["vertex,nosuch"], "unknown provider 'nosuch'; valid providers:"),
-    (["local"], ("provider 'local' does not list jobs; providers that do: azureml, sagemaker, "
-                 "vertex")),
+    (["local"], ("provider 'local' does not list jobs; providers that do: azureml, kubernetes, "
+                 "sagemaker, vertex")),
 ])  # fmt: skip
 def test_provider_names_are_checked_before_asking_any(command, names, why, fakes, run_cli):
     code, out, err = run_cli([command, *[x for n in names for x in ("-p", n)]])

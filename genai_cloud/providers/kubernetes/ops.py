@@ -44,11 +44,12 @@ def apis():
 
     try:
         kubernetes.config.load_kube_config()
-    except ConfigException:
+    except ConfigException as no_kubeconfig:
         try:
             kubernetes.config.load_incluster_config()
-        except ConfigException as exc:
-            raise ProviderError(f"no cluster to talk to ({exc}). {LOGIN_HINT}",
+        except ConfigException:
+            raise ProviderError(f"no kubeconfig ({no_kubeconfig}) and not inside a pod. "
+                                f"{LOGIN_HINT}",
                                 headline="Kubernetes credentials not found") from None  # fmt: skip
     return kubernetes.client.CustomObjectsApi(), kubernetes.client.CoreV1Api()
 

@@ -11,10 +11,14 @@ import json
 from unittest import mock
 
 import pytest
+from fuzz_specs import JUNK, valid_specs
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from kubeflow.training import ApiClient as TrainingApiClient
 from kubeflow.training.utils.utils import FakeResponse
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
+from test_fuzz_render import check_render
 
 from genai_cloud import jobs
 from genai_cloud.errors import ProviderError, UnsupportedFeatureError
@@ -342,3 +346,46 @@ def test_the_same_job_runs_under_the_emulated_operator(make_spec, tmp_path):
     assert metrics["steps"] == 4 and metrics["world_size"] == 1
     assert metrics["eval_loss_after"] < metrics["eval_loss_before"]
     assert (run.model_dir / "config.json").is_file()
+
+
+# ---- fuzzed specs: never a traceback --------------------------------------------------------
+
+K8S_KEYS = ["namespace", "image", "service_account", "volumes", "output_dir", "secrets",
+            "node_selector", "tolerations", "image_pull_secrets", "bogus"]  # fmt: skip
+
+
+@st.composite
+def kubernetes_documents(draw) -> dict:
+    """A spec renderable on Kubernetes, then maybe broken in its kubernetes / compute parts."""
+    doc = draw(valid_specs())
+    doc["data"]["train"] = "/mnt/data/train.jsonl"
+    doc["model"]["name_or_path"] = "/mnt/data/model"
+    doc["kubernetes"] = {"volumes": {"data": "/mnt/data"}, "output_dir": "/mnt/data/runs"}
+    for _ in range(draw(st.integers(0, 3))):
+        where = draw(st.sampled_from(["kubernetes", "compute"]))
+        key = draw(st.sampled_from(K8S_KEYS if where == "kubernetes" else
+                                   ["accelerator", "count", "nodes", "spot", "max_runtime"]))
+        value = draw(JUNK | st.sampled_from(["/mnt/data", "relative/dir", "a/b", "H100", "T4",
+                                             "tpu-v5e", "Ml", {"claim": "/x"}]))  # fmt: skip
+        doc[where][key] = value
+    return doc
+
+
+@settings(max_examples=120, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+@given(doc=kubernetes_documents())
+def test_fuzzed_specs_render_or_fail_cleanly_on_kubernetes(doc):
+    check_render(doc, "kubernetes")
+
+
+def test_the_kubernetes_fuzzer_reaches_render():
+    """Guard against a generator that only ever exercises the spec loader."""
+    seen = set()
+
+    @settings(max_examples=60, deadline=None, database=None)
+    @given(doc=kubernetes_documents())
+    def run(doc):
+        seen.add(check_render(doc, "kubernetes"))
+
+    run()
+    assert {"valid", "provider"} <= seen, seen

@@ -279,6 +279,7 @@ def render(spec_path: str, provider: str, fmt: str, output: str | None,
         text = json.dumps(impl.render(plan), indent=2, sort_keys=True)
     if not output:
         click.echo(text)
+        _echo_launch_commands(impl, plan, fmt, output)
         return
     _write_text(Path(output), text + "\n")
     click.echo(f"Wrote {output}", err=True)
@@ -291,6 +292,18 @@ def render(spec_path: str, provider: str, fmt: str, output: str | None,
 
                 bundle = safe_extract(bundle, bundle.with_name(bundle.name.removesuffix(".tar.gz")))
         click.echo(f"Wrote {bundle}", err=True)
+    _echo_launch_commands(impl, plan, fmt, output)
+
+
+def _echo_launch_commands(impl, plan, fmt: str, output: str | None) -> None:
+    """Where the bundle must go and the command that launches the native file, for providers
+    whose native file cannot carry them as comments (SageMaker's JSON)."""
+    if fmt != "native" or not hasattr(impl, "launch_commands"):
+        return
+    where = "" if output else f" (`render -o FILE` writes {plan.bundle.name} beside FILE)"
+    click.echo(f"Upload the bundle, then launch{where}:", err=True)
+    for step in impl.launch_commands(plan, output):
+        click.echo(f"  {step}", err=True)
 
 
 @cli.command()

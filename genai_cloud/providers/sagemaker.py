@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, ClassVar
 
@@ -104,6 +105,13 @@ class SageMakerProvider(Provider):
         the CLI's input JSON uses the API's member names, so it is the request itself."""
         return json.dumps(self.render(plan), indent=2, sort_keys=True)
 
+    def launch_commands(self, plan: Plan, path: str | os.PathLike | None = None) -> list[str]:
+        """The shell commands that launch a native render written to ``path``: upload the
+        bundle where the request's ``sagemaker_submit_directory`` (or its ``code`` channel)
+        points, then create the job. JSON has no comments, so the CLI prints these instead of
+        a header in the file."""
+        return launch_commands(plan, path)
+
     def render_stepfunctions(self, plan: Plan) -> dict:
         """A Step Functions Task state that creates the job and waits for it (``.sync``).
 
@@ -180,6 +188,17 @@ def bundle_location(plan: Plan) -> tuple[str, str]:
             ["aws.bucket: set it, or set output.uri to an s3:// URI, so the bundle has a home"]
         )
     return bucket, f"{BUNDLE_PREFIX}/{plan.bundle.name}"
+
+
+def launch_commands(plan: Plan, path: str | os.PathLike | None = None) -> list[str]:
+    """``aws s3 cp`` of the bundle to the key the request names, then ``create-training-job``."""
+    bucket, key = bundle_location(plan)
+    # `render -o` writes the bundle beside the file: name both as seen from where it ran.
+    local = os.path.join(os.path.dirname(path), plan.bundle.name) if path else plan.bundle.name
+    target = shlex.quote(f"file://{path}") if path else "file://THIS_FILE"
+    create = f"aws sagemaker create-training-job --region {region_of(plan.spec)}"
+    return [f"aws s3 cp {shlex.quote(local)} s3://{bucket}/{key}",
+            f"{create} --cli-input-json {target}"]  # fmt: skip
 
 
 def image_uri(spec: JobSpec, instance: Instance, region: str) -> str:

@@ -257,6 +257,30 @@ def test_native_json_is_the_request():
     assert json.loads(provider.render_native(plan)) == provider.render(plan)
 
 
+def test_render_o_prints_the_upload_to_where_the_request_points(tmp_path, monkeypatch, run_cli):
+    """The CLI says where the bundle must go: `aws s3 cp` of the file render -o wrote to the
+    submit directory the request names, then create-training-job on that file."""
+    import shlex
+
+    import yaml
+
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump(make_spec().model_dump(mode="json", exclude_defaults=True)))
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["render", str(spec), "-p", "sagemaker", "--format", "native",
+                            "-o", "out dir/job.json"])  # fmt: skip
+    assert code == 0
+    request = json.loads((tmp_path / "out dir" / "job.json").read_text())
+    steps = [shlex.split(line) for line in err.splitlines() if line.startswith("  aws ")]
+    assert [step[:3] for step in steps] == [["aws", "s3", "cp"],
+                                            ["aws", "sagemaker", "create-training-job"]]  # fmt: skip
+    upload, create = steps
+    assert (tmp_path / upload[3]).is_file() and upload[3].startswith("out dir/bundle-")
+    assert upload[4] == json.loads(request["HyperParameters"]["sagemaker_submit_directory"])
+    assert create[create.index("--cli-input-json") + 1] == "file://out dir/job.json"
+    assert create[create.index("--region") + 1] == "us-east-1"
+
+
 def test_stepfunctions_task_wraps_the_request():
     plan = make_plan(make_spec(), "sagemaker")
     provider = get_provider("sagemaker")

@@ -240,28 +240,40 @@ def _link_or_copy(source: Path, dest: Path) -> None:
 
 def run_local(spec, *, emulate: str = "local", nproc: int = 1, run_dir: str | Path | None = None,
               preempt_at: int | None = None, stream: IO[str] | None = None,
-              docker_image: str | None = None, check: bool = False) -> LocalRun:  # fmt: skip
+              docker_image: str | None = None, check: bool = False,
+              python: str | Path | None = None) -> LocalRun:  # fmt: skip
     """Run a spec on this machine and wait for it.
 
     Args:
         spec: a ``JobSpec`` (or a path to a spec file).
-        emulate: which platform's in-container contract to reproduce.
+        emulate: ``local``, or the cloud whose rendered job to run as its container would
+            (``emulation/``: every node of ``compute.nodes``, the cloud's own launcher).
         nproc: processes per node; more than one launches through torchrun (gloo on CPU).
         run_dir: where to run (default: ``<output.local_dir>/<job name>``; reruns resume).
         preempt_at: send the job SIGTERM at this step, as a spot eviction would.
         stream: where the job's log goes (default: stdout).
         docker_image: run inside this image with ``docker run`` instead of a subprocess.
         check: raise ``JobFailedError`` when the job exits non-zero.
+        python: the interpreter the job runs with (a replica of an image's environment);
+            default: this one.
     """
     from ..plan import Plan
     from ..spec import JobSpec, load_spec
 
     if not isinstance(spec, JobSpec):
         spec = load_spec(spec)
+    if emulate != "local":
+        return _run_emulated(spec, emulate, nproc=nproc, run_dir=run_dir, preempt_at=preempt_at,
+                             stream=stream, docker_image=docker_image, check=check,
+                             python=python)  # fmt: skip
     plan = Plan(spec=spec, provider="local")
     lay = layout(plan, emulate=emulate, nproc=nproc, run_dir=run_dir, preempt_at=preempt_at)
     prepare(plan, lay)
     command = _docker_command(lay, docker_image) if docker_image else lay.command
+    if python is not None:
+        from .emulation import check_python
+
+        command = [check_python(python), *command[1:]]
     env = {**os.environ, **lay.env}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(lay.code_dir), env.get("PYTHONPATH")]))
     with open(lay.run_dir / "job.log", "a", encoding="utf-8") as log:
@@ -274,6 +286,37 @@ def run_local(spec, *, emulate: str = "local", nproc: int = 1, run_dir: str | Pa
     if check and code != 0:
         raise JobFailedError(f"local job exited with status {code}; its log is above.")
     return result
+
+
+def _run_emulated(spec, emulate: str, *, nproc: int, run_dir, preempt_at, stream, docker_image,
+                  check: bool, python) -> LocalRun:  # fmt: skip
+    from .emulation import EMULATED, emulate as run_as
+
+    if emulate not in EMULATED:
+        raise GenaiCloudError(f"unknown emulation {emulate!r}; valid: {', '.join(EMULATIONS)}",
+                              headline="Bad option")  # fmt: skip
+    refused = {"--nproc": nproc > 1, "--preempt-at": preempt_at is not None,
+               "--docker": docker_image is not None}  # fmt: skip
+    if any(refused.values()):
+        flags = ", ".join(flag for flag, given in refused.items() if given)
+        raise GenaiCloudError(f"{flags}: not with --emulate {emulate}, which runs the job as "
+                              f"{emulate} would (compute.nodes nodes, the processes its render "
+                              "starts); use --emulate local", headline="Bad option")  # fmt: skip
+    plan_name = _job_name(spec)
+    run_dir = Path(run_dir or Path(spec.output.local_dir) / plan_name).absolute()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "job.log", "a", encoding="utf-8") as log:
+        code, lay = run_as(emulate, spec, run_dir=run_dir, python=python,
+                           stream=stream or sys.stdout, log=log)  # fmt: skip
+    if check and code != 0:
+        raise JobFailedError(f"emulated {emulate} job exited with status {code}; its log is above.")
+    return LocalRun(run_dir=run_dir, returncode=code, layout=lay)
+
+
+def _job_name(spec) -> str:
+    from ..plan import Plan
+
+    return Plan(spec=spec, provider="local").job_name
 
 
 def _source_names(lay: LocalLayout) -> dict[str, str]:

@@ -290,7 +290,8 @@ def run_local(spec, *, emulate: str = "local", nproc: int = 1, run_dir: str | Pa
 
 def _run_emulated(spec, emulate: str, *, nproc: int, run_dir, preempt_at, stream, docker_image,
                   check: bool, python) -> LocalRun:  # fmt: skip
-    from .emulation import EMULATED, emulate as run_as
+    from .emulation import EMULATED
+    from .emulation import emulate as run_as
 
     if emulate not in EMULATED:
         raise GenaiCloudError(f"unknown emulation {emulate!r}; valid: {', '.join(EMULATIONS)}",

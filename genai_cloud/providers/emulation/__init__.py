@@ -154,9 +154,9 @@ def run_nodes(nodes: list[Node], base_env: dict[str, str], outs: tuple[IO[str], 
                     out.write(prefix + line)
                     out.flush()
 
-    threads = [threading.Thread(target=pump, args=(proc, f"[{node.name}] " if len(nodes) > 1
-                                                   else ""), daemon=True)  # fmt: skip
-               for node, proc in zip(nodes, procs)]  # fmt: skip
+    prefixes = [f"[{node.name}] " if len(nodes) > 1 else "" for node in nodes]
+    threads = [threading.Thread(target=pump, args=pair, daemon=True)
+               for pair in zip(procs, prefixes)]  # fmt: skip
     for thread in threads:
         thread.start()
     try:

@@ -17,13 +17,22 @@ hostname check and torchrun's ``--master_addr`` resolve without an ``/etc/hosts`
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import IO
 
 from ...errors import GenaiCloudError
 from ..local import LocalLayout
-from . import Node, cloud_spec, host_env, job_status, local_inputs, node_address, python_on_path
-from . import run_nodes
+from . import (
+    Node,
+    cloud_spec,
+    host_env,
+    job_status,
+    local_inputs,
+    node_address,
+    python_on_path,
+    run_nodes,
+)
 
 BUCKET = "genai-emulated"
 ROLE = "arn:aws:iam::000000000000:role/genai-emulated"  # never assumed: nothing checks it here
@@ -92,25 +101,26 @@ def config_files(request: dict, host: str, hosts: list[str]) -> dict[str, dict]:
     """``/opt/ml/input/config/*.json`` as SageMaker writes them for ``host``."""
     resources = request["ResourceConfig"]
     group = "homogeneousCluster"
+    mode = request["AlgorithmSpecification"]["TrainingInputMode"]
+    channels = {
+        c["ChannelName"]: {
+            "TrainingInputMode": c.get("InputMode", mode),
+            "S3DistributionType": c["DataSource"]["S3DataSource"]["S3DataDistributionType"],
+            "RecordWrapperType": "None",
+        }
+        for c in request.get("InputDataConfig", [])
+    }
+    kind = resources["InstanceType"]
     files = {
         "hyperparameters.json": request.get("HyperParameters", {}),
-        "inputdataconfig.json": {
-            c["ChannelName"]: {
-                "TrainingInputMode": c.get("InputMode", request["AlgorithmSpecification"]
-                                           ["TrainingInputMode"]),  # fmt: skip
-                "S3DistributionType": c["DataSource"]["S3DataSource"]["S3DataDistributionType"],
-                "RecordWrapperType": "None",
-            }
-            for c in request.get("InputDataConfig", [])
-        },
+        "inputdataconfig.json": channels,
         "resourceconfig.json": {
-            "current_host": host, "current_instance_type": resources["InstanceType"],
-            "current_group_name": group, "hosts": hosts,
+            "current_host": host, "current_instance_type": kind, "current_group_name": group,
+            "hosts": hosts, "network_interface_name": "lo",
             "instance_groups": [{"instance_group_name": group, "hosts": hosts,
-                                 "instance_type": resources["InstanceType"]}],
-            "network_interface_name": "lo",
-        },  # fmt: skip
-    }
+                                 "instance_type": kind}],
+        },
+    }  # fmt: skip
     if "CheckpointConfig" in request:
         files["checkpointconfig.json"] = request["CheckpointConfig"]
     return files
@@ -168,15 +178,14 @@ def _node(request, s3, run_dir: Path, host: str, hosts: list[str], framework: Pa
     ml = run_dir / host / "opt" / "ml"
     for path in (ml / "code", ml / "input"):  # a fresh machine: no code or data of a past run
         if path.exists():
-            import shutil
-
             shutil.rmtree(path)
     for name, content in config_files(request, host, hosts).items():
         (ml / "input" / "config").mkdir(parents=True, exist_ok=True)
         (ml / "input" / "config" / name).write_text(json.dumps(content))
     for channel in request.get("InputDataConfig", []):
         download_channel(s3, channel, ml / "input" / "data" / channel["ChannelName"])
-    (ml / "checkpoints").mkdir(parents=True, exist_ok=True)
+    for path in (ml / "model", ml / "checkpoints", ml / "output" / "data"):  # the platform's
+        path.mkdir(parents=True, exist_ok=True)
     env = {
         "SAGEMAKER_BASE_DIR": str(ml),
         "SAGEMAKER_TRAINING_MODULE": "genai_emulated_dlc:main",

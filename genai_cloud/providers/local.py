@@ -1,9 +1,9 @@
 """Run a job on this machine through exactly the code path a cloud job takes.
 
 The runner unpacks the same bundle a cloud job receives into a run directory, lays out inputs,
-model, checkpoint and output folders as the chosen platform's container would (``--emulate
-sagemaker|vertex|azureml`` sets that platform's environment variables and paths), and runs the
-bundled entrypoint in a subprocess (or ``torchrun`` for ``nproc > 1``; Docker optional).
+model, checkpoint and output folders, and runs the bundled entrypoint in a subprocess (or
+``torchrun`` for ``nproc > 1``; Docker optional). ``--emulate sagemaker|vertex|azureml`` instead
+runs the job that cloud's render describes, the way its container runs it (``emulation/``).
 
 The run directory is named after the job (spec name + plan hash), so running the same spec again
 resumes from its checkpoints.
@@ -17,11 +17,11 @@ import shutil
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator
 
-from ..bundle import LAUNCHER, safe_extract
+from ..bundle import safe_extract
 from ..contract import (
     ENV_CHANNEL_PREFIX,
     ENV_CHECKPOINT_DIR,
@@ -35,7 +35,6 @@ from ..spec import is_remote_uri
 from .base import JobHandle, JobState, JobStatus, Provider
 
 EMULATIONS = ("local", "sagemaker", "vertex", "azureml")
-FAKE_BUCKET = "local-bucket"  # the bucket name an emulated Vertex run sees under its /gcs mount
 EXIT_PREEMPTED = 143  # the entrypoint's status after flushing a checkpoint on SIGTERM
 SIGTERM_GRACE_S = 120  # what SageMaker gives a job between SIGTERM and the kill
 
@@ -53,7 +52,6 @@ class LocalLayout:
     command: list[str]
     env: dict[str, str]
     emulate: str
-    extra_files: dict[Path, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {
@@ -107,93 +105,29 @@ def _local_channels(spec) -> dict[str, Path]:
     return channels
 
 
-def layout(plan, *, emulate: str = "local", nproc: int = 1, run_dir: str | Path | None = None,
+def layout(plan, *, nproc: int = 1, run_dir: str | Path | None = None,
            preempt_at: int | None = None) -> LocalLayout:  # fmt: skip
-    """The run directory, environment and command of a local run (pure)."""
-    if emulate not in EMULATIONS:
-        raise GenaiCloudError(f"unknown emulation {emulate!r}; valid: {', '.join(EMULATIONS)}",
-                              headline="Bad option")  # fmt: skip
+    """The run directory, environment and command of a local run (pure). (A cloud's contract
+    is not laid out here: ``--emulate`` runs the cloud's rendered job, see ``emulation/``.)"""
     spec = plan.spec
     run_dir = Path(run_dir or Path(spec.output.local_dir) / plan.job_name).absolute()
     sources = _local_channels(spec)
     env = {"PYTHONUNBUFFERED": "1", "GENAI_JOB_NAME": plan.job_name, **spec.env}
-    extra_files: dict[Path, str] = {}
     args: list[str] = []
-
-    if emulate == "sagemaker":
-        ml = run_dir / "opt" / "ml"
-        code_dir, model_dir = ml / "code", ml / "model"
-        checkpoint_dir, output_dir = ml / "checkpoints", ml / "output" / "data"
-        channels = {n: (src, ml / "input" / "data" / n) for n, src in sources.items()}
-        hosts = [f"algo-{i + 1}" for i in range(spec.compute.nodes)]
-        env.update({
-            "SM_MODEL_DIR": str(model_dir),
-            "SM_OUTPUT_DATA_DIR": str(output_dir),
-            "SM_CHANNELS": json.dumps(sorted(channels)),
-            "SM_HPS": json.dumps({}),
-            "SM_NUM_GPUS": "0",
-            "SM_NUM_CPUS": str(os.cpu_count() or 1),
-            "SM_HOSTS": json.dumps(hosts),
-            "SM_CURRENT_HOST": hosts[0],
-            "SM_MODULE_DIR": str(code_dir),
-            "SM_USER_ENTRY_POINT": LAUNCHER,
-        })  # fmt: skip
-        for name, (_, dest) in channels.items():
-            env[f"SM_CHANNEL_{name.upper()}"] = str(dest)
-        env["SM_TRAINING_ENV"] = json.dumps({
-            "channel_input_dirs": {n: str(d) for n, (_, d) in channels.items()},
-            "model_dir": str(model_dir), "hosts": hosts, "current_host": hosts[0],
-            "job_name": plan.job_name, "hyperparameters": {},
-        })  # fmt: skip
-        config = ml / "input" / "config"
-        extra_files[config / "hyperparameters.json"] = "{}"
-        extra_files[config / "resourceconfig.json"] = json.dumps(
-            {"current_host": hosts[0], "hosts": hosts})  # fmt: skip
-        extra_files[config / "inputdataconfig.json"] = json.dumps(
-            {n: {"TrainingInputMode": "File"} for n in channels})  # fmt: skip
-        entry = [LAUNCHER]  # the toolkit runs `python <sagemaker_program>` from /opt/ml/code
-    elif emulate == "vertex":
-        base = f"gs://{FAKE_BUCKET}/{plan.job_name}"
-        fuse = run_dir / "gcs"
-        bucket_dir = fuse / FAKE_BUCKET / plan.job_name
-        code_dir = run_dir / "code"
-        model_dir, checkpoint_dir = bucket_dir / "model", bucket_dir / "checkpoints"
-        output_dir = bucket_dir / "output"
-        channels = {n: (src, bucket_dir / "data" / n) for n, src in sources.items()}
-        env.update({
-            "GENAI_GCS_FUSE_ROOT": str(fuse),
-            "AIP_MODEL_DIR": f"{base}/model/",
-            "AIP_CHECKPOINT_DIR": f"{base}/checkpoints/",
-            "AIP_TENSORBOARD_LOG_DIR": f"{base}/logs/",
-            "CLOUD_ML_JOB_ID": plan.job_name,
-            "CLUSTER_SPEC": json.dumps({"cluster": {"workerpool0": ["localhost:2222"]},
-                                        "task": {"type": "workerpool0", "index": 0}}),
-        })  # fmt: skip
-        for name in channels:
-            env[f"{ENV_CHANNEL_PREFIX}{name.upper()}"] = f"{base}/data/{name}"
-        entry = ["-m", "job_templates.entrypoint"]
-    else:
-        code_dir = run_dir / "code"
-        model_dir, checkpoint_dir = run_dir / "model", run_dir / "checkpoints"
-        output_dir = run_dir / "output"
-        channels = {n: (src, run_dir / "input" / n) for n, src in sources.items()}
-        entry = ["-m", "job_templates.entrypoint"]
-        if emulate == "azureml":
-            # Azure resolves ${{inputs.x}} / ${{outputs.y}} into paths on the command line.
-            env["AZUREML_RUN_ID"] = plan.job_name
-            args += [f"--data={n}={d}" for n, (_, d) in channels.items()]
-            args += [f"--model-dir={model_dir}", f"--checkpoint-dir={checkpoint_dir}",
-                     f"--output-dir={output_dir}"]  # fmt: skip
-        else:
-            env.update({
-                ENV_PLATFORM: "local",
-                ENV_SPEC: str(code_dir / "spec.json"),
-                ENV_MODEL_DIR: str(model_dir),
-                ENV_CHECKPOINT_DIR: str(checkpoint_dir),
-                ENV_OUTPUT_DIR: str(output_dir),
-            })  # fmt: skip
-            for name, (_, dest) in channels.items():
-                env[f"{ENV_CHANNEL_PREFIX}{name.upper()}"] = str(dest)
+    code_dir = run_dir / "code"
+    model_dir, checkpoint_dir = run_dir / "model", run_dir / "checkpoints"
+    output_dir = run_dir / "output"
+    channels = {n: (src, run_dir / "input" / n) for n, src in sources.items()}
+    entry = ["-m", "job_templates.entrypoint"]
+    env.update({
+        ENV_PLATFORM: "local",
+        ENV_SPEC: str(code_dir / "spec.json"),
+        ENV_MODEL_DIR: str(model_dir),
+        ENV_CHECKPOINT_DIR: str(checkpoint_dir),
+        ENV_OUTPUT_DIR: str(output_dir),
+    })  # fmt: skip
+    for name, (_, dest) in channels.items():
+        env[f"{ENV_CHANNEL_PREFIX}{name.upper()}"] = str(dest)
 
     if preempt_at is not None:
         args.append(f"--preempt-at={preempt_at}")
@@ -205,8 +139,7 @@ def layout(plan, *, emulate: str = "local", nproc: int = 1, run_dir: str | Path 
         command = [sys.executable, *entry, *args]
     return LocalLayout(
         run_dir=run_dir, code_dir=code_dir, model_dir=model_dir, checkpoint_dir=checkpoint_dir,
-        output_dir=output_dir, channels=channels, command=command, env=env, emulate=emulate,
-        extra_files=extra_files,
+        output_dir=output_dir, channels=channels, command=command, env=env, emulate="local",
     )  # fmt: skip
 
 
@@ -226,9 +159,6 @@ def prepare(plan, lay: LocalLayout) -> None:
         files = [source] if source.is_file() else sorted(p for p in source.iterdir() if p.is_file())
         for file in files:
             _link_or_copy(file, dest / file.name)
-    for path, content in lay.extra_files.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content)
 
 
 def _link_or_copy(source: Path, dest: Path) -> None:
@@ -262,12 +192,15 @@ def run_local(spec, *, emulate: str = "local", nproc: int = 1, run_dir: str | Pa
 
     if not isinstance(spec, JobSpec):
         spec = load_spec(spec)
+    if emulate not in EMULATIONS:
+        raise GenaiCloudError(f"unknown emulation {emulate!r}; valid: {', '.join(EMULATIONS)}",
+                              headline="Bad option")  # fmt: skip
     if emulate != "local":
         return _run_emulated(spec, emulate, nproc=nproc, run_dir=run_dir, preempt_at=preempt_at,
                              stream=stream, docker_image=docker_image, check=check,
                              python=python)  # fmt: skip
     plan = Plan(spec=spec, provider="local")
-    lay = layout(plan, emulate=emulate, nproc=nproc, run_dir=run_dir, preempt_at=preempt_at)
+    lay = layout(plan, nproc=nproc, run_dir=run_dir, preempt_at=preempt_at)
     prepare(plan, lay)
     command = _docker_command(lay, docker_image) if docker_image else lay.command
     if python is not None:
@@ -290,12 +223,8 @@ def run_local(spec, *, emulate: str = "local", nproc: int = 1, run_dir: str | Pa
 
 def _run_emulated(spec, emulate: str, *, nproc: int, run_dir, preempt_at, stream, docker_image,
                   check: bool, python) -> LocalRun:  # fmt: skip
-    from .emulation import EMULATED
     from .emulation import emulate as run_as
 
-    if emulate not in EMULATED:
-        raise GenaiCloudError(f"unknown emulation {emulate!r}; valid: {', '.join(EMULATIONS)}",
-                              headline="Bad option")  # fmt: skip
     refused = {"--nproc": nproc > 1, "--preempt-at": preempt_at is not None,
                "--docker": docker_image is not None}  # fmt: skip
     if any(refused.values()):

@@ -17,6 +17,7 @@ hostname check and torchrun's ``--master_addr`` resolve without an ``/etc/hosts`
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import IO
@@ -134,6 +135,7 @@ def run(spec, *, run_dir: Path, python: str, outs: tuple[IO[str], ...]):
     _need("sagemaker_training", "the SageMaker training toolkit")
     boto3 = _need("boto3", "boto3")
     server_module = _need("moto.server", "a local S3 server (moto[server])")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per S3 request
     server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:

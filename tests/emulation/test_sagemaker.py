@@ -49,7 +49,7 @@ def test_the_toolkit_downloads_installs_and_runs_the_rendered_request(quick_spec
     assert (ml / "model" / "model.safetensors").is_file()
     assert run.model_dir == ml / "model" and json.loads(
         (ml / "output" / "data" / "metrics.json").read_text())["steps"] == 4  # fmt: skip
-    assert sorted(p.name for p in (ml / "checkpoints").iterdir())[-1].endswith("4")
+    assert max(p.name for p in (ml / "checkpoints").iterdir()).endswith("4")
     assert (ml / "output" / "success").is_file() and "Reporting training SUCCESS" in log
 
 

@@ -119,6 +119,7 @@ SPREAD = {
             "security_group_ids": ["sg-0123abcd"],
             "network_isolation": True,
             "inter_container_encryption": True,
+            "image_uri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/genai-job:1",
         },
     },
 }  # fmt: skip
@@ -192,7 +193,8 @@ def test_spot_sets_max_wait_and_checkpoints_under_the_job():
 
 
 def test_security_settings_are_rendered():
-    request = render(**SPREAD["vpc+kms+isolation"])
+    plan = make_plan(make_spec(**SPREAD["vpc+kms+isolation"]), "sagemaker")
+    request = get_provider("sagemaker").render(plan)
     key = SPREAD["vpc+kms+isolation"]["aws"]["kms_key_id"]
     assert request["VpcConfig"] == {"SecurityGroupIds": ["sg-0123abcd"],
                                     "Subnets": ["subnet-0abc1234", "subnet-0def5678"]}  # fmt: skip
@@ -202,8 +204,9 @@ def test_security_settings_are_rendered():
     assert request["ResourceConfig"]["VolumeKmsKeyId"] == key
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
                 for c in request["InputDataConfig"]}  # fmt: skip
+    bundle = f"s3://genai-out/genai-cloud/bundles/{plan.bundle.name}"
     assert channels == {"train": "s3://genai-data/corpus/train.jsonl",
-                        "model": "s3://genai-models/gpt2/"}  # fmt: skip
+                        "model": "s3://genai-models/gpt2/", "code": bundle}  # fmt: skip
 
 
 def test_env_is_rendered_but_secrets_are_not():
@@ -360,6 +363,27 @@ def test_isolation_conflicts_are_explained():
     message = problems_of(aws={"network_isolation": True}, secrets={"HF_TOKEN": SECRET_ARN})
     assert "secrets: aws.network_isolation blocks" in message
     assert "model.name_or_path: hub id 'gpt2' cannot be downloaded" in message
+    assert "aws.network_isolation: the job installs job_templates/requirements.txt" in message
+    assert "set aws.image_uri" in message
+
+
+def test_an_isolated_job_gets_its_code_through_the_code_channel():
+    """As the SageMaker Python SDK does for isolated jobs: the bundle is an input channel, and
+    sagemaker_submit_directory is where SageMaker puts it inside the container."""
+    image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/genai-job:1"
+    plan = make_plan(make_spec(model={"name_or_path": "s3://genai-models/gpt2/"},
+                               aws={"network_isolation": True, "image_uri": image}), "sagemaker")
+    request = get_provider("sagemaker").render(plan)
+    assert request["EnableNetworkIsolation"] is True
+    code = [c for c in request["InputDataConfig"] if c["ChannelName"] == "code"]
+    assert len(code) == 1
+    uri = code[0]["DataSource"]["S3DataSource"]["S3Uri"]
+    assert uri == f"s3://genai-out/genai-cloud/bundles/{plan.bundle.name}"
+    submit = json.loads(request["HyperParameters"]["sagemaker_submit_directory"])
+    assert submit == f"/opt/ml/input/data/code/{plan.bundle.name}"
+    assert_valid_request(request)
+    # The upload the CLI prints goes where the code channel reads.
+    assert get_provider("sagemaker").launch_commands(plan)[0].endswith(f" {uri}")
 
 
 def test_vpc_needs_subnets_and_security_groups():

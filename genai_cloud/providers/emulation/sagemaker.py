@@ -98,7 +98,7 @@ def download_channel(s3, channel: dict, dest: Path) -> None:
         s3.download_file(bucket, key, str(target))
 
 
-def config_files(request: dict, host: str, hosts: list[str]) -> dict[str, dict]:
+def config_files(request: dict, host: str, hosts: list[str], base: Path) -> dict[str, dict]:
     """``/opt/ml/input/config/*.json`` as SageMaker writes them for ``host``."""
     resources = request["ResourceConfig"]
     group = "homogeneousCluster"
@@ -112,8 +112,12 @@ def config_files(request: dict, host: str, hosts: list[str]) -> dict[str, dict]:
         for c in request.get("InputDataConfig", [])
     }
     kind = resources["InstanceType"]
+    # An isolated job's sagemaker_submit_directory names its code channel under /opt/ml, which
+    # SAGEMAKER_BASE_DIR moves: so do its values (JSON strings, '"/opt/ml/...').
+    hyperparameters = {k: v.replace('"/opt/ml/', f'"{base}/', 1)
+                       for k, v in request.get("HyperParameters", {}).items()}  # fmt: skip
     files = {
-        "hyperparameters.json": request.get("HyperParameters", {}),
+        "hyperparameters.json": hyperparameters,
         "inputdataconfig.json": channels,
         "resourceconfig.json": {
             "current_host": host, "current_instance_type": kind, "current_group_name": group,
@@ -153,6 +157,11 @@ def run(spec, *, run_dir: Path, python: str, outs: tuple[IO[str], ...]):
         s3.put_object(Bucket=bucket, Key=key, Body=plan.bundle.data)
 
         hosts = [node_address(i) for i in range(request["ResourceConfig"]["InstanceCount"])]
+        if request.get("EnableNetworkIsolation") and len(hosts) > 1:
+            raise GenaiCloudError("--emulate sagemaker isolates one host at a time: the hosts "
+                                  "of an isolated job still reach each other, which separate "
+                                  "network namespaces would cut; emulate with compute.nodes: 1",
+                                  headline="Cannot emulate")  # fmt: skip
         framework = run_dir / "dlc"
         framework.mkdir(parents=True, exist_ok=True)
         (framework / "genai_emulated_dlc.py").write_text(_FRAMEWORK_MODULE)
@@ -181,7 +190,7 @@ def _node(request, s3, run_dir: Path, host: str, hosts: list[str], framework: Pa
     for path in (ml / "code", ml / "input"):  # a fresh machine: no code or data of a past run
         if path.exists():
             shutil.rmtree(path)
-    for name, content in config_files(request, host, hosts).items():
+    for name, content in config_files(request, host, hosts, ml).items():
         (ml / "input" / "config").mkdir(parents=True, exist_ok=True)
         (ml / "input" / "config" / name).write_text(json.dumps(content))
     for channel in request.get("InputDataConfig", []):
@@ -200,5 +209,28 @@ def _node(request, s3, run_dir: Path, host: str, hosts: list[str], framework: Pa
         **creds,
         **request.get("Environment", {}),
     }  # fmt: skip
-    return Node(name=host, command=["python", "-m", "sagemaker_training.cli.train"],
-                cwd=ml, env=env)  # fmt: skip
+    command = ["python", "-m", "sagemaker_training.cli.train"]
+    if request.get("EnableNetworkIsolation"):
+        command = isolated(command)
+    return Node(name=host, command=command, cwd=ml, env=env)
+
+
+def isolated(command: list[str]) -> list[str]:
+    """``command`` in a network namespace of its own: no route anywhere (the loopback device is
+    down too), as EnableNetworkIsolation leaves a container. Needs ``unshare`` (util-linux) and
+    root or unprivileged user namespaces; otherwise the emulation is refused, not faked."""
+    import os
+    import subprocess
+
+    wrapper = ["unshare", "--net"] + ([] if os.geteuid() == 0 else ["--map-root-user"])
+    try:
+        probe = subprocess.run([*wrapper, "true"], capture_output=True, text=True, check=False)
+        said = probe.stderr.strip()
+    except FileNotFoundError:
+        probe, said = None, "no `unshare` on PATH"
+    if probe is None or probe.returncode != 0:
+        raise GenaiCloudError("emulating aws.network_isolation needs a network namespace "
+                              f"(`unshare --net`: {said or 'failed'}); run as root or where user "
+                              "namespaces are allowed, or set aws.network_isolation: false",
+                              headline="Cannot emulate")  # fmt: skip
+    return [*wrapper, "--", *command]

@@ -41,7 +41,8 @@ def test_the_toolkit_downloads_installs_and_runs_the_rendered_request(quick_spec
     assert resources["hosts"] == ["127.0.0.1"]
     assert resources["current_instance_type"] == request["ResourceConfig"]["InstanceType"]
     # The channels were copied from S3 as File mode does; the toolkit fetched the code itself.
-    assert (ml / "input" / "data" / "train" / "corpus.jsonl").read_bytes() == corpus_path.read_bytes()
+    delivered = ml / "input" / "data" / "train" / "corpus.jsonl"
+    assert delivered.read_bytes() == corpus_path.read_bytes()
     assert (ml / "input" / "data" / "model" / "config.json").is_file()
     assert "Installing dependencies from requirements.txt" in log
     assert (ml / "code" / "run_job.py").is_file() and (ml / "code" / "spec.json").is_file()
@@ -154,7 +155,8 @@ def test_the_isolation_wrapper_really_cuts_the_network():
         server.bind(("127.0.0.1", 0))
         server.listen()
         port = server.getsockname()[1]
-        connect = f"import socket; socket.create_connection(('127.0.0.1', {port}), 5); print('connected')"
+        connect = (f"import socket; socket.create_connection(('127.0.0.1', {port}), 5); "
+                   "print('connected')")
         probe = [sys.executable, "-c", connect]
         outside = subprocess.run(probe, capture_output=True, text=True, check=False)
         inside = subprocess.run(isolated(probe), capture_output=True, text=True, check=False)

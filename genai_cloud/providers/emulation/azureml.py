@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import uuid
 from pathlib import Path
 from typing import IO
 
@@ -58,7 +59,7 @@ def stage(spec, stores: Path):
         copy_input(source, stores / DATASTORE / "paths" / rel)
         fields[(section, name)] = f"azureml://datastores/{DATASTORE}/paths/{rel}" + (
             "/" if source.is_dir() else "")  # fmt: skip
-    azure = {"subscription_id": spec.azure.subscription_id or "00000000-0000-0000-0000-000000000000",
+    azure = {"subscription_id": spec.azure.subscription_id or str(uuid.UUID(int=0)),
              "resource_group": spec.azure.resource_group or "genai-emulated",
              "workspace": spec.azure.workspace or "genai-emulated"}  # fmt: skip
     return cloud_spec(spec, fields, azure=azure)

@@ -27,12 +27,15 @@ sys.meta_path.insert(0, _NotInTheImage())
 @pytest.fixture
 def image_python(tmp_path_factory) -> Path:
     """An interpreter for ``--python``: this one, but without genai_cloud and pydantic, like a
-    cloud image with the job's requirements installed."""
+    cloud image with the job's requirements installed (``invocations`` beside it lists the
+    arguments of every start)."""
     root = tmp_path_factory.mktemp("image-python")
     (root / "site").mkdir()
     (root / "site" / "sitecustomize.py").write_text(_BLOCKER)
     wrapper = root / "python"
-    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH="{root / "site"}${{PYTHONPATH:+:$PYTHONPATH}}" '
+    # Each start is recorded in `invocations` beside it, so a test can tell it was used.
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> "{root / "invocations"}"\n'
+                       f'PYTHONPATH="{root / "site"}${{PYTHONPATH:+:$PYTHONPATH}}" '
                        f'exec {sys.executable} "$@"\n')
     wrapper.chmod(0o755)
     return wrapper

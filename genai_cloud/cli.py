@@ -280,6 +280,7 @@ def render(spec_path: str, provider: str, fmt: str, output: str | None,
         text = json.dumps(impl.render(plan), indent=2, sort_keys=True)
     if not output:
         click.echo(text)
+        _echo_launch_commands(impl, plan, fmt, output)
         return
     _write_text(Path(output), text + "\n")
     click.echo(f"Wrote {output}", err=True)
@@ -288,28 +289,48 @@ def render(spec_path: str, provider: str, fmt: str, output: str | None,
         with _writing(Path(output).parent):
             bundle = impl.write_native_bundle(plan, Path(output).parent)
         click.echo(f"Wrote {bundle}", err=True)
+    _echo_launch_commands(impl, plan, fmt, output)
+
+
+def _echo_launch_commands(impl, plan, fmt: str, output: str | None) -> None:
+    """Where the bundle must go and the command that launches the native file, for providers
+    whose native file cannot carry them as comments (SageMaker's JSON)."""
+    if fmt != "native" or not hasattr(impl, "launch_commands"):
+        return
+    where = "" if output else f" (`render -o FILE` writes {plan.bundle.name} beside FILE)"
+    click.echo(f"Upload the bundle, then launch{where}:", err=True)
+    for step in impl.launch_commands(plan, output):
+        click.echo(f"  {step}", err=True)
 
 
 @cli.command()
 @spec_argument
 @click.option("--emulate", type=click.Choice(provider_names()),
               default="local", show_default=True,
-              help="Reproduce that platform's in-container paths and variables.")
+              help="Run the job that cloud's render describes, as its container would.")
 @click.option("--nproc", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Processes (torchrun; gloo on CPU).")
 @click.option("--run-dir", type=click.Path(file_okay=False),
               help="Default: <output.local_dir>/<job name>; rerunning resumes.")
 @click.option("--preempt-at", type=click.IntRange(1), help="Simulate a spot eviction at STEP.")
 @click.option("--docker", "docker_image", metavar="IMAGE", help="Run inside this image.")
+@click.option("--python", "python", metavar="PATH",
+              help="Run the job with this interpreter (e.g. a replica of an image's environment; "
+                   "it needs the job's requirements, not genai-cloud).")
 @set_option
 def run(spec_path: str, emulate: str, nproc: int, run_dir: str | None, preempt_at: int | None,
-        docker_image: str | None, overrides: tuple[str, ...]) -> None:  # fmt: skip
-    """Run a spec on this machine with the same entrypoint a cloud job runs."""
+        docker_image: str | None, python: str | None, overrides: tuple[str, ...]) -> None:  # fmt: skip
+    """Run a spec on this machine with the same entrypoint a cloud job runs.
+
+    With --emulate sagemaker|vertex|azureml, the job that cloud's render describes runs the way
+    its container runs it (compute.nodes local nodes; SageMaker through its training toolkit).
+    """
     from .providers.local import run_local
 
     spec = _load(spec_path, overrides, "local")
     result = run_local(spec, emulate=emulate, nproc=nproc, run_dir=run_dir,
-                       preempt_at=preempt_at, docker_image=docker_image)  # fmt: skip
+                       preempt_at=preempt_at, docker_image=docker_image,
+                       python=python)  # fmt: skip
     if result.returncode == 0:
         saved = result.model_dir.is_dir() and any(result.model_dir.iterdir())
         model = f"Model: {result.model_dir}  " if saved else ""  # evaluate/audit save none

@@ -38,7 +38,7 @@ def resolve_secrets(secrets: dict[str, str]) -> None:
 
     for env_name, reference in secrets.items():
         if env_name not in os.environ:
-            os.environ[env_name] = fetch(reference)
+            os.environ[env_name] = fetch(reference, name=f"secrets.{env_name}")
         log.info("secret %s resolved from %s", env_name, reference.split(":secret:")[0])
 
 

@@ -223,7 +223,8 @@ def test_cheapest_t4_is_azure_then_vertex_then_sagemaker():
 
 
 def test_network_isolation_rules_out_the_cheaper_providers():
-    isolated = spec(aws={"network_isolation": True})
+    isolated = spec(aws={"network_isolation": True,
+                         "image_uri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/job:1"})
     placement = cheapest(isolated)
     assert placement.provider == "sagemaker"
     assert set(placement.skipped) == {"vertex", "azureml"}

@@ -234,7 +234,14 @@ class Provider:
     def emulation(self, plan: Plan, run_dir: Path, sources: dict[str, Path]) -> Emulation | None:
         """How ``run --emulate <this provider>`` lays out a local run in ``run_dir`` as this
         provider's container would, for the inputs ``sources`` (name -> local file or folder);
-        None when it cannot be emulated."""
+        None when it cannot be emulated this way (see ``emulator``)."""
+        return None
+
+    def emulator(self):
+        """A runner that executes this provider's *rendered* job as its container would:
+        ``run(spec, *, run_dir, python, outs) -> (exit status, LocalLayout of the first node)``
+        (the clouds' own toolkits and launchers, every node). None: ``emulation`` lays the run
+        out instead."""
         return None
 
     def check_features(self, spec: JobSpec) -> None:

@@ -1,9 +1,9 @@
 """Run a job on this machine through exactly the code path a cloud job takes.
 
 The runner unpacks the same bundle a cloud job receives into a run directory, lays out inputs,
-model, checkpoint and output folders as the chosen platform's container would (``--emulate
-sagemaker|vertex|azureml`` sets that platform's environment variables and paths), and runs the
-bundled entrypoint in a subprocess (or ``torchrun`` for ``nproc > 1``; Docker optional).
+model, checkpoint and output folders, and runs the bundled entrypoint in a subprocess (or
+``torchrun`` for ``nproc > 1``; Docker optional). ``--emulate sagemaker|vertex|azureml`` instead
+runs the job that cloud's render describes, the way its container runs it (``emulation/``).
 
 The run directory is named after the job (spec name + plan hash), so running the same spec again
 resumes from its checkpoints.
@@ -107,7 +107,9 @@ def _local_channels(spec) -> dict[str, Path]:
 
 def layout(plan, *, emulate: str = "local", nproc: int = 1, run_dir: str | Path | None = None,
            preempt_at: int | None = None) -> LocalLayout:  # fmt: skip
-    """The run directory, environment and command of a local run (pure)."""
+    """The run directory, environment and command of a local run (pure), laid out as the
+    ``emulate`` provider's ``emulation`` says (the clouds' emulations run their rendered jobs
+    instead: see ``Provider.emulator`` and ``run_local``)."""
     if emulate not in provider_names():
         raise GenaiCloudError(f"unknown emulation {emulate!r}; valid: "
                               f"{', '.join(provider_names())}", headline="Bad option")  # fmt: skip
@@ -170,28 +172,44 @@ def _link_or_copy(source: Path, dest: Path) -> None:
 
 def run_local(spec, *, emulate: str = "local", nproc: int = 1, run_dir: str | Path | None = None,
               preempt_at: int | None = None, stream: IO[str] | None = None,
-              docker_image: str | None = None, check: bool = False) -> LocalRun:  # fmt: skip
+              docker_image: str | None = None, check: bool = False,
+              python: str | Path | None = None) -> LocalRun:  # fmt: skip
     """Run a spec on this machine and wait for it.
 
     Args:
         spec: a ``JobSpec`` (or a path to a spec file).
-        emulate: which platform's in-container contract to reproduce.
+        emulate: ``local``, or the cloud whose rendered job to run as its container would
+            (``emulation/``: every node of ``compute.nodes``, the cloud's own launcher).
         nproc: processes per node; more than one launches through torchrun (gloo on CPU).
         run_dir: where to run (default: ``<output.local_dir>/<job name>``; reruns resume).
         preempt_at: send the job SIGTERM at this step, as a spot eviction would.
         stream: where the job's log goes (default: stdout).
         docker_image: run inside this image with ``docker run`` instead of a subprocess.
         check: raise ``JobFailedError`` when the job exits non-zero.
+        python: the interpreter the job runs with (a replica of an image's environment);
+            default: this one.
     """
     from ..plan import Plan
     from ..spec import JobSpec, load_spec
 
     if not isinstance(spec, JobSpec):
         spec = load_spec(spec)
+    if emulate not in provider_names():
+        raise GenaiCloudError(f"unknown emulation {emulate!r}; valid: "
+                              f"{', '.join(provider_names())}", headline="Bad option")  # fmt: skip
+    runner = get_provider(emulate).emulator()
+    if runner is not None:
+        return _run_emulated(spec, emulate, runner, nproc=nproc, run_dir=run_dir,
+                             preempt_at=preempt_at, stream=stream, docker_image=docker_image,
+                             check=check, python=python)  # fmt: skip
     plan = Plan(spec=spec, provider="local")
     lay = layout(plan, emulate=emulate, nproc=nproc, run_dir=run_dir, preempt_at=preempt_at)
     prepare(plan, lay)
     command = _docker_command(lay, docker_image) if docker_image else lay.command
+    if python is not None:
+        from .emulation import check_python
+
+        command = [check_python(python), *command[1:]]
     env = {**os.environ, **lay.env}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(lay.code_dir), env.get("PYTHONPATH")]))
     with open(lay.run_dir / "job.log", "a", encoding="utf-8") as log:
@@ -204,6 +222,34 @@ def run_local(spec, *, emulate: str = "local", nproc: int = 1, run_dir: str | Pa
     if check and code != 0:
         raise JobFailedError(f"local job exited with status {code}; its log is above.")
     return result
+
+
+def _run_emulated(spec, emulate: str, runner, *, nproc: int, run_dir, preempt_at, stream,
+                  docker_image, check: bool, python) -> LocalRun:  # fmt: skip
+    from .emulation import check_python
+
+    refused = {"--nproc": nproc > 1, "--preempt-at": preempt_at is not None,
+               "--docker": docker_image is not None}  # fmt: skip
+    if any(refused.values()):
+        flags = ", ".join(flag for flag, given in refused.items() if given)
+        raise GenaiCloudError(f"{flags}: not with --emulate {emulate}, which runs the job as "
+                              f"{emulate} would (compute.nodes nodes, the processes its render "
+                              "starts); use --emulate local", headline="Bad option")  # fmt: skip
+    plan_name = _job_name(spec)
+    run_dir = Path(run_dir or Path(spec.output.local_dir) / plan_name).absolute()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "job.log", "a", encoding="utf-8") as log:
+        code, lay = runner(spec, run_dir=run_dir, python=check_python(python),
+                           outs=(stream or sys.stdout, log))  # fmt: skip
+    if check and code != 0:
+        raise JobFailedError(f"emulated {emulate} job exited with status {code}; its log is above.")
+    return LocalRun(run_dir=run_dir, returncode=code, layout=lay)
+
+
+def _job_name(spec) -> str:
+    from ..plan import Plan
+
+    return Plan(spec=spec, provider="local").job_name
 
 
 def _source_names(lay: LocalLayout) -> dict[str, str]:

@@ -1,7 +1,6 @@
 """The local runner's layouts: each emulation sets the contract its platform's container has."""
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -27,31 +26,18 @@ def _contract_seen_by_job(lay):
     return resolve(args, env=lay.env)
 
 
-@pytest.mark.parametrize("emulate", ["local", "sagemaker", "vertex", "azureml"])
-def test_every_emulation_resolves_to_the_laid_out_dirs(plan, tmp_path, emulate, monkeypatch):
-    lay = layout(plan, emulate=emulate, run_dir=tmp_path / "run")
+def test_a_local_run_resolves_to_the_laid_out_dirs(plan, tmp_path, monkeypatch):
+    lay = layout(plan, run_dir=tmp_path / "run")
     prepare(plan, lay)
     monkeypatch.chdir(lay.code_dir)
-    # The Vertex emulation maps gs:// to the run dir's /gcs stand-in, read at import time.
-    monkeypatch.setattr("job_templates.contract.GCS_FUSE_ROOT",
-                        Path(lay.env.get("GENAI_GCS_FUSE_ROOT", "/gcs")))  # fmt: skip
     contract = _contract_seen_by_job(lay)
-    assert contract.platform == emulate
+    assert contract.platform == "local"
     assert contract.model_dir == lay.model_dir
     assert contract.checkpoint_dir == lay.checkpoint_dir
     assert contract.output_dir == lay.output_dir
     train = contract.channel("train")
     assert train is not None and (train / "train.jsonl").read_text() == '{"text": "hello"}\n'
     assert json.loads(contract.spec_path.read_text())["name"] == "demo"
-
-
-def test_sagemaker_emulation_has_the_toolkit_files(plan, tmp_path):
-    lay = layout(plan, emulate="sagemaker", run_dir=tmp_path / "run")
-    prepare(plan, lay)
-    ml = tmp_path / "run" / "opt" / "ml"
-    assert json.loads((ml / "input" / "config" / "resourceconfig.json").read_text())["hosts"]
-    assert lay.env["SM_CHANNEL_TRAIN"] == str(ml / "input" / "data" / "train")
-    assert lay.command[-1] == "run_job.py" and lay.code_dir == ml / "code"
 
 
 def test_nproc_uses_torchrun(plan, tmp_path):
@@ -69,7 +55,7 @@ def test_missing_data_file_names_the_path(tmp_path):
 
 
 def test_render_is_pure(plan, tmp_path):
-    layout(plan, emulate="sagemaker", run_dir=tmp_path / "never")
+    layout(plan, run_dir=tmp_path / "never")
     assert not (tmp_path / "never").exists()
 
 
@@ -119,7 +105,8 @@ def test_docker_not_found_or_not_running_have_their_own_headlines(plan, tmp_path
 
 def test_an_unknown_emulation_is_a_bad_option(plan):
     from genai_cloud.errors import GenaiCloudError
+    from genai_cloud.providers.local import run_local
 
     with pytest.raises(GenaiCloudError) as info:
-        layout(plan, emulate="k8s")
-    assert info.value.headline == "Bad option"
+        run_local(plan.spec, emulate="k8s")
+    assert info.value.headline == "Bad option" and "sagemaker" in info.value.message

@@ -119,6 +119,7 @@ SPREAD = {
             "security_group_ids": ["sg-0123abcd"],
             "network_isolation": True,
             "inter_container_encryption": True,
+            "image_uri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/genai-job:1",
         },
     },
 }  # fmt: skip
@@ -192,7 +193,8 @@ def test_spot_sets_max_wait_and_checkpoints_under_the_job():
 
 
 def test_security_settings_are_rendered():
-    request = render(**SPREAD["vpc+kms+isolation"])
+    plan = make_plan(make_spec(**SPREAD["vpc+kms+isolation"]), "sagemaker")
+    request = get_provider("sagemaker").render(plan)
     key = SPREAD["vpc+kms+isolation"]["aws"]["kms_key_id"]
     assert request["VpcConfig"] == {"SecurityGroupIds": ["sg-0123abcd"],
                                     "Subnets": ["subnet-0abc1234", "subnet-0def5678"]}  # fmt: skip
@@ -202,8 +204,9 @@ def test_security_settings_are_rendered():
     assert request["ResourceConfig"]["VolumeKmsKeyId"] == key
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"]
                 for c in request["InputDataConfig"]}  # fmt: skip
+    bundle = f"s3://genai-out/genai-cloud/bundles/{plan.bundle.name}"
     assert channels == {"train": "s3://genai-data/corpus/train.jsonl",
-                        "model": "s3://genai-models/gpt2/"}  # fmt: skip
+                        "model": "s3://genai-models/gpt2/", "code": bundle}  # fmt: skip
 
 
 def test_env_is_rendered_but_secrets_are_not():
@@ -255,6 +258,30 @@ def test_native_json_is_the_request():
     plan = make_plan(make_spec(), "sagemaker")
     provider = get_provider("sagemaker")
     assert json.loads(provider.render_native(plan)) == provider.render(plan)
+
+
+def test_render_o_prints_the_upload_to_where_the_request_points(tmp_path, monkeypatch, run_cli):
+    """The CLI says where the bundle must go: `aws s3 cp` of the file render -o wrote to the
+    submit directory the request names, then create-training-job on that file."""
+    import shlex
+
+    import yaml
+
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump(make_spec().model_dump(mode="json", exclude_defaults=True)))
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(["render", str(spec), "-p", "sagemaker", "--format", "native",
+                            "-o", "out dir/job.json"])  # fmt: skip
+    assert code == 0
+    request = json.loads((tmp_path / "out dir" / "job.json").read_text())
+    steps = [shlex.split(line) for line in err.splitlines() if line.startswith("  aws ")]
+    assert [step[:3] for step in steps] == [["aws", "s3", "cp"],
+                                            ["aws", "sagemaker", "create-training-job"]]  # fmt: skip
+    upload, create = steps
+    assert (tmp_path / upload[3]).is_file() and upload[3].startswith("out dir/bundle-")
+    assert upload[4] == json.loads(request["HyperParameters"]["sagemaker_submit_directory"])
+    assert create[create.index("--cli-input-json") + 1] == "file://out dir/job.json"
+    assert create[create.index("--region") + 1] == "us-east-1"
 
 
 def test_stepfunctions_task_wraps_the_request():
@@ -336,6 +363,27 @@ def test_isolation_conflicts_are_explained():
     message = problems_of(aws={"network_isolation": True}, secrets={"HF_TOKEN": SECRET_ARN})
     assert "secrets: aws.network_isolation blocks" in message
     assert "model.name_or_path: hub id 'gpt2' cannot be downloaded" in message
+    assert "aws.network_isolation: the job installs job_templates/requirements.txt" in message
+    assert "set aws.image_uri" in message
+
+
+def test_an_isolated_job_gets_its_code_through_the_code_channel():
+    """As the SageMaker Python SDK does for isolated jobs: the bundle is an input channel, and
+    sagemaker_submit_directory is where SageMaker puts it inside the container."""
+    image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/genai-job:1"
+    plan = make_plan(make_spec(model={"name_or_path": "s3://genai-models/gpt2/"},
+                               aws={"network_isolation": True, "image_uri": image}), "sagemaker")
+    request = get_provider("sagemaker").render(plan)
+    assert request["EnableNetworkIsolation"] is True
+    code = [c for c in request["InputDataConfig"] if c["ChannelName"] == "code"]
+    assert len(code) == 1
+    uri = code[0]["DataSource"]["S3DataSource"]["S3Uri"]
+    assert uri == f"s3://genai-out/genai-cloud/bundles/{plan.bundle.name}"
+    submit = json.loads(request["HyperParameters"]["sagemaker_submit_directory"])
+    assert submit == f"/opt/ml/input/data/code/{plan.bundle.name}"
+    assert_valid_request(request)
+    # The upload the CLI prints goes where the code channel reads.
+    assert get_provider("sagemaker").launch_commands(plan)[0].endswith(f" {uri}")
 
 
 def test_vpc_needs_subnets_and_security_groups():

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from ..base import Emulation, Feature, JobHandle, JobStatus, Provider
+from ..base import Feature, JobHandle, JobStatus, Provider
+from . import render
 from .render import SAGEMAKER_NAMES, build_request
 
 if TYPE_CHECKING:
@@ -51,6 +52,13 @@ class SageMakerProvider(Provider):
         """``aws sagemaker create-training-job --cli-input-json file://job.json`` takes this file:
         the CLI's input JSON uses the API's member names, so it is the request itself."""
         return json.dumps(self.render(plan), indent=2, sort_keys=True)
+
+    def launch_commands(self, plan: Plan, path: str | os.PathLike | None = None) -> list[str]:
+        """The shell commands that launch a native render written to ``path``: upload the
+        bundle where the request's ``sagemaker_submit_directory`` (or its ``code`` channel)
+        points, then create the job. JSON has no comments, so the CLI prints these instead of
+        a header in the file."""
+        return render.launch_commands(plan, path)
 
     def render_stepfunctions(self, plan: Plan) -> dict:
         """A Step Functions Task state that creates the job and waits for it (``.sync``).
@@ -136,7 +144,9 @@ class SageMakerProvider(Provider):
 
         return placement_problem_in_status(status)
 
-    def emulation(self, plan: Plan, run_dir: Path, sources: dict[str, Path]) -> Emulation:
-        from .emulation import emulation
+    def emulator(self):
+        """``run --emulate sagemaker``: the rendered job run as this cloud's container runs it
+        (``emulation.py``)."""
+        from .emulation import run
 
-        return emulation(plan, run_dir, sources)
+        return run

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from typing import TYPE_CHECKING
 
 from ... import contract
@@ -38,6 +39,11 @@ KEY_TAG = "genai-cloud-key"  # tag carrying Plan.key: finds a job again without 
 NAME_TAG = "genai-cloud-name"
 BUNDLE_PREFIX = "genai-cloud/bundles"  # bundles live at s3://<bucket>/genai-cloud/bundles/<name>
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"  # what the toolkit syncs to CheckpointConfig.S3Uri
+# An isolated container cannot download sagemaker_submit_directory from S3: as the SageMaker
+# Python SDK does for such jobs, the bundle arrives as the input channel "code" and the toolkit
+# unpacks it from there (sagemaker-python-sdk: CONTAINER_CODE_CHANNEL_SOURCEDIR_PATH).
+CODE_CHANNEL = "code"
+ISOLATED_CODE_DIR = "/opt/ml/input/data/code"
 # SageMaker stops any training job after 28 days (Service Quotas: "Longest run time for a
 # training job"); asking for more is rejected by the API, so say so before the call.
 MAX_RUNTIME_S = 28 * 24 * 3600
@@ -116,6 +122,17 @@ def bundle_location(plan: Plan) -> tuple[str, str]:
     return bucket, f"{BUNDLE_PREFIX}/{plan.bundle.name}"
 
 
+def launch_commands(plan: Plan, path: str | os.PathLike | None = None) -> list[str]:
+    """``aws s3 cp`` of the bundle to the key the request names, then ``create-training-job``."""
+    bucket, key = bundle_location(plan)
+    # `render -o` writes the bundle beside the file: name both as seen from where it ran.
+    local = os.path.join(os.path.dirname(path), plan.bundle.name) if path else plan.bundle.name
+    target = shlex.quote(f"file://{path}") if path else "file://THIS_FILE"
+    create = f"aws sagemaker create-training-job --region {region_of(plan.spec)}"
+    return [f"aws s3 cp {shlex.quote(local)} s3://{bucket}/{key}",
+            f"{create} --cli-input-json {target}"]  # fmt: skip
+
+
 def image_uri(spec: JobSpec, instance: Instance, region: str) -> str:
     if spec.aws.image_uri:
         return spec.aws.image_uri
@@ -134,6 +151,8 @@ def hyperparameters(plan: Plan, instance: Instance, region: str, bundle_uri: str
     """The toolkit's own parameters only. Values are JSON-encoded, as the SageMaker Python SDK
     does, because the toolkit ``json.loads`` every value (and falls back to raw strings for *all*
     of them if one fails)."""
+    if plan.spec.aws.network_isolation:
+        bundle_uri = f"{ISOLATED_CODE_DIR}/{plan.bundle.name}"
     params: dict = {
         "sagemaker_program": LAUNCHER,
         "sagemaker_submit_directory": bundle_uri,
@@ -234,6 +253,15 @@ def _security(spec: JobSpec, problems: list[str]) -> dict:
             problems.append("aws.subnets / aws.security_group_ids: a VPC job needs both")
         extra["VpcConfig"] = {"SecurityGroupIds": list(aws.security_group_ids),
                               "Subnets": list(aws.subnets)}  # fmt: skip
+    if aws.network_isolation and not aws.image_uri:
+        # The toolkit pip-installs the bundle's requirements.txt at start; offline, that works
+        # only when the image already has every one of them (pip then downloads nothing). The
+        # stock DLCs lack some (peft, datasketch, fairlearn, ...).
+        problems.append("aws.network_isolation: the job installs job_templates/requirements.txt "
+                        "when it starts, which an isolated container cannot download, and the "
+                        "stock training image lacks some of it; build an image FROM it with "
+                        "`pip install -r requirements.txt` (the bundle's) and set aws.image_uri "
+                        "to it")  # fmt: skip
     if aws.network_isolation and spec.secrets:
         problems.append(f"secrets: aws.network_isolation blocks the Secrets Manager call that "
                         f"resolves {', '.join(sorted(spec.secrets))} at run time; drop one of "
@@ -292,6 +320,8 @@ def build_request(plan: Plan) -> dict:
         "Tags": _tags(plan, problems),
     }
     channels = input_channels(spec, problems)
+    if spec.aws.network_isolation and bundle_uri:
+        channels.append(_channel(CODE_CHANNEL, bundle_uri))
     if channels:  # the API wants 1..20 channels or none at all (a toy task reads no data)
         request["InputDataConfig"] = channels
     if spec.checkpointing() or spec.compute.spot:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from ..base import Emulation, Feature, JobHandle, JobStatus, Provider, credentials_hint
+from ..base import Feature, JobHandle, JobStatus, Provider, credentials_hint
 from .render import VERTEX_NAMES, render_custom_job
 
 if TYPE_CHECKING:
@@ -171,7 +171,9 @@ class VertexProvider(Provider):
 
         return vertex_ops.placement_problem_in_status(status)
 
-    def emulation(self, plan: Plan, run_dir: Path, sources: dict[str, Path]) -> Emulation:
-        from .emulation import emulation
+    def emulator(self):
+        """``run --emulate vertex``: the rendered job run as this cloud's container runs it
+        (``emulation.py``)."""
+        from .emulation import run
 
-        return emulation(plan, run_dir, sources)
+        return run

@@ -514,6 +514,9 @@ class JobSpec(Section):
         from .catalog import substitution_notes
 
         notes += substitution_notes(self.compute, providers)
+        from .runtimes import override_notes
+
+        notes += override_notes(self, providers)
         return notes
 
 
@@ -535,4 +538,4 @@ def json_schema() -> dict:
 
 # Loading lives in its own module; it is re-exported here because callers think of it as part
 # of the spec ("from genai_cloud.spec import load_spec").
-from .loading import load_spec  # noqa: E402, F401
+from .loading import load_spec  # noqa: F401

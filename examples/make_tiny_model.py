@@ -61,7 +61,18 @@ def build(out_dir: str | Path, corpus: str | Path = CORPUS, seed: int = SEED) ->
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)  # safetensors by default
     tokenizer.save_pretrained(out)
+    _portable_tokenizer_config(out / "tokenizer_config.json")
     return out
+
+
+def _portable_tokenizer_config(path: Path) -> None:
+    """transformers 5 names this tokenizer ``TokenizersBackend``, a class 4.x lacks; both load the
+    same tokenizer.json as ``PreTrainedTokenizerFast`` (the job runs on 4.57 and 5.x stacks)."""
+    config = json.loads(path.read_text())
+    if config.get("tokenizer_class") == "TokenizersBackend":
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        config.pop("backend", None)
+        path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":

@@ -65,12 +65,20 @@ def _template_files(root: Path) -> list[tuple[str, bytes]]:
     return files
 
 
-def build_bundle(spec_json: str, templates_dir: Path = TEMPLATES_DIR) -> Bundle:
-    """Build the bundle for a spec (already canonical JSON)."""
-    requirements = (templates_dir / "requirements.txt").read_bytes()
+def build_bundle(spec_json: str, templates_dir: Path = TEMPLATES_DIR,
+                 requirements: str | None = None) -> Bundle:  # fmt: skip
+    """Build the bundle for a spec (already canonical JSON).
+
+    ``requirements``: the bundle's ``requirements.txt``, what the container pip-installs (the
+    runtime's pinned lock, ``genai_cloud.runtimes``); default the unpinned
+    ``job_templates/requirements.txt`` (local runs install nothing)."""
+    if requirements is None:
+        requirements_bytes = (templates_dir / "requirements.txt").read_bytes()
+    else:
+        requirements_bytes = requirements.encode()
     members = _template_files(templates_dir) + [
         ("spec.json", spec_json.encode()),
-        ("requirements.txt", requirements),
+        ("requirements.txt", requirements_bytes),
         (LAUNCHER, _LAUNCHER_SOURCE),
     ]
     members.sort()

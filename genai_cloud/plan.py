@@ -14,6 +14,7 @@ from .bundle import Bundle, build_bundle
 from .catalog import Instance, resolve_instance
 from .naming import DEFAULT_NAMES, NameRules, job_name
 from .regions import launch_region, machines, uses_spot
+from .runtimes import Runtime, for_spec
 from .spec import JobSpec
 
 KEY_LEN = 10  # hex chars of sha256: 40 bits, collisions are not a concern for one user's jobs
@@ -41,8 +42,14 @@ class Plan:
         return self.spec.to_json()
 
     @cached_property
+    def runtime(self) -> Runtime | None:
+        """The image row the job runs on (None for a local run: it installs nothing)."""
+        return for_spec(self.provider, self.spec)
+
+    @cached_property
     def bundle(self) -> Bundle:
-        return build_bundle(self.spec_json)
+        lock = self.runtime.lock_text() if self.runtime else None
+        return build_bundle(self.spec_json, requirements=lock)
 
     @cached_property
     def key(self) -> str:

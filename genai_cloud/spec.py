@@ -549,6 +549,9 @@ class JobSpec(Section):
         from .catalog import substitution_notes
 
         notes += substitution_notes(self.compute, providers)
+        from .runtimes import override_notes
+
+        notes += override_notes(self, providers)
         return notes
 
 

@@ -58,6 +58,7 @@ def save_model(model: Any, tokenizer: Any, model_dir: str | Path, merge_adapters
         adapter_config.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     if tokenizer is not None:
         tokenizer.save_pretrained(staging)
+        portable_tokenizer_config(staging)
     names = sorted(p.name for p in staging.iterdir())
     for name in names:
         target = model_dir / name
@@ -66,6 +67,27 @@ def save_model(model: Any, tokenizer: Any, model_dir: str | Path, merge_adapters
         os.replace(staging / name, target)
     staging.rmdir()
     return names
+
+
+def portable_tokenizer_config(folder: str | Path) -> None:
+    """Make a saved tokenizer loadable by transformers 4.x as well as 5.x.
+
+    transformers 5 records a generic fast tokenizer as ``TokenizersBackend``, a class 4.x does not
+    have ("Tokenizer class TokenizersBackend does not exist"); 4.x and 5.x both load the same
+    ``tokenizer.json`` as ``PreTrainedTokenizerFast``. The runtime table mixes both lines (Vertex
+    runs 4.57), so a model trained on one stack must load on another.
+    """
+    path = Path(folder) / "tokenizer_config.json"
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if config.get("tokenizer_class") != "TokenizersBackend":
+        return
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config.pop("backend", None)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def plot_losses(path: str | Path, losses: list[float], evals: list[dict] | None = None,

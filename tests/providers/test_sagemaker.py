@@ -152,7 +152,7 @@ def test_cpu_job_uses_the_pytorch_cpu_image_and_no_torchrun():
                                          "VolumeSizeInGB": 100}  # fmt: skip
     assert request["AlgorithmSpecification"]["TrainingImage"] == (
         "763104351884.dkr.ecr.us-east-1.amazonaws.com/"
-        "pytorch-training:2.5.1-cpu-py311-ubuntu22.04-sagemaker"
+        "pytorch-training:2.9.0-cpu-py312-ubuntu22.04-sagemaker"
     )
     assert "sagemaker_torch_distributed_enabled" not in request["HyperParameters"]
     assert "CheckpointConfig" not in request and "VpcConfig" not in request

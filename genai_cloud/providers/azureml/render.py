@@ -36,11 +36,6 @@ SCHEMA = "https://azuremlschemas.azureedge.net/latest/commandJob.schema.json"
 KEY_TAG = "genai-cloud-key"
 INSTANCE_TAG = "genai-cloud-instance-type"  # the job table prices a cluster job by it
 JOB_FILE = "job.yml"
-# Default environment: Azure's OpenMPI/Ubuntu base image (CUDA-capable) with the bundle's
-# requirements as a conda spec, which Azure builds once and caches. A curated environment
-# (azure.environment) or a ready image (azure.image) replaces it.
-BASE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04:latest"
-TORCH_REQUIREMENT = "torch>=2.2"
 _FILE_SUFFIXES = (".jsonl", ".json", ".txt", ".csv", ".tsv", ".parquet", ".gz", ".tar", ".zip",
                   ".npy", ".pt")  # fmt: skip
 # Spec fields the job reads -> the input that delivers them, passed as ``--data NAME=PATH`` and
@@ -201,26 +196,25 @@ def command_line(inputs: dict) -> str:
     return " ".join(parts)
 
 
-def _requirements() -> list[str]:
-    from ...bundle import TEMPLATES_DIR
-
-    lines = (TEMPLATES_DIR / "requirements.txt").read_text().splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-
-
 def environment(spec):
+    """azure.environment / azure.image, else the runtime table's row as a conda spec on Azure's
+    OpenMPI base image (Azure builds it once and caches it): the row's Python, torch and lock."""
     azure = spec.azure
     if azure.environment:
         env = azure.environment
         return env if env.startswith("azureml:") else f"azureml:{env}"
     if azure.image:
         return {"image": azure.image}
+    from ...runtimes import for_spec
+
+    row = for_spec("azureml", spec)
     conda = {
         "name": "genai-cloud",
         "channels": ["conda-forge"],
-        "dependencies": ["python=3.11", "pip", {"pip": [TORCH_REQUIREMENT, *_requirements()]}],
-    }
-    return {"image": BASE_IMAGE, "conda_file": conda}
+        "dependencies": [f"python={row.python}", "pip",
+                         {"pip": [f"torch=={row.torch}", *row.lock_lines()]}],
+    }  # fmt: skip
+    return {"image": row.image, "conda_file": conda}
 
 
 def placement(spec, instance: Instance) -> dict:

@@ -63,10 +63,6 @@ DLC_ACCOUNTS = {
     "us-gov-west-1": "442386744353",
 }
 DLC_DEFAULT_ACCOUNT = "763104351884"
-# Hugging Face training DLCs are GPU-only; CPU jobs use the PyTorch training DLC (the bundle's
-# requirements.txt adds transformers & co. on top).
-GPU_IMAGE = "huggingface-pytorch-training:2.5.1-transformers4.49.0-gpu-py311-cu124-ubuntu22.04"
-CPU_IMAGE = "pytorch-training:2.5.1-cpu-py311-ubuntu22.04-sagemaker"
 
 # Spec fields that may name S3 objects the job reads -> the input channel that delivers them
 # (``SM_CHANNEL_<NAME>`` inside the container; one table with the job: contract.INPUT_CHANNELS).
@@ -134,12 +130,14 @@ def launch_commands(plan: Plan, path: str | os.PathLike | None = None) -> list[s
 
 
 def image_uri(spec: JobSpec, instance: Instance, region: str) -> str:
+    """aws.image_uri, else the runtime table's DLC (genai_cloud.runtimes) in the region's registry."""
     if spec.aws.image_uri:
         return spec.aws.image_uri
+    from ...runtimes import for_spec
+
     account = DLC_ACCOUNTS.get(region, DLC_DEFAULT_ACCOUNT)
     domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
-    repo_tag = CPU_IMAGE if instance.accelerator == "cpu" else GPU_IMAGE
-    return f"{account}.dkr.ecr.{region}.{domain}/{repo_tag}"
+    return f"{account}.dkr.ecr.{region}.{domain}/{for_spec('sagemaker', spec).image}"
 
 
 def distributed(spec: JobSpec, instance: Instance) -> bool:

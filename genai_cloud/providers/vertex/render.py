@@ -37,10 +37,6 @@ KEY_LABEL = "genai-cloud-key"
 TASK_LABEL = "genai-cloud-task"
 DEFAULT_REGION = "us-central1"
 OUTPUT_PREFIX = "genai-cloud/outputs"  # gs://<staging>/genai-cloud/outputs/<job>, as on S3
-# Vertex AI prebuilt training containers (latest tag required). The pytorch-xla image serves both
-# CPU and TPU jobs; the GPU image carries CUDA. Override with gcp.image_uri.
-GPU_IMAGE = "us-docker.pkg.dev/vertex-ai/training/pytorch-gpu.2-4.py310:latest"
-XLA_IMAGE = "us-docker.pkg.dev/vertex-ai/training/pytorch-xla.2-4.py310:latest"
 BUNDLE_PREFIX = "genai-cloud/bundles"  # gs://<staging>/genai-cloud/bundles/<name>, as on S3
 WORKDIR = "/tmp/genai-bundle"  # where the container unpacks the bundle
 BOOT_DISK = "pd-ssd"
@@ -230,9 +226,12 @@ def _is_tpu(instance: Instance) -> bool:
 
 
 def image_for(spec, instance: Instance) -> str:
+    """gcp.image_uri, else the runtime table's prebuilt container (genai_cloud.runtimes)."""
     if spec.gcp.image_uri:
         return spec.gcp.image_uri
-    return GPU_IMAGE if instance.count and not _is_tpu(instance) else XLA_IMAGE
+    from ...runtimes import for_spec
+
+    return for_spec("vertex", spec).image
 
 
 def container_spec(plan: Plan, instance: Instance) -> dict:

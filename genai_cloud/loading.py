@@ -5,6 +5,10 @@ override gave) and what would be valid. A file must be UTF-8, and a mapping may 
 (PyYAML alone keeps the last silently). Relative local paths are resolved against the spec file's
 folder; those given as overrides (``--set``) against the current directory.
 
+Hostile documents (alias bombs, deep nesting, recursive aliases, huge integers, non-finite
+numbers, NUL bytes, over-long paths) are refused by ``spec_limits`` as problems naming their line
+or field, before they cost more than a bad spec.
+
 PyYAML follows YAML 1.1, where an unquoted ``2:4`` or ``1:30`` is a base-60 integer (124, 90);
 the loader here drops that form (as YAML 1.2 did), so they stay strings. Other numbers parse as
 before.
@@ -19,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from .errors import SpecError
 from .spec import FIELD_PROBLEMS, JobSpec, is_remote_uri
+from .spec_limits import MAX_SPEC_BYTES, LimitedComposer, LimitExceeded, tree_problems
 
 
 def load_spec(source: str | Path | dict, *, overrides: dict | None = None) -> JobSpec:
@@ -38,25 +43,55 @@ def load_spec(source: str | Path | dict, *, overrides: dict | None = None) -> Jo
     else:
         path = Path(source)
         name = str(path)
-        if not path.is_file():
-            raise SpecError([f"spec file not found: {path}"], source=name)
+        _check_file(path)
         raw, lines = _parse(_read_text(path), name)
+        _check_tree(raw, lines, name)
         raw = _resolve_relative_paths(raw, path.parent)
     overridden: set[tuple] = set()
     if overrides:
+        _check_tree(overrides, {}, name, overridden=set(_leaf_paths(overrides)))
         raw = _deep_merge(raw, _resolve_relative_paths(overrides, Path.cwd()))
         overridden = set(_leaf_paths(overrides))
     if not isinstance(raw, dict):
         raise SpecError(["the top level must be a mapping of sections (name, task, model, ...)"],
                         source=name)  # fmt: skip
+    if isinstance(source, dict):
+        _check_tree(raw, lines, name, overridden)
     try:
         return JobSpec.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(_describe(exc, lines, overridden), source=name) from None
 
 
+def _check_file(path: Path) -> None:
+    try:
+        if "\x00" in str(path):  # is_file() says False: "not found" would mislead
+            raise ValueError("embedded null byte")
+        found = path.is_file()
+    except (OSError, ValueError) as exc:  # a name too long for the file system, or a NUL in it
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        shown = str(path) if len(str(path)) <= 80 else str(path)[:77] + "..."
+        raise SpecError([f"cannot open spec file {shown!r}: {reason}"], source=shown) from None
+    if not found:
+        raise SpecError([f"spec file not found: {path}"], source=str(path))
+
+
+def _check_tree(raw: Any, lines: dict[tuple, int], name: str | None,
+                overridden: set[tuple] = frozenset()) -> None:  # fmt: skip
+    """NUL bytes, non-finite numbers, over-long paths (and depth and size for a mapping given
+    as such) as problems naming their field, before any path reaches the file system."""
+    problems = [f"{_where(path, lines, overridden)}: {message}"
+                for path, message in tree_problems(raw)]  # fmt: skip
+    if problems:
+        raise SpecError(problems, source=name)
+
+
 def _read_text(path: Path) -> str:
     try:
+        size = path.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise SpecError([(f"{path}: {size:,} bytes; a spec file may be at most "
+                             f"{MAX_SPEC_BYTES:,} bytes")], source=str(path))  # fmt: skip
         data = path.read_bytes()
     except OSError as exc:
         raise SpecError([f"{path}: cannot read it ({exc.strerror or exc})"], source=str(path)) \
@@ -102,7 +137,7 @@ def spec_loader():
     if _spec_loader is None:
         import yaml
 
-        class SpecLoader(yaml.SafeLoader):
+        class SpecLoader(LimitedComposer, yaml.SafeLoader):
             pass
 
         SpecLoader.yaml_implicit_resolvers = {
@@ -122,6 +157,8 @@ def parse_value(text: str) -> Any:
     """
     import yaml
 
+    if len(text) > MAX_SPEC_BYTES:
+        raise yaml.YAMLError(f"{len(text):,} characters; at most {MAX_SPEC_BYTES:,}")
     loader = spec_loader()(text)
     try:
         node = loader.get_single_node()
@@ -130,13 +167,29 @@ def parse_value(text: str) -> Any:
                 problem=f"{'.'.join(map(str, path))!r} appears twice", problem_mark=again
             )
         return None if node is None else loader.construct_document(node)
+    except LimitExceeded as exc:
+        raise yaml.YAMLError(exc.message) from None
     finally:
         loader.dispose()
+
+
+def parse_yaml(text: str, name: str) -> Any:
+    """A YAML/JSON document as Python values, with the spec loader's limits.
+
+    Raises:
+        SpecError: not YAML, over a limit, or a key named twice (each naming its line).
+    """
+    data, lines = _parse(text, name)
+    _check_tree(data, lines, name)
+    return data
 
 
 def _parse(text: str, name: str) -> tuple[Any, dict[tuple, int]]:
     import yaml
 
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError([(f"{name}: {len(text):,} characters; a spec may be at most "
+                         f"{MAX_SPEC_BYTES:,}")], source=name)  # fmt: skip
     loader = spec_loader()(text)
     try:
         node = loader.get_single_node()
@@ -146,6 +199,8 @@ def _parse(text: str, name: str) -> tuple[Any, dict[tuple, int]]:
         if duplicates:  # PyYAML would keep the last one without a word
             raise SpecError(duplicates, source=name)
         data = None if node is None else loader.construct_document(node)
+    except LimitExceeded as exc:
+        raise SpecError([f"{name}:{exc.line}: {exc.message}"], source=name) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{name}:{mark.line + 1}" if mark else name

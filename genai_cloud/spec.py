@@ -9,6 +9,7 @@ Adding a task is one ``Task`` member, one optional section below and one recipe 
 """
 
 import json
+import math
 import re
 from enum import Enum
 from typing import Any, Literal
@@ -47,6 +48,8 @@ _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 def parse_duration(value: float | str) -> int:
     """``90``, ``"90s"``, ``"30m"``, ``"2h"``, ``"1d"`` -> seconds."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):  # int() would raise OverflowError / ValueError
+            raise ValueError(f"{value} is not a duration; use seconds or e.g. '45m', '2h', '1d'")
         seconds = int(value)
     else:
         match = _DURATION.match(str(value))

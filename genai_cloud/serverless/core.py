@@ -24,13 +24,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import GenaiCloudError, ProviderError, SpecError, UnsupportedFeatureError
+from ..spec_limits import MAX_SPEC_BYTES
 
 # The spec machinery (pydantic models, providers) is imported on the first launch, not at module
 # load: an S3 test event, a skipped object or a 405 answers without it, and the handler module
 # itself imports in milliseconds. ``warm_up()`` imports it ahead for runtimes that prefer that.
 
-# A spec is a few KB. The cap keeps a stray large object from being read into a small function.
-MAX_SPEC_BYTES = 1_000_000
+# A spec is a few KB. The cap (spec_limits.MAX_SPEC_BYTES, the same as for a spec file) keeps a
+# stray large object from being read into a small function.
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 ENVELOPE_KEYS = ("spec", "provider")
 # Running a job inside the function itself would hit the platform's time limit (Lambda: 900 s).
@@ -223,6 +224,8 @@ def parse_document(text: str | bytes, source: str) -> dict:
         raise SpecError([f"{source}: empty; send the spec as JSON or YAML"], source=source)
     try:
         data = json.loads(text)
+    except RecursionError:  # nesting no spec has; the YAML parser's limits would say so too
+        data = _yaml(text, source)
     except ValueError:
         data = _yaml(text, source)
     if not isinstance(data, dict):
@@ -232,15 +235,10 @@ def parse_document(text: str | bytes, source: str) -> dict:
 
 
 def _yaml(text: str, source: str) -> Any:
-    import yaml
+    # The spec loader's YAML: alias expansion, depth and number limits, duplicate keys refused.
+    from ..loading import parse_yaml
 
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark else source
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError([f"{where}: not valid YAML/JSON ({problem})"], source=source) from None
+    return parse_yaml(text, source)
 
 
 def too_large(source: str, size: int) -> SpecError:

@@ -138,7 +138,17 @@ def spec_loader():
         import yaml
 
         class SpecLoader(LimitedComposer, yaml.SafeLoader):
-            pass
+            def construct_object(self, node, deep=False):
+                # An explicit tag on a value it cannot read (``!!timestamp x``, ``!!int a``)
+                # raises a plain ValueError/AttributeError inside PyYAML: name the line instead.
+                try:
+                    return super().construct_object(node, deep)
+                except (ValueError, TypeError, AttributeError, OverflowError):
+                    value = node.value if isinstance(node.value, str) else "..."
+                    tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+                    raise yaml.constructor.ConstructorError(
+                        problem=f"{value[:40]!r} is not a valid {tag} value",
+                        problem_mark=node.start_mark) from None
 
         SpecLoader.yaml_implicit_resolvers = {
             first: [(tag, _NotSexagesimal(rx) if tag in (_INT, _FLOAT) else rx)

@@ -24,8 +24,9 @@ MAX_SPEC_BYTES = 256 * 1024
 # The schema is at most 4 levels deep (compute.fallback[0].accelerator); 32 is generous and far
 # below Python's recursion limit, which the YAML composer and pydantic both recurse into.
 MAX_DEPTH = 32
-# Values after alias expansion (every scalar, list and mapping counts once per appearance).
-MAX_VALUES = 20_000
+# Values after alias expansion (every scalar, list and mapping counts once per appearance). The
+# pure-Python parser takes ~35 us a value here, so the limit also caps a parse near 0.4 s.
+MAX_VALUES = 10_000
 # No field needs more than a 64-bit integer (20 digits); Python refuses str -> int conversion
 # past 4,300 digits with a ValueError.
 MAX_INT_DIGITS = 20
@@ -57,14 +58,17 @@ class LimitedComposer:
     """A mixin for a ``yaml`` loader: the composer with depth, expansion and alias limits.
 
     Each node's expanded size and depth are computed as it is composed (its children are done
-    by then, an alias is a finished node), so a billion-laughs document stops at the first
-    anchor whose expansion passes ``MAX_VALUES``, after reading only that much text.
+    by then, an alias is a finished node). A running count of the document's expanded values
+    (one per node, an alias's whole expansion per alias) stops a billion-laughs document at the
+    first alias that takes it past ``MAX_VALUES``, and a merely long one at its 10,001st value,
+    after reading only that much text.
     """
 
     def compose_document(self):
         self._depth = 0
         self._open_anchors: set[str] = set()
         self._measure: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded size, depth)
+        self._values = 0  # the document's values so far, aliases expanded
         try:
             return super().compose_document()
         finally:
@@ -99,10 +103,10 @@ class LimitedComposer:
             if digits > MAX_INT_DIGITS:
                 raise LimitExceeded(line, f"an integer of {digits} digits; numbers in a spec "
                                     f"have at most {MAX_INT_DIGITS}")  # fmt: skip
-        self._check(node, line, anchor=anchor)
+        self._check(node, line)
         return node
 
-    def _check(self, node, line: int, alias: str | None = None, anchor: str | None = None):
+    def _check(self, node, line: int, alias: str | None = None) -> None:
         if id(node) in self._measure:
             size, depth = self._measure[id(node)]
         else:
@@ -114,13 +118,15 @@ class LimitedComposer:
                     size += part_size
                     depth = max(depth, part_depth + 1)
             self._measure[id(node)] = (size, depth)
-        # The aliased value lands at the current depth: its own depth counts on top.
-        what = f"the alias *{alias}" if alias else f"&{anchor}" if anchor else "this value"
-        if self._depth + depth > MAX_DEPTH + 1:
-            raise LimitExceeded(line, f"{what} expands to values nested more than {MAX_DEPTH} "
-                                "levels deep")  # fmt: skip
-        if size > MAX_VALUES:
-            raise LimitExceeded(line, f"{what} expands to more than {MAX_VALUES:,} values (aliases "
+        # An alias puts its whole value below the current level (its nodes were each checked
+        # only at their anchor's depth).
+        if alias and self._depth + depth > MAX_DEPTH:
+            raise LimitExceeded(line, f"the alias *{alias} expands to values nested more than "
+                                f"{MAX_DEPTH} levels deep")  # fmt: skip
+        self._values += size if alias else 1
+        if self._values > MAX_VALUES:
+            what = f"the alias *{alias} takes" if alias else "this value takes"
+            raise LimitExceeded(line, f"{what} the document past {MAX_VALUES:,} values (aliases "
                                 "repeat what they name); a spec holds a few hundred")  # fmt: skip
 
 
@@ -144,7 +150,10 @@ def tree_problems(raw: Any) -> list[tuple[tuple, str]]:
             break
         if isinstance(value, dict):
             for key, item in value.items():
-                if isinstance(key, str) and "\x00" in key:
+                if not isinstance(key, str):  # YAML allows any key: null, 1, [a], {a: b}
+                    problems.append((path, f"a key must be a name, not {_shown(repr(key))}"))
+                    continue
+                if "\x00" in key:
                     problems.append((path, f"a key contains a NUL byte ({_shown(key)})"))
                 stack.append((path + (key,), item))
         elif isinstance(value, (list, tuple)):
@@ -153,6 +162,8 @@ def tree_problems(raw: Any) -> list[tuple[tuple, str]]:
             if "\x00" in value:
                 problems.append((path, ("contains a NUL byte (\\0), which no path, name or "
                                  "environment variable can hold")))  # fmt: skip
+        elif isinstance(value, (bytes, bytearray)):
+            problems.append((path, "binary data (a !!binary value) is not a spec value; give text"))
         elif isinstance(value, float) and not math.isfinite(value):
             problems.append((path, f"{value} is not a finite number"))
         elif isinstance(value, int) and value.bit_length() > 66:  # over 20 decimal digits

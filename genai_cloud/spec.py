@@ -121,6 +121,11 @@ class DataSpec(Section):
     group_field: str | None = Field(None, description="Demographic group column (fairness).")
     max_seq_len: int = Field(512, ge=8, le=1_048_576)
     packing: bool = Field(True, description="Concatenate documents into full blocks (no padding).")
+    max_record_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, le=1 << 31,
+        description="Longest record (a JSON line, or a text block) in bytes; a longer one is an "
+        "error naming its file:line (one huge line would cost gigabytes to tokenize).",
+    )
 
     @model_validator(mode="after")
     def _eval_needed(self) -> "DataSpec":

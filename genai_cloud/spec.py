@@ -417,6 +417,10 @@ class JobSpec(Section):
         for key in env:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
                 raise ValueError(f"{key!r} is not a valid environment variable name")
+        from .credentials import env_problems  # secret values belong under `secrets:`
+
+        if problems := env_problems(env):
+            raise field_problems(problems)
         return env
 
     @field_validator("secrets")

@@ -169,7 +169,7 @@ def parse_value(text: str) -> Any:
 
     if len(text) > MAX_SPEC_BYTES:
         raise yaml.YAMLError(f"{len(text):,} characters; at most {MAX_SPEC_BYTES:,}")
-    loader = spec_loader()(text)
+    loader = spec_loader()(text)  # its reader refuses control characters: a YAMLError
     try:
         node = loader.get_single_node()
         for path, first, again in _duplicate_keys(node):
@@ -200,8 +200,9 @@ def _parse(text: str, name: str) -> tuple[Any, dict[tuple, int]]:
     if len(text) > MAX_SPEC_BYTES:
         raise SpecError([(f"{name}: {len(text):,} characters; a spec may be at most "
                          f"{MAX_SPEC_BYTES:,}")], source=name)  # fmt: skip
-    loader = spec_loader()(text)
+    loader = None
     try:
+        loader = spec_loader()(text)  # its reader refuses control characters (ReaderError)
         node = loader.get_single_node()
         duplicates = [f"{name}:{again.line + 1}: {'.'.join(map(str, path))} appears twice in one "
                       f"mapping (lines {first.line + 1} and {again.line + 1}); keep one"
@@ -215,9 +216,13 @@ def _parse(text: str, name: str) -> tuple[Any, dict[tuple, int]]:
         mark = getattr(exc, "problem_mark", None)
         where = f"{name}:{mark.line + 1}" if mark else name
         problem = getattr(exc, "problem", None) or str(exc)
+        if isinstance(exc, yaml.reader.ReaderError):  # a control character, at a position
+            where = f"{name}:{text.count(chr(10), 0, exc.position) + 1}"
+            problem = f"character #x{exc.character:04x} is not allowed in YAML; remove it"
         raise SpecError([f"{where}: not valid YAML/JSON ({problem})"], source=name) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     lines: dict[tuple, int] = {}
     _index_lines(node, (), lines)
     return (data if data is not None else {}), lines

@@ -25,8 +25,9 @@ MAX_SPEC_BYTES = 256 * 1024
 # below Python's recursion limit, which the YAML composer and pydantic both recurse into.
 MAX_DEPTH = 32
 # Values after alias expansion (every scalar, list and mapping counts once per appearance). The
-# pure-Python parser takes ~35 us a value here, so the limit also caps a parse near 0.4 s.
-MAX_VALUES = 10_000
+# pure-Python parser takes 20-35 us a value on a busy machine, so the limit also keeps a parse
+# near 0.2 s; the largest real specs (a list of evaluation prompts) hold a few hundred.
+MAX_VALUES = 5_000
 # No field needs more than a 64-bit integer (20 digits); Python refuses str -> int conversion
 # past 4,300 digits with a ValueError.
 MAX_INT_DIGITS = 20
@@ -60,7 +61,7 @@ class LimitedComposer:
     Each node's expanded size and depth are computed as it is composed (its children are done
     by then, an alias is a finished node). A running count of the document's expanded values
     (one per node, an alias's whole expansion per alias) stops a billion-laughs document at the
-    first alias that takes it past ``MAX_VALUES``, and a merely long one at its 10,001st value,
+    first alias that takes it past ``MAX_VALUES``, and a merely long one at its 5,001st value,
     after reading only that much text.
     """
 

@@ -85,7 +85,8 @@ def check_render(doc: dict, provider: str) -> str:
         # A spec file's problems may name the file and line, or any key (even an unknown
         # one) with its line, instead of a known field.
         in_file = isinstance(doc, Path)
-        bad = [line for line in exc.errors if not names_a_field(line)
+        roots = () if in_file else tuple(f"{key}{end}" for key in doc for end in ".: ")
+        bad = [line for line in exc.errors if not names_a_field(line) and not line.startswith(roots)
                and not (in_file and (str(doc) in line or _KEY_AND_LINE.match(line)))]
         assert not bad, f"SpecError lines without a field path: {bad}"
         return "spec"

@@ -28,15 +28,15 @@ def errors_of(tmp_path, text: str) -> list[str]:
 
 
 def test_an_alias_bomb_stops_at_the_line_that_passes_the_limit(tmp_path):
-    # 10^9 values if expanded; the aliases of a2 (1,111 values each) on line 5 pass 10,000.
+    # 10^9 values if expanded; the aliases of a2 (1,111 values each) on line 5 pass 5,000.
     (error,) = errors_of(tmp_path, billion_laughs())
-    assert "/spec.yaml:5: the alias *a2 takes the document past 10,000 values" in error, error
+    assert "/spec.yaml:5: the alias *a2 takes the document past 5,000 values" in error, error
 
 
 def test_a_long_flat_document_stops_at_the_limit(tmp_path):
     text = BASE + "labels: {" + ", ".join(f"k{i}: v" for i in range(MAX_VALUES)) + "}\n"
     (error,) = errors_of(tmp_path, text)
-    assert "/spec.yaml:4: this value takes the document past 10,000 values" in error, error
+    assert "/spec.yaml:4: this value takes the document past 5,000 values" in error, error
 
 
 def test_aliases_within_the_limit_still_load(tmp_path):
@@ -185,5 +185,14 @@ def test_the_cli_exits_2_on_an_alias_bomb(tmp_path, run_cli):
     path = tmp_path / "spec.yaml"
     path.write_text(billion_laughs())
     code, out, err = run_cli(["validate", str(path)])
-    assert code == 2 and "the document past 10,000 values" in err + out
+    assert code == 2 and "the document past 5,000 values" in err + out
     assert "Traceback" not in err
+
+
+def test_a_control_character_names_its_line(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(BASE.encode() + b"labels: {a: b\x18}\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert info.value.errors[0].endswith("/spec.yaml:4: not valid YAML/JSON (character #x0018 is "
+                                         "not allowed in YAML; remove it)")  # fmt: skip

@@ -280,7 +280,6 @@ def split_envelope(doc: dict, source: str) -> tuple[dict, str | None]:
 def launch(raw: dict, settings: Settings, *, source: str, provider: str | None = None) -> dict:
     """Validate, plan and submit (describe-or-create). Returns what the caller is told."""
     from .. import api
-
     from ..providers import get_provider
     from ..providers.base import Feature
 

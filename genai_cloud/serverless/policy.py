@@ -148,31 +148,31 @@ class LaunchPolicy:
         found: list[tuple[str, str]] = []
         if spec.model is not None and spec.model.trust_remote_code and \
                 not self.allow_trust_remote_code:  # fmt: skip
-            found.append(("model.trust_remote_code", "runs Python code from the model's "
+            found.append(("model.trust_remote_code", ("runs Python code from the model's "
                           "repository as the launcher's job role; this launcher refuses it "
-                          "(GENAI_POLICY_ALLOW_TRUST_REMOTE_CODE)"))  # fmt: skip
+                          "(GENAI_POLICY_ALLOW_TRUST_REMOTE_CODE)")))  # fmt: skip
         if not self.allow_code_env:
             for name in sorted(spec.env):
                 if is_code_env(name):
-                    found.append((f"env.{name}", "changes which code the job loads or where it "
+                    found.append((f"env.{name}", ("changes which code the job loads or where it "
                                   "downloads code from; this launcher refuses it "
-                                  "(GENAI_POLICY_ALLOW_CODE_ENV)"))  # fmt: skip
+                                  "(GENAI_POLICY_ALLOW_CODE_ENV)")))  # fmt: skip
         if isolation and not spec.aws.network_isolation and not self.allow_no_isolation:
-            found.append(("aws.network_isolation", "false lets the job reach the internet with "
+            found.append(("aws.network_isolation", ("false lets the job reach the internet with "
                           "the launcher's role; this launcher requires isolation "
-                          "(GENAI_POLICY_ALLOW_NO_ISOLATION)"))  # fmt: skip
+                          "(GENAI_POLICY_ALLOW_NO_ISOLATION)")))  # fmt: skip
         for section, key in _IMAGE_FIELDS:
             image = getattr(getattr(spec, section), key)
             if image and not any(_matches(image, p) for p in self.allowed_images):
                 allowed = ", ".join(self.allowed_images) or "none: use the default images"
-                found.append((f"{section}.{key}", f"{image!r} is not an image this launcher "
-                              f"allows (GENAI_POLICY_ALLOWED_IMAGES: {allowed})"))  # fmt: skip
+                found.append((f"{section}.{key}", (f"{image!r} is not an image this launcher "
+                              f"allows (GENAI_POLICY_ALLOWED_IMAGES: {allowed})")))  # fmt: skip
         found += self._compute_problems(spec, allowed_providers)
         for (section, key), expected in identity.items():
             given = getattr(getattr(spec, section), key)
             if given and given != expected:
-                found.append((f"{section}.{key}", f"jobs launched here run as {expected}; a "
-                              "spec may not choose another identity (leave it unset)"))  # fmt: skip
+                found.append((f"{section}.{key}", (f"jobs launched here run as {expected}; a "
+                              "spec may not choose another identity (leave it unset)")))  # fmt: skip
         return found
 
     def _compute_problems(self, spec, allowed_providers) -> list[tuple[str, str]]:
@@ -184,21 +184,21 @@ class LaunchPolicy:
             for i, f in enumerate(compute.fallback) if f.accelerator]  # fmt: skip
         for field, accelerator in placements:
             if allowed and accelerator not in allowed:
-                found.append((field, f"{accelerator!r} is not allowed here; allowed: "
-                              f"{', '.join(allowed)} (GENAI_POLICY_ALLOWED_ACCELERATORS)"))  # fmt: skip
+                found.append((field, (f"{accelerator!r} is not allowed here; allowed: "
+                              f"{', '.join(allowed)} (GENAI_POLICY_ALLOWED_ACCELERATORS)")))  # fmt: skip
         if compute.nodes > self.max_nodes:
-            found.append(("compute.nodes", f"{compute.nodes} is over this launcher's maximum "
-                          f"of {self.max_nodes} (GENAI_POLICY_MAX_NODES)"))  # fmt: skip
+            found.append(("compute.nodes", (f"{compute.nodes} is over this launcher's maximum "
+                          f"of {self.max_nodes} (GENAI_POLICY_MAX_NODES)")))  # fmt: skip
         budget = spec.budget.max_usd
         if budget is not None and budget > self.max_budget_usd:
-            found.append(("budget.max_usd", f"{budget:g} USD is over this launcher's maximum of "
-                          f"{self.max_budget_usd:g} USD (GENAI_POLICY_MAX_BUDGET_USD)"))  # fmt: skip
+            found.append(("budget.max_usd", (f"{budget:g} USD is over this launcher's maximum of "
+                          f"{self.max_budget_usd:g} USD (GENAI_POLICY_MAX_BUDGET_USD)")))  # fmt: skip
         if allowed_providers:
             for i, fallback in enumerate(compute.fallback):
                 if fallback.provider and fallback.provider not in allowed_providers:
-                    found.append((f"compute.fallback.{i}.provider", f"{fallback.provider!r} is "
+                    found.append((f"compute.fallback.{i}.provider", (f"{fallback.provider!r} is "
                                   f"not a provider this launcher may use; allowed: "
-                                  f"{', '.join(allowed_providers)}"))  # fmt: skip
+                                  f"{', '.join(allowed_providers)}")))  # fmt: skip
         return found
 
 

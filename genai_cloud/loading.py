@@ -5,6 +5,10 @@ override gave) and what would be valid. A file must be UTF-8, and a mapping may 
 (PyYAML alone keeps the last silently). Relative local paths are resolved against the spec file's
 folder; those given as overrides (``--set``) against the current directory.
 
+Hostile documents (alias bombs, deep nesting, recursive aliases, huge integers, non-finite
+numbers, NUL bytes, over-long paths) are refused by ``spec_limits`` as problems naming their line
+or field, before they cost more than a bad spec.
+
 PyYAML follows YAML 1.1, where an unquoted ``2:4`` or ``1:30`` is a base-60 integer (124, 90);
 the loader here drops that form (as YAML 1.2 did), so they stay strings. Other numbers parse as
 before.
@@ -20,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from .contract import INPUT_CHANNELS, MODEL_CHANNELS
 from .errors import SpecError
 from .spec import FIELD_PROBLEMS, JobSpec, is_remote_uri
+from .spec_limits import MAX_SPEC_BYTES, LimitedComposer, LimitExceeded, tree_problems
 
 
 def load_spec(source: str | Path | dict, *, overrides: dict | None = None) -> JobSpec:
@@ -39,25 +44,55 @@ def load_spec(source: str | Path | dict, *, overrides: dict | None = None) -> Jo
     else:
         path = Path(source)
         name = str(path)
-        if not path.is_file():
-            raise SpecError([f"spec file not found: {path}"], source=name)
+        _check_file(path)
         raw, lines = _parse(_read_text(path), name)
+        _check_tree(raw, lines, name)
         raw = _resolve_relative_paths(raw, path.parent)
     overridden: set[tuple] = set()
     if overrides:
+        _check_tree(overrides, {}, name, overridden=set(_leaf_paths(overrides)))
         raw = _deep_merge(raw, _resolve_relative_paths(overrides, Path.cwd()))
         overridden = set(_leaf_paths(overrides))
     if not isinstance(raw, dict):
         raise SpecError(["the top level must be a mapping of sections (name, task, model, ...)"],
                         source=name)  # fmt: skip
+    if isinstance(source, dict):
+        _check_tree(raw, lines, name, overridden)
     try:
         return JobSpec.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(_describe(exc, lines, overridden), source=name) from None
 
 
+def _check_file(path: Path) -> None:
+    try:
+        if "\x00" in str(path):  # is_file() says False: "not found" would mislead
+            raise ValueError("embedded null byte")
+        found = path.is_file()
+    except (OSError, ValueError) as exc:  # a name too long for the file system, or a NUL in it
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        shown = str(path) if len(str(path)) <= 80 else str(path)[:77] + "..."
+        raise SpecError([f"cannot open spec file {shown!r}: {reason}"], source=shown) from None
+    if not found:
+        raise SpecError([f"spec file not found: {path}"], source=str(path))
+
+
+def _check_tree(raw: Any, lines: dict[tuple, int], name: str | None,
+                overridden: set[tuple] = frozenset()) -> None:  # fmt: skip
+    """NUL bytes, non-finite numbers, over-long paths (and depth and size for a mapping given
+    as such) as problems naming their field, before any path reaches the file system."""
+    problems = [f"{_where(path, lines, overridden)}: {message}"
+                for path, message in tree_problems(raw)]  # fmt: skip
+    if problems:
+        raise SpecError(problems, source=name)
+
+
 def _read_text(path: Path) -> str:
     try:
+        size = path.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise SpecError([(f"{path}: {size:,} bytes; a spec file may be at most "
+                             f"{MAX_SPEC_BYTES:,} bytes")], source=str(path))  # fmt: skip
         data = path.read_bytes()
     except OSError as exc:
         raise SpecError([f"{path}: cannot read it ({exc.strerror or exc})"], source=str(path)) \
@@ -103,8 +138,18 @@ def spec_loader():
     if _spec_loader is None:
         import yaml
 
-        class SpecLoader(yaml.SafeLoader):
-            pass
+        class SpecLoader(LimitedComposer, yaml.SafeLoader):
+            def construct_object(self, node, deep=False):
+                # An explicit tag on a value it cannot read (``!!timestamp x``, ``!!int a``)
+                # raises a plain ValueError/AttributeError inside PyYAML: name the line instead.
+                try:
+                    return super().construct_object(node, deep)
+                except (ValueError, TypeError, AttributeError, OverflowError):
+                    value = node.value if isinstance(node.value, str) else "..."
+                    tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+                    raise yaml.constructor.ConstructorError(
+                        problem=f"{value[:40]!r} is not a valid {tag} value",
+                        problem_mark=node.start_mark) from None
 
         SpecLoader.yaml_implicit_resolvers = {
             first: [(tag, _NotSexagesimal(rx) if tag in (_INT, _FLOAT) else rx)
@@ -123,7 +168,9 @@ def parse_value(text: str) -> Any:
     """
     import yaml
 
-    loader = spec_loader()(text)
+    if len(text) > MAX_SPEC_BYTES:
+        raise yaml.YAMLError(f"{len(text):,} characters; at most {MAX_SPEC_BYTES:,}")
+    loader = spec_loader()(text)  # its reader refuses control characters: a YAMLError
     try:
         node = loader.get_single_node()
         for path, first, again in _duplicate_keys(node):
@@ -131,15 +178,32 @@ def parse_value(text: str) -> Any:
                 problem=f"{'.'.join(map(str, path))!r} appears twice", problem_mark=again
             )
         return None if node is None else loader.construct_document(node)
+    except LimitExceeded as exc:
+        raise yaml.YAMLError(exc.message) from None
     finally:
         loader.dispose()
+
+
+def parse_yaml(text: str, name: str) -> Any:
+    """A YAML/JSON document as Python values, with the spec loader's limits.
+
+    Raises:
+        SpecError: not YAML, over a limit, or a key named twice (each naming its line).
+    """
+    data, lines = _parse(text, name)
+    _check_tree(data, lines, name)
+    return data
 
 
 def _parse(text: str, name: str) -> tuple[Any, dict[tuple, int]]:
     import yaml
 
-    loader = spec_loader()(text)
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError([(f"{name}: {len(text):,} characters; a spec may be at most "
+                         f"{MAX_SPEC_BYTES:,}")], source=name)  # fmt: skip
+    loader = None
     try:
+        loader = spec_loader()(text)  # its reader refuses control characters (ReaderError)
         node = loader.get_single_node()
         duplicates = [f"{name}:{again.line + 1}: {'.'.join(map(str, path))} appears twice in one "
                       f"mapping (lines {first.line + 1} and {again.line + 1}); keep one"
@@ -147,13 +211,19 @@ def _parse(text: str, name: str) -> tuple[Any, dict[tuple, int]]:
         if duplicates:  # PyYAML would keep the last one without a word
             raise SpecError(duplicates, source=name)
         data = None if node is None else loader.construct_document(node)
+    except LimitExceeded as exc:
+        raise SpecError([f"{name}:{exc.line}: {exc.message}"], source=name) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{name}:{mark.line + 1}" if mark else name
         problem = getattr(exc, "problem", None) or str(exc)
+        if isinstance(exc, yaml.reader.ReaderError):  # a control character, at a position
+            where = f"{name}:{text.count(chr(10), 0, exc.position) + 1}"
+            problem = f"character #x{exc.character:04x} is not allowed in YAML; remove it"
         raise SpecError([f"{where}: not valid YAML/JSON ({problem})"], source=name) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     lines: dict[tuple, int] = {}
     _index_lines(node, (), lines)
     return (data if data is not None else {}), lines

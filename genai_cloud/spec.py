@@ -9,6 +9,7 @@ Adding a task is one ``Task`` member, one optional section below and one recipe 
 """
 
 import json
+import math
 import re
 from enum import Enum
 from typing import Any, Literal
@@ -47,6 +48,8 @@ _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 def parse_duration(value: float | str) -> int:
     """``90``, ``"90s"``, ``"30m"``, ``"2h"``, ``"1d"`` -> seconds."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):  # int() would raise OverflowError / ValueError
+            raise ValueError(f"{value} is not a duration; use seconds or e.g. '45m', '2h', '1d'")
         seconds = int(value)
     else:
         match = _DURATION.match(str(value))
@@ -118,6 +121,11 @@ class DataSpec(Section):
     group_field: str | None = Field(None, description="Demographic group column (fairness).")
     max_seq_len: int = Field(512, ge=8, le=1_048_576)
     packing: bool = Field(True, description="Concatenate documents into full blocks (no padding).")
+    max_record_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, le=1 << 31,
+        description="Longest record (a JSON line, or a text block) in bytes; a longer one is an "
+        "error naming its file:line (one huge line would cost gigabytes to tokenize).",
+    )
 
     @model_validator(mode="after")
     def _eval_needed(self) -> "DataSpec":
@@ -444,6 +452,10 @@ class JobSpec(Section):
         for key in env:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
                 raise ValueError(f"{key!r} is not a valid environment variable name")
+        from .credentials import env_problems  # secret values belong under `secrets:`
+
+        if problems := env_problems(env):
+            raise field_problems(problems)
         return env
 
     @field_validator("secrets")

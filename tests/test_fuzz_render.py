@@ -10,6 +10,7 @@ provider sections, so that render's own checks are reached, not only the spec's.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from fuzz_specs import JUNK, KEYS, documents, valid_specs
 from hypothesis import HealthCheck, given, settings
@@ -43,6 +44,7 @@ PROVIDER_KEYS = {
                 "volume_gb", "max_runtime", "fallback"],
 }  # fmt: skip
 # A field path: a top-level spec field, then dotted names or list indexes.
+_KEY_AND_LINE = re.compile(r"^(\(top level\)|.+?) \(line \d+\): ")
 _PATH = re.compile(r"\b(" + "|".join(JobSpec.model_fields) + r")(\.[\w-]+)*\b")
 
 
@@ -73,13 +75,19 @@ def names_a_field(message: str) -> bool:
 
 
 def check_render(doc: dict, provider: str) -> str:
-    """One document on one provider: 'valid', 'spec' (SpecError) or 'provider' (refused by
+    """One document (a mapping, or a spec file's Path) on one provider: 'valid', 'spec'
+    (SpecError) or 'provider' (refused by
     plan/render). Raises AssertionError for an error without a field path; anything that is
     not a GenaiCloudError propagates (that is a traceback for the user)."""
     try:
         spec = load_spec(doc)
     except SpecError as exc:
-        bad = [line for line in exc.errors if not names_a_field(line)]
+        # A spec file's problems may name the file and line, or any key (even an unknown
+        # one) with its line, instead of a known field.
+        in_file = isinstance(doc, Path)
+        roots = () if in_file else tuple(f"{key}{end}" for key in doc for end in ".: ")
+        bad = [line for line in exc.errors if not names_a_field(line) and not line.startswith(roots)
+               and not (in_file and (str(doc) in line or _KEY_AND_LINE.match(line)))]
         assert not bad, f"SpecError lines without a field path: {bad}"
         return "spec"
     try:

@@ -263,29 +263,115 @@ def _source_names(lay: LocalLayout) -> dict[str, str]:
 
 
 def _stream(command: list[str], *, cwd: Path, env: dict, outs: tuple[IO[str], ...],
-            rename: dict[str, str] | None = None) -> tuple[int, bool]:  # fmt: skip
-    """Run ``command``, copying its output to ``outs``; return (exit status, saw preemption)."""
+            rename: dict[str, str] | None = None,
+            grace_s: float = SIGTERM_GRACE_S) -> tuple[int, bool]:  # fmt: skip
+    """Run ``command``, copying its output to ``outs``; return (exit status, saw preemption).
+
+    The job runs in its own process group. A SIGTERM or SIGINT (Ctrl-C) that reaches this
+    process (``docker stop``, systemd, a CI runner's cancel) is passed on as SIGTERM to the
+    whole group, as a spot eviction would be: the job flushes a checkpoint and exits 143, and
+    its last lines still reach ``outs``. After ``grace_s`` (or a second signal) the group is
+    killed. A job killed by a signal reports 128 + its number, like a shell.
+    """
     proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, bufsize=1)  # fmt: skip
+                            stderr=subprocess.STDOUT, text=True, bufsize=1,
+                            start_new_session=True)  # fmt: skip
+    forwarder = _SignalForwarder(proc, grace_s)
     preempted = False
     try:
+        forwarder.install()
         assert proc.stdout is not None
         for line in proc.stdout:
             preempted = preempted or line.startswith("preempted:")
             for seen, given in (rename or {}).items():
                 line = line.replace(seen, given)
-            for out in outs:
-                out.write(line)
-                out.flush()
-        return proc.wait(), preempted
-    except KeyboardInterrupt:
-        # Like a spot eviction: let the job flush a checkpoint, then stop.
-        proc.send_signal(signal.SIGTERM)
+            for out in (*forwarder.notes(), line):
+                for stream in outs:
+                    stream.write(out)
+                    stream.flush()
+        code = proc.wait()
+    except KeyboardInterrupt:  # not the main thread, so no handler: still stop the job cleanly
+        forwarder.forward(signal.SIGINT, None)
+        code = proc.wait()
+    finally:
+        forwarder.uninstall()
+        if proc.poll() is None:  # we are failing ourselves: never leave the job orphaned
+            forwarder.kill()
+            proc.wait()
+    for note in forwarder.notes():
+        for stream in outs:
+            stream.write(note)
+            stream.flush()
+    code = 128 - code if code < 0 else code  # -15 (killed by SIGTERM) -> 143
+    return code, preempted or forwarder.received is not None
+
+
+class _SignalForwarder:
+    """Passes SIGTERM/SIGINT on to a job's process group; kills it after the grace period.
+
+    The handlers only signal and set flags (writing to a stream from a signal handler can hit
+    a buffered writer mid-write); ``notes()`` hands the messages to the streaming loop.
+    """
+
+    def __init__(self, proc: subprocess.Popen, grace_s: float):
+        self.proc, self.grace_s = proc, grace_s
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+        self._pending: list[str] = []
+        self._timer = None
+
+    def install(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[signum] = signal.signal(signum, self.forward)
+            except ValueError:  # not the main thread: only KeyboardInterrupt can tell us
+                return
+
+    def uninstall(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def forward(self, signum: int, frame) -> None:
+        name = signal.Signals(signum).name
+        if self.received is not None:  # a second signal: stop waiting
+            self._pending.append(f"genai-cloud: {name} again: killing the job now\n")
+            self.kill()
+            return
+        self.received = signum
+        self._pending.append(
+            f"genai-cloud: {name} received; sent SIGTERM to the job (process group "
+            f"{self.proc.pid}), waiting up to {self.grace_s:g} s for it to flush a checkpoint "
+            f"(send {name} again to kill it now)\n")  # fmt: skip
+        self._signal_group(signal.SIGTERM)
+        import threading
+
+        self._timer = threading.Timer(self.grace_s, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _expire(self) -> None:
+        if self.proc.poll() is None:
+            self._pending.append(f"genai-cloud: the job did not stop within {self.grace_s:g} s "
+                                 "of SIGTERM; killed it\n")  # fmt: skip
+            self.kill()
+
+    def kill(self) -> None:
+        self._signal_group(signal.SIGKILL)
+
+    def _signal_group(self, signum: int) -> None:
         try:
-            return proc.wait(timeout=SIGTERM_GRACE_S), True
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            return proc.wait(), True
+            os.killpg(self.proc.pid, signum)  # the group's id is the job's pid (a new session)
+        except (ProcessLookupError, PermissionError):
+            pass  # already gone
+
+    def notes(self) -> list[str]:
+        notes = []
+        while self._pending:  # pop, not swap: a handler may append at any bytecode
+            notes.append(self._pending.pop(0))
+        return notes
 
 
 def _docker_command(lay: LocalLayout, image: str) -> list[str]:

@@ -69,7 +69,8 @@ def _on_s3(event: dict, settings: core.Settings) -> dict:
             core.log(logging.INFO, "event skipped", event=record.get("eventName"), key=key)
             continue
         try:
-            results.append(core.handle_object(bucket, key, _read_s3, settings, scheme="s3"))
+            results.append(core.handle_object(bucket, key, _read_s3, settings, scheme="s3",
+                                              write=_write_s3))  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - re-raised below, after the other records
             core.log(logging.ERROR, "launch failed; the event will be retried", exc_info=True,
                      source=f"s3://{bucket}/{key}")  # fmt: skip
@@ -101,6 +102,12 @@ def _s3_client():
     from botocore.config import Config
 
     return boto3.client("s3", config=Config(retries={"mode": "standard", "max_attempts": 5}))
+
+
+def _write_s3(bucket: str, key: str, data: bytes) -> None:
+    # The bucket's default encryption (the stack's KMS key) applies; the launcher role may put
+    # only <SpecPrefix>*.rejected.json objects.
+    _s3_client().put_object(Bucket=bucket, Key=key, Body=data, ContentType="application/json")
 
 
 def _read_s3(bucket: str, key: str) -> bytes:

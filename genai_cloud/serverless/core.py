@@ -24,14 +24,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import GenaiCloudError, ProviderError, SpecError, UnsupportedFeatureError
+from ..spec_limits import MAX_SPEC_BYTES
+from .policy import IDENTITY_FIELDS, LaunchPolicy, PolicyError
 
 # The spec machinery (pydantic models, providers) is imported on the first launch, not at module
 # load: an S3 test event, a skipped object or a 405 answers without it, and the handler module
 # itself imports in milliseconds. ``warm_up()`` imports it ahead for runtimes that prefer that.
 
-# A spec is a few KB. The cap keeps a stray large object from being read into a small function.
-MAX_SPEC_BYTES = 1_000_000
+# A spec is a few KB. The cap (spec_limits.MAX_SPEC_BYTES, the same as for a spec file) keeps a
+# stray large object from being read into a small function.
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
+# A refused spec's reasons, written beside it for whoever dropped it (never read as a spec).
+REJECTED_SUFFIX = ".rejected.json"
 ENVELOPE_KEYS = ("spec", "provider")
 # Running a job inside the function itself would hit the platform's time limit (Lambda: 900 s).
 NEVER_ALLOWED = {"local"}
@@ -135,11 +139,13 @@ class Settings:
     allowed_providers: tuple[str, ...]
     spec_prefix: str = "specs/"
     defaults: dict[tuple[str, str], Any] = field(default_factory=dict)
+    policy: LaunchPolicy = field(default_factory=LaunchPolicy)
 
     @classmethod
     def from_env(cls, default_provider: str, env: Mapping[str, str] | None = None) -> Settings:
         """``GENAI_PROVIDER``, ``GENAI_ALLOWED_PROVIDERS`` (comma list, default: the provider
-        only), ``GENAI_SPEC_PREFIX`` (default ``specs/``) and the ``ENV_DEFAULTS`` variables."""
+        only), ``GENAI_SPEC_PREFIX`` (default ``specs/``), the ``ENV_DEFAULTS`` variables and
+        the ``GENAI_POLICY_*`` ones (``policy.LaunchPolicy``)."""
         env = os.environ if env is None else env
         provider = env.get("GENAI_PROVIDER", "").strip() or default_provider
         allowed = [p.strip() for p in env.get("GENAI_ALLOWED_PROVIDERS", "").split(",")]
@@ -150,7 +156,7 @@ class Settings:
             if value:
                 defaults[target] = _env_bool(var, value) if target[1] in _BOOL_FIELDS else value
         prefix = env.get("GENAI_SPEC_PREFIX", "specs/")
-        return cls(provider, tuple(allowed), prefix, defaults)
+        return cls(provider, tuple(allowed), prefix, defaults, LaunchPolicy.from_env(env))
 
 
 def _env_bool(var: str, value: str) -> bool:
@@ -223,6 +229,8 @@ def parse_document(text: str | bytes, source: str) -> dict:
         raise SpecError([f"{source}: empty; send the spec as JSON or YAML"], source=source)
     try:
         data = json.loads(text)
+    except RecursionError:  # nesting no spec has; the YAML parser's limits would say so too
+        data = _yaml(text, source)
     except ValueError:
         data = _yaml(text, source)
     if not isinstance(data, dict):
@@ -232,15 +240,10 @@ def parse_document(text: str | bytes, source: str) -> dict:
 
 
 def _yaml(text: str, source: str) -> Any:
-    import yaml
+    # The spec loader's YAML: alias expansion, depth and number limits, duplicate keys refused.
+    from ..loading import parse_yaml
 
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark else source
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError([f"{where}: not valid YAML/JSON ({problem})"], source=source) from None
+    return parse_yaml(text, source)
 
 
 def too_large(source: str, size: int) -> SpecError:
@@ -277,9 +280,17 @@ def split_envelope(doc: dict, source: str) -> tuple[dict, str | None]:
 def launch(raw: dict, settings: Settings, *, source: str, provider: str | None = None) -> dict:
     """Validate, plan and submit (describe-or-create). Returns what the caller is told."""
     from .. import api
+    from ..providers import get_provider
+    from ..providers.base import Feature
 
     name = resolve_provider(provider, settings)
-    spec = api.load_spec(apply_defaults(raw, settings.defaults))
+    isolation = Feature.NETWORK_ISOLATION not in get_provider(name).unsupported
+    raw = settings.policy.apply_defaults(apply_defaults(raw, settings.defaults),
+                                         isolation=isolation)  # fmt: skip
+    spec = api.load_spec(raw)
+    identity = {f: v for f, v in settings.defaults.items() if f in IDENTITY_FIELDS}
+    settings.policy.check(spec, isolation=isolation, identity=identity, source=source,
+                          allowed_providers=tuple(settings.allowed_providers))  # fmt: skip
     for note in spec.warnings():
         log(logging.WARNING, "spec warning", source=source, spec=spec.name, warning=note)
     handle = api.submit(spec, name)
@@ -307,12 +318,18 @@ def handle_object(
     settings: Settings,
     *,
     scheme: str,
+    write: Callable[[str, str, bytes], None] | None = None,
 ) -> dict:
     """A spec file landed in storage: launch it, or say why not.
 
-    User errors come back in the result (and the log); other errors propagate for a retry.
+    User errors come back in the result (and the log), and with ``write`` also as
+    ``<key>.rejected.json`` beside the spec, where whoever dropped it can read them; other
+    errors propagate for a retry.
     """
     uri = f"{scheme}://{bucket}/{key}"
+    if key.endswith(REJECTED_SUFFIX):
+        log(logging.INFO, "object skipped", source=uri, reason="a rejection record")
+        return {"source": uri, "skipped": "a rejection record"}
     if not key.startswith(settings.spec_prefix) or not key.lower().endswith(SPEC_SUFFIXES):
         reason = f"not a spec file (expected {settings.spec_prefix}*{{{','.join(SPEC_SUFFIXES)}}})"
         log(logging.INFO, "object skipped", source=uri, reason=reason)
@@ -326,7 +343,20 @@ def handle_object(
             raise
         body = error_body(exc)
         log(logging.ERROR, "spec rejected", source=uri, detail=body)
+        if write is not None:
+            record_rejection(write, bucket, key, {"source": uri, **body})
         return {"source": uri, **body}
+
+
+def record_rejection(write: Callable[[str, str, bytes], None], bucket: str, key: str,
+                     body: dict) -> None:  # fmt: skip
+    """Write ``<key>.rejected.json``; a failed write is logged, never retried (the refusal is
+    final and already in the log)."""
+    target = key + REJECTED_SUFFIX
+    try:
+        write(bucket, target, json.dumps(body, indent=2).encode())
+    except Exception as exc:  # noqa: BLE001 - the log has the refusal either way
+        log(logging.ERROR, "could not record the rejection", target=target, error=repr(exc))
 
 
 def handle_document(
@@ -385,6 +415,8 @@ def http_status(exc: BaseException) -> int:
     if code in _TRANSIENT:
         return 503
     if code and code.startswith("AccessDenied"):
+        return 403
+    if isinstance(exc, PolicyError):
         return 403
     if isinstance(exc, SpecError):
         return 400

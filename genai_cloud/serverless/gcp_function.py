@@ -59,13 +59,18 @@ def launch_gcs(cloud_event: Any) -> dict:
             body = core.error_body(core.too_large(uri, size))
             core.log(logging.ERROR, "spec rejected", source=uri, detail=body)
             return {"source": uri, **body}
-        return core.handle_object(data["bucket"], data["name"], _read_gcs, settings, scheme="gs")
+        return core.handle_object(data["bucket"], data["name"], _read_gcs, settings, scheme="gs",
+                                  write=_write_gcs)  # fmt: skip
 
 
 @lru_cache(maxsize=1)
 def _gcs_client():
     storage = require("google.cloud.storage", "gcp")
     return storage.Client()
+
+
+def _write_gcs(bucket: str, name: str, data: bytes) -> None:
+    _gcs_client().bucket(bucket).blob(name).upload_from_string(data, content_type="application/json")
 
 
 def _read_gcs(bucket: str, name: str) -> bytes:

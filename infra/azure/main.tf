@@ -193,9 +193,11 @@ resource "azurerm_machine_learning_compute_cluster" "gpu" {
   }
 }
 
-# Jobs read the spec's Key Vault secret references with the cluster's identity.
+# Jobs read the spec's Key Vault secret references with the cluster's identity: each named
+# secret only (a role assignment scoped to one secret), never the whole vault.
 resource "azurerm_role_assignment" "cluster_reads_secrets" {
-  scope                = azurerm_key_vault.this.id
+  for_each             = toset(var.secret_names)
+  scope                = "${azurerm_key_vault.this.id}/secrets/${each.value}"
   role_definition_name = "Key Vault Secrets User"
   principal_id         = azurerm_machine_learning_compute_cluster.gpu.identity[0].principal_id
 }
@@ -230,6 +232,23 @@ resource "azurerm_linux_function_app" "launcher" {
     type = "SystemAssigned"
   }
 
+  # Entra ID in front of the HTTP trigger (App Service authentication): a caller without a token
+  # for the app registration gets 401 before the function runs; no shared function key.
+  auth_settings_v2 {
+    auth_enabled           = true
+    require_authentication = true
+    unauthenticated_action = "Return401"
+    default_provider       = "azureactivedirectory"
+    active_directory_v2 {
+      client_id            = var.entra_client_id
+      tenant_auth_endpoint = "https://login.microsoftonline.com/${data.azurerm_client_config.current.tenant_id}/v2.0"
+      allowed_applications = var.entra_allowed_client_ids
+    }
+    login {
+      token_store_enabled = false
+    }
+  }
+
   site_config {
     minimum_tls_version                    = "1.2"
     ftps_state                             = "Disabled"
@@ -252,6 +271,13 @@ resource "azurerm_linux_function_app" "launcher" {
     GENAI_STORAGE__blobServiceUri  = azurerm_storage_account.launcher.primary_blob_endpoint
     GENAI_STORAGE__queueServiceUri = azurerm_storage_account.launcher.primary_queue_endpoint
     SCM_DO_BUILD_DURING_DEPLOYMENT = "true" # install requirements.txt on deploy
+    # The launcher's policy (genai_cloud/serverless/policy.py): what a spec may ask for.
+    GENAI_POLICY_ALLOWED_IMAGES          = join(",", var.allowed_images)
+    GENAI_POLICY_ALLOWED_ACCELERATORS    = join(",", var.allowed_accelerators)
+    GENAI_POLICY_MAX_NODES               = tostring(var.max_nodes)
+    GENAI_POLICY_MAX_BUDGET_USD          = tostring(var.max_budget_usd)
+    GENAI_POLICY_ALLOW_TRUST_REMOTE_CODE = tostring(var.allow_trust_remote_code)
+    GENAI_POLICY_ALLOW_CODE_ENV          = tostring(var.allow_code_env)
   }
 }
 

@@ -55,3 +55,58 @@ variable "log_retention_days" {
   type        = number
   default     = 90
 }
+
+variable "secret_names" {
+  description = "Key Vault secret names the training cluster's identity may read (the specs' secrets references); nothing else in the vault."
+  type        = list(string)
+  default     = []
+}
+
+variable "entra_client_id" {
+  description = "Client id of the Entra ID app registration that callers of the HTTP launcher get tokens for (App Service authentication)."
+  type        = string
+}
+
+variable "entra_allowed_client_ids" {
+  description = "Client applications (ids) allowed to call the HTTP launcher with their tokens; empty = any in the tenant with a token for the app."
+  type        = list(string)
+  default     = []
+}
+
+# ---- the launcher's policy (GENAI_POLICY_*; see genai_cloud/serverless/policy.py) ----
+
+variable "allowed_images" {
+  description = "Container images / environments a spec may name (azure.image, azure.environment; an entry ending in * is a prefix); empty = the runtime table's only."
+  type        = list(string)
+  default     = []
+}
+
+variable "allowed_accelerators" {
+  description = "Accelerators a spec may ask for (compute.accelerator and its fallbacks); empty = any."
+  type        = list(string)
+  default     = ["cpu", "T4", "A100"]
+}
+
+variable "max_nodes" {
+  description = "Largest compute.nodes a spec may ask for (the cluster's own ceiling is compute_max_nodes)."
+  type        = number
+  default     = 2
+}
+
+variable "max_budget_usd" {
+  description = "Largest budget.max_usd a spec may set, and the budget (a runtime cap) of a spec that sets none."
+  type        = number
+  default     = 100
+}
+
+variable "allow_trust_remote_code" {
+  description = "Let specs set model.trust_remote_code (runs the model repository's code with the cluster identity)."
+  type        = bool
+  default     = false
+}
+
+variable "allow_code_env" {
+  description = "Let specs set env keys that change code loading (LD_*, PYTHON*, PIP_*, proxies, ...)."
+  type        = bool
+  default     = false
+}

@@ -5,7 +5,9 @@
 #   terraform -chdir=infra/gcp init && terraform -chdir=infra/gcp apply -var project_id=my-project
 #
 # Two service accounts: "launcher" runs the function and may only create Vertex AI jobs that run
-# as "job"; "job" runs the training and may only use this bucket and the named secrets.
+# as "job"; "job" runs the training and may only use this bucket and the named secrets. Specs
+# live in a bucket of their own: the trigger fires for spec writes only (not for every
+# checkpoint a job writes), and the job account cannot write there, so a job cannot launch jobs.
 
 data "google_project" "this" {}
 
@@ -13,6 +15,8 @@ data "google_storage_project_service_account" "gcs" {}
 
 locals {
   bucket_name = "${var.name_prefix}-${var.project_id}"
+  specs_name  = "${var.name_prefix}-${var.project_id}-specs"
+  objects     = "projects/_/buckets/${local.bucket_name}/objects"
   # Secret ids may be given short ("my-secret") or full ("projects/p/secrets/my-secret").
   secret_ids = toset([for s in var.secret_ids : element(split("/", s), length(split("/", s)) - 1)])
   launcher_env = {
@@ -24,6 +28,13 @@ locals {
     GENAI_GCP_SERVICE_ACCOUNT = google_service_account.job.email
     GENAI_OUTPUT_URI          = "gs://${local.bucket_name}/genai-cloud/outputs"
     GENAI_GCP_KMS_KEY_NAME    = var.kms_key_name == null ? "" : var.kms_key_name
+    # The launcher's policy (genai_cloud/serverless/policy.py): what a spec may ask for.
+    GENAI_POLICY_ALLOWED_IMAGES          = join(",", var.allowed_images)
+    GENAI_POLICY_ALLOWED_ACCELERATORS    = join(",", var.allowed_accelerators)
+    GENAI_POLICY_MAX_NODES               = tostring(var.max_nodes)
+    GENAI_POLICY_MAX_BUDGET_USD          = tostring(var.max_budget_usd)
+    GENAI_POLICY_ALLOW_TRUST_REMOTE_CODE = tostring(var.allow_trust_remote_code)
+    GENAI_POLICY_ALLOW_CODE_ENV          = tostring(var.allow_code_env)
   }
 }
 
@@ -134,18 +145,77 @@ resource "google_kms_crypto_key_iam_member" "gcs_uses_key" {
   member        = "serviceAccount:${data.google_storage_project_service_account.gcs.email_address}"
 }
 
-# The launcher reads specs and writes bundles; the job reads bundles/data and writes outputs.
-# objectUser = get/list/create/update objects, no IAM or bucket changes.
+# The launcher writes bundles under genai-cloud/staging/ only; the job reads staging and data and
+# writes under genai-cloud/outputs/ only. objectUser = get/list/create/update objects, no IAM or
+# bucket changes; the conditions keep each to its prefixes (listing is a bucket-level check).
 resource "google_storage_bucket_iam_member" "launcher_objects" {
   bucket = google_storage_bucket.main.name
   role   = "roles/storage.objectUser"
   member = "serviceAccount:${google_service_account.launcher.email}"
+  condition {
+    title      = "launcher-staging-only"
+    expression = "resource.type == \"storage.googleapis.com/Bucket\" || resource.name.startsWith(\"${local.objects}/genai-cloud/staging/\")"
+  }
 }
 
-resource "google_storage_bucket_iam_member" "job_objects" {
+resource "google_storage_bucket_iam_member" "job_reads" {
+  bucket = google_storage_bucket.main.name
+  role   = "roles/storage.objectViewer"
+  member = "serviceAccount:${google_service_account.job.email}"
+  condition {
+    title      = "job-reads-staging-data-outputs"
+    expression = "resource.type == \"storage.googleapis.com/Bucket\" || resource.name.startsWith(\"${local.objects}/genai-cloud/\") || resource.name.startsWith(\"${local.objects}/${var.data_prefix}\")"
+  }
+}
+
+resource "google_storage_bucket_iam_member" "job_writes" {
   bucket = google_storage_bucket.main.name
   role   = "roles/storage.objectUser"
   member = "serviceAccount:${google_service_account.job.email}"
+  condition {
+    title      = "job-writes-outputs-only"
+    expression = "resource.name.startsWith(\"${local.objects}/genai-cloud/outputs/\")"
+  }
+}
+
+# Specs: written by people and CI (grant them roles/storage.objectCreator here), read by the
+# launcher, which may add only <spec>.rejected.json records beside them.
+resource "google_storage_bucket" "specs" {
+  #checkov:skip=CKV_GCP_62:Spec writes are recorded by Cloud Audit Logs (data access) and the launcher's own log lines; a usage-log bucket for a few KB of specs adds nothing.
+  name                        = local.specs_name
+  location                    = var.region
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  force_destroy               = false
+
+  versioning {
+    enabled = true
+  }
+
+  dynamic "encryption" {
+    for_each = var.kms_key_name == null ? [] : [var.kms_key_name]
+    content {
+      default_kms_key_name = encryption.value
+    }
+  }
+
+  depends_on = [google_kms_crypto_key_iam_member.gcs_uses_key]
+}
+
+resource "google_storage_bucket_iam_member" "launcher_reads_specs" {
+  bucket = google_storage_bucket.specs.name
+  role   = "roles/storage.objectViewer"
+  member = "serviceAccount:${google_service_account.launcher.email}"
+}
+
+resource "google_storage_bucket_iam_member" "launcher_records_rejections" {
+  bucket = google_storage_bucket.specs.name
+  role   = "roles/storage.objectCreator"
+  member = "serviceAccount:${google_service_account.launcher.email}"
+  condition {
+    title      = "rejection-records-only"
+    expression = "resource.name.endsWith(\".rejected.json\")"
+  }
 }
 
 resource "google_storage_bucket_object" "function_source" {
@@ -204,9 +274,11 @@ resource "google_cloudfunctions2_function" "launcher" {
     event_type            = "google.cloud.storage.object.v1.finalized"
     retry_policy          = "RETRY_POLICY_RETRY" # safe: submit finds the job a retry already made
     service_account_email = google_service_account.launcher.email
+    # Cloud Storage events filter by bucket only: the specs bucket, so job outputs and
+    # checkpoints in the main bucket never invoke the launcher.
     event_filters {
       attribute = "bucket"
-      value     = google_storage_bucket.main.name
+      value     = google_storage_bucket.specs.name
     }
   }
 

@@ -1,6 +1,11 @@
 output "bucket" {
-  description = "Write specs under gs://<bucket>/<spec_prefix>; bundles, staging and outputs live here too."
+  description = "Bundles, staging, data (under data_prefix) and outputs."
   value       = google_storage_bucket.main.name
+}
+
+output "specs_bucket" {
+  description = "Write specs under gs://<specs_bucket>/<spec_prefix>; a refused spec gets <spec>.rejected.json beside it."
+  value       = google_storage_bucket.specs.name
 }
 
 output "launcher_service_account" {

@@ -64,3 +64,47 @@ variable "log_retention_days" {
   type        = number
   default     = 365
 }
+
+variable "data_prefix" {
+  description = "Object-name prefix in the main bucket that jobs may read datasets and staged models from."
+  type        = string
+  default     = "data/"
+}
+
+# ---- the launcher's policy (GENAI_POLICY_*; see genai_cloud/serverless/policy.py) ----
+
+variable "allowed_images" {
+  description = "Container image URIs a spec may name (an entry ending in * is a prefix); empty = the runtime table's images only."
+  type        = list(string)
+  default     = []
+}
+
+variable "allowed_accelerators" {
+  description = "Accelerators a spec may ask for (compute.accelerator and its fallbacks); empty = any."
+  type        = list(string)
+  default     = ["cpu", "T4", "L4", "A100"]
+}
+
+variable "max_nodes" {
+  description = "Largest compute.nodes a spec may ask for."
+  type        = number
+  default     = 2
+}
+
+variable "max_budget_usd" {
+  description = "Largest budget.max_usd a spec may set, and the budget (a runtime cap) of a spec that sets none."
+  type        = number
+  default     = 100
+}
+
+variable "allow_trust_remote_code" {
+  description = "Let specs set model.trust_remote_code (runs the model repository's code as the job account)."
+  type        = bool
+  default     = false
+}
+
+variable "allow_code_env" {
+  description = "Let specs set env keys that change code loading (LD_*, PYTHON*, PIP_*, proxies, ...)."
+  type        = bool
+  default     = false
+}

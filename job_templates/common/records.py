@@ -10,17 +10,26 @@ Formats (``data.format`` in the spec):
 - ``classification``: JSON lines with ``text_field`` and ``label_field`` (and ``group_field``).
 
 Every record keeps ``_source`` (``file:line``) so later errors can point back at it.
+
+Files are read a line at a time, and a record (a JSON line, or a text block) longer than
+``data.max_record_bytes`` is an error naming its file:line before it is held in memory whole:
+one stray 50 MB line would otherwise grow the job by gigabytes while it is tokenized. Lines end
+at ``\n`` (``\r\n`` too), never inside a JSON string that holds U+2028 and the like.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..config import JobError
 
 DATA_SUFFIXES = (".jsonl", ".json", ".txt", ".text")
+# The spec's default for data.max_record_bytes (genai_cloud/spec.py), for a spec.json without it.
+DEFAULT_MAX_RECORD_BYTES = 8 * 1024 * 1024
 
 
 def data_files(location: str | Path) -> list[Path]:
@@ -39,37 +48,62 @@ def read_records(location: str | Path, data: Any) -> list[dict]:
     """All records at ``location`` in the spec's ``data`` format, validated.
 
     Raises:
-        JobError: naming file:line for malformed JSON, a missing field, bad encoding, or an
-            empty dataset.
+        JobError: naming file:line for malformed JSON, a missing field, bad encoding, a record
+            over ``data.max_record_bytes``, or an empty dataset.
     """
     records: list[dict] = []
+    limit = max_record_bytes(data)
     for file in data_files(location):
         if data.format == "text" and file.suffix not in (".jsonl", ".json"):
-            records.extend(_read_text(file))
+            records.extend(_read_text(file, limit))
         else:
-            records.extend(_read_jsonl(file, data))
+            records.extend(_read_jsonl(file, data, limit))
     if not records:
         raise JobError(f"the dataset at {location} is empty (no records)")
     return records
 
 
-def _read_lines(file: Path) -> list[str]:
-    raw = file.read_bytes()
-    if not raw:
-        raise JobError("0-byte file (a truncated upload?)", f"{file}:1")
-    try:
-        return raw.decode("utf-8-sig").splitlines()
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise JobError(f"not UTF-8 text (byte {exc.start}: {exc.reason})", f"{file}:{line}")
+def max_record_bytes(data: Any) -> int:
+    return getattr(data, "max_record_bytes", None) or DEFAULT_MAX_RECORD_BYTES
 
 
-def _read_text(file: Path) -> list[dict]:
-    records, block, start = [], [], 1
-    for number, line in enumerate(_read_lines(file) + [""], start=1):
+def _too_long(limit: int) -> str:
+    return (f"a record over data.max_record_bytes ({limit:,} bytes); split it into smaller "
+            "records, or raise data.max_record_bytes")  # fmt: skip
+
+
+def _read_lines(file: Path, limit: int) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` for each line, reading at most ``limit`` + 2 bytes at a time."""
+    offset = 0
+    with open(file, "rb") as handle:
+        for number in itertools.count(1):
+            raw = handle.readline(limit + 2)  # the record, and room for its \r\n
+            if not raw:
+                if number == 1:
+                    raise JobError("0-byte file (a truncated upload?)", f"{file}:1")
+                return
+            body = raw.rstrip(b"\n").rstrip(b"\r") if raw.endswith(b"\n") else raw
+            if len(body) > limit:
+                raise JobError(_too_long(limit), f"{file}:{number}")
+            try:
+                text = body.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise JobError(f"not UTF-8 text (byte {offset + exc.start}: {exc.reason})",
+                               f"{file}:{number}") from None  # fmt: skip
+            offset += len(raw)
+            yield number, text
+
+
+def _read_text(file: Path, limit: int) -> list[dict]:
+    records, block, start, size = [], [], 1, 0
+    for number, line in [*_read_lines(file, limit), (0, "")]:
         if line.strip():
             if not block:
-                start = number
+                start, size = number, 0
+            size += len(line) + 1
+            if size > limit:  # characters: at least a byte each
+                raise JobError(_too_long(limit) + " (a text record runs to the next blank line)",
+                               f"{file}:{start}")  # fmt: skip
             block.append(line)
         elif block:
             records.append({"text": "\n".join(block), "_source": f"{file}:{start}"})
@@ -77,7 +111,7 @@ def _read_text(file: Path) -> list[dict]:
     return records
 
 
-def _read_jsonl(file: Path, data: Any) -> list[dict]:
+def _read_jsonl(file: Path, data: Any, limit: int) -> list[dict]:
     required = {
         "text": [data.text_field],
         "jsonl": [data.text_field],
@@ -86,7 +120,7 @@ def _read_jsonl(file: Path, data: Any) -> list[dict]:
         "classification": [data.text_field, data.label_field],
     }[data.format]
     records = []
-    for number, line in enumerate(_read_lines(file), start=1):
+    for number, line in _read_lines(file, limit):
         if not line.strip():
             continue  # blank lines between records are harmless
         where = f"{file}:{number}"

@@ -23,6 +23,7 @@ gives its weight to each of its tokens (a packed block can mix examples). ``batc
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,8 +188,42 @@ def _eos(tokenizer: Any) -> list[int]:
     return [eos] if eos is not None else []
 
 
+# Texts longer than this are tokenized a piece at a time: a fast tokenizer keeps offsets, masks
+# and pre-token splits for the whole input at once (~160 bytes per input byte measured here,
+# benchmarks/record_memory.py), so one long record would cost gigabytes in a single call.
+ENCODE_PIECE_CHARS = 64 * 1024
+
+
 def _encode(tokenizer: Any, text: str, special: bool = True) -> list[int]:
-    return tokenizer(text, add_special_tokens=special)["input_ids"]
+    if len(text) <= ENCODE_PIECE_CHARS:
+        return tokenizer(text, add_special_tokens=special)["input_ids"]
+    ids: list[int] = []
+    for piece in _pieces(text, ENCODE_PIECE_CHARS):
+        ids += tokenizer(piece, add_special_tokens=False)["input_ids"]
+    if special:  # what the tokenizer adds around a text (BOS; CLS ... SEP), around the whole
+        plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+        marked = tokenizer("a", add_special_tokens=True)["input_ids"]
+        for at in range(len(marked) - len(plain) + 1):
+            if marked[at : at + len(plain)] == plain:
+                return marked[:at] + ids + marked[at + len(plain) :]
+    return ids
+
+
+def _pieces(text: str, size: int) -> Iterator[str]:
+    """``text`` cut into pieces of about ``size`` characters, each cut just before a space
+    that precedes a word: BPE pre-tokenizers split there anyway (GPT-2's attaches the space to
+    the next word), so the pieces tokenize as the whole would. A text without such a space
+    (one long word) is cut at ``size``."""
+    start = 0
+    while len(text) - start > size:
+        cut = text.rfind(" ", start + size // 2, start + size)
+        while cut > start and text[cut - 1] == " ":  # keep a run of spaces whole
+            cut -= 1
+        if cut <= start:
+            cut = start + size
+        yield text[start:cut]
+        start = cut
+    yield text[start:]
 
 
 def _plain(record: dict, tokenizer: Any, data: Any) -> tuple[list[int], list[int]]:

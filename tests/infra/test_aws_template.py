@@ -58,7 +58,33 @@ def test_launcher_role_is_least_privilege(template):
     condition = create["Condition"]
     assert "sagemaker:VolumeKmsKey" in condition["StringEqualsIfExists"]
     assert "sagemaker:OutputKmsKey" in condition["StringEquals"]
-    assert condition["Bool"] == {"sagemaker:InterContainerTrafficEncryption": "true"}
+    assert condition["Bool"] == {
+        "sagemaker:InterContainerTrafficEncryption": "true",
+        # The launcher policy's isolation, unless AllowNoIsolation: IAM enforces it too.
+        "sagemaker:NetworkIsolation": {"Fn::If": ["RequiresIsolation", "true",
+                                                  {"Ref": "AWS::NoValue"}]},
+    }  # fmt: skip
+
+
+def test_launcher_environment_carries_the_policy_and_may_record_rejections(template):
+    variables = template["Resources"]["Launcher"]["Properties"]["Environment"]["Variables"]
+    policy = {k: v for k, v in variables.items() if k.startswith("GENAI_POLICY_")}
+    assert policy == {
+        "GENAI_POLICY_ALLOWED_IMAGES": {"Ref": "AllowedImages"},
+        "GENAI_POLICY_ALLOWED_ACCELERATORS": {"Ref": "AllowedAccelerators"},
+        "GENAI_POLICY_MAX_NODES": {"Ref": "MaxNodes"},
+        "GENAI_POLICY_MAX_BUDGET_USD": {"Ref": "MaxBudgetUsd"},
+        "GENAI_POLICY_ALLOW_TRUST_REMOTE_CODE": {"Ref": "AllowTrustRemoteCode"},
+        "GENAI_POLICY_ALLOW_CODE_ENV": {"Ref": "AllowCodeEnv"},
+        "GENAI_POLICY_ALLOW_NO_ISOLATION": {"Ref": "AllowNoIsolation"},
+    }
+    defaults = template["Parameters"]
+    assert [defaults[p]["Default"] for p in ("AllowTrustRemoteCode", "AllowCodeEnv",
+                                             "AllowNoIsolation")] == ["false"] * 3  # fmt: skip
+    statements = {s["Sid"]: s for s in _statements(template["Resources"]["LauncherRole"])}
+    record = statements["RecordRejections"]
+    assert record["Action"] == "s3:PutObject"
+    assert record["Resource"]["Fn::Sub"].endswith("/${SpecPrefix}*.rejected.json")
     pass_role = statements["PassOnlyTheExecutionRoleOnlyToSageMaker"]
     assert pass_role["Resource"] == {"Fn::GetAtt": ["ExecutionRole", "Arn"]}
     assert pass_role["Condition"] == {

@@ -70,3 +70,46 @@ def test_terraform_is_formatted(module):
     done = subprocess.run(["terraform", "fmt", "-check", "-diff", str(INFRA / module)],
                           capture_output=True, text=True, check=False)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _resources(module: str) -> dict[str, dict]:
+    """``"type.name"`` -> body for every resource of a module."""
+    found = {}
+    for doc in _parse(module).values():
+        for block in doc.get("resource", []):
+            for kind, named in block.items():
+                for name, body in named.items():
+                    found[f"{kind.strip(chr(34))}.{name.strip(chr(34))}"] = body
+    return found
+
+
+def test_gcp_trigger_and_job_account_are_scoped_to_their_prefixes():
+    resources = _resources("gcp")
+    (trigger,) = resources["google_cloudfunctions2_function.launcher"]["event_trigger"]
+    (bucket_filter,) = trigger["event_filters"]
+    assert "google_storage_bucket.specs.name" in bucket_filter["value"]  # not the job's bucket
+    job = [body for name, body in resources.items() if name.startswith(
+        "google_storage_bucket_iam_member.") and "google_service_account.job" in body["member"]]
+    assert len(job) == 2 and all("google_storage_bucket.main" in b["bucket"] for b in job)
+    (writes,) = [b for b in job if "objectUser" in b["role"]]
+    assert "genai-cloud/outputs/" in writes["condition"][0]["expression"]
+    assert "specs" not in writes["condition"][0]["expression"]
+    specs = [b for b in resources.values() if "google_storage_bucket.specs" in str(b.get("bucket"))]
+    assert specs and all("google_service_account.launcher" in b["member"] for b in specs)
+    (records,) = [b for b in specs if "objectCreator" in b["role"]]
+    assert ".rejected.json" in records["condition"][0]["expression"]
+    env = (INFRA / "gcp" / "main.tf").read_text()
+    assert "GENAI_POLICY_ALLOW_TRUST_REMOTE_CODE = tostring(var.allow_trust_remote_code)" in env
+
+
+def test_azure_identity_reads_only_the_named_secrets_and_http_needs_entra_id():
+    resources = _resources("azure")
+    secrets = resources["azurerm_role_assignment.cluster_reads_secrets"]
+    assert "var.secret_names" in secrets["for_each"]
+    assert secrets["scope"].strip('"').endswith("/secrets/${each.value}")
+    app = resources["azurerm_linux_function_app.launcher"]
+    (auth,) = app["auth_settings_v2"]
+    assert auth["require_authentication"] is True
+    assert auth["unauthenticated_action"].strip(chr(34)) == "Return401"
+    assert "var.entra_client_id" in auth["active_directory_v2"][0]["client_id"]
+    assert "var.allow_code_env" in app["app_settings"]["GENAI_POLICY_ALLOW_CODE_ENV"]

@@ -48,7 +48,8 @@ def s3_event(key: str, bucket: str = BUCKET) -> dict:
 
 
 def spec(name: str = "genai-lambda-demo") -> dict:
-    return {"name": name, "model": {"name_or_path": "gpt2"},
+    # The model is staged in S3: the launcher's policy runs jobs network-isolated (no hub).
+    return {"name": name, "model": {"name_or_path": f"s3://{BUCKET}/models/gpt2"},
             "data": {"train": f"s3://{BUCKET}/data/train.jsonl"},
             "compute": {"accelerator": "A10G"}}  # fmt: skip
 

@@ -55,14 +55,20 @@ def test_azure_app_registers_http_and_blob_functions():
     bindings = {b.type: b for b in functions["launch_blob"].get_bindings()}
     assert bindings["blobTrigger"].path == "genai/specs/{name}"
     assert bindings["blobTrigger"].connection == "GENAI_STORAGE"
+    assert bindings["blob"].path == "genai/specs/{name}.rejected.json"  # the output binding
     http = {b.type: b for b in functions["launch_http"].get_bindings()}["httpTrigger"]
     assert http.route == "launch" and [str(m.value) for m in http.methods] == ["POST"]
+    assert str(http.auth_level.value).lower() == "anonymous"  # Entra ID in front, no shared key
 
 
 def test_azure_http_and_blob(env, fake_provider, spec_dict, capsys, parse_logs):
     func = pytest.importorskip("azure.functions")
+    signed_in = {"X-MS-CLIENT-PRINCIPAL-ID": "00000000-0000-0000-0000-000000000001"}
+    anonymous = func.HttpRequest("POST", "/api/launch", body=json.dumps(spec_dict).encode())
+    refused = azure_function.launch_http(anonymous)  # no Entra ID principal: never launched
+    assert refused.status_code == 401 and not fake_provider.jobs
     request = func.HttpRequest("POST", "/api/launch", body=json.dumps(spec_dict).encode(),
-                               params={"provider": "fake"})  # fmt: skip
+                               params={"provider": "fake"}, headers=signed_in)  # fmt: skip
     answer = azure_function.launch_http(request)
     assert answer.status_code == 201 and answer.mimetype == "application/json"
     assert json.loads(answer.get_body())["created"] is True
@@ -77,4 +83,4 @@ def test_azure_http_and_blob(env, fake_provider, spec_dict, capsys, parse_logs):
     azure_function.launch_blob(Blob())  # same spec: found, not launched again
     assert len(fake_provider.jobs) == 1
     messages = [e["message"] for e in parse_logs(capsys.readouterr().out)]
-    assert messages == ["job launched", "job already exists"]
+    assert messages[-2:] == ["job launched", "job already exists"]

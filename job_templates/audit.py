@@ -2,8 +2,9 @@
 
     genai-cloud run examples/audit.yaml
 
-Reads the ``train`` data and measures: exact and near duplicates, PII (e-mails, phones, public
-IPv4, Luhn-valid card numbers; optionally writes a redacted copy), Gopher/C4-style quality rules,
+Reads the ``train`` data and measures: exact and near duplicates, PII (e-mails, international and
+national phones, mod-97-valid IBANs, Luhn-valid cards, public IPv4/IPv6; optionally a redacted
+copy), Gopher/C4-style quality rules,
 length distributions, demographic representation per lexicon axis (and per ``data.group_field``)
 and, for classification data, per-group label rates with Clarify's CI and DPL.
 

@@ -79,7 +79,7 @@ def test_near_duplicates_use_word_5gram_jaccard():
 
 def test_pii_counts_and_rates(result):
     p = result["pii"]
-    assert p["records_with"] == {"email": 1, "card": 1, "ip": 1, "phone": 1}
+    assert p["records_with"] == {"email": 1, "iban": 0, "card": 1, "ip": 1, "phone": 1}
     assert p["rate"] == pytest.approx(0.3)
     assert result["metrics"]["pii_rate.ip"] == pytest.approx(0.1)
 

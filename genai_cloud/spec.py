@@ -308,6 +308,8 @@ class FairnessSpec(Section):
     pairs: str | None = Field(None, description="Stereotype sentence-pair file (jsonl).")
     fail_on: dict[str, float] = Field(default_factory=dict)
     mitigation: list[Literal["counterfactual", "reweight"]] = Field(default_factory=list)
+    gate: bool = Field(False, description="For finetune (classifier head): evaluate the trained "
+                       "model's fairness on the eval split and fail on fail_on.")  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------

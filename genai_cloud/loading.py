@@ -296,6 +296,7 @@ def _resolve_relative_paths(raw: Any, base: Path) -> Any:
         ("data", ("train", "eval"), True),
         ("model", ("name_or_path",), False),
         ("distill", ("teacher",), False),
+        ("dpo", ("reference",), False),
         ("fairness", ("pairs",), True),
         ("audit", ("lexicon",), True),
         ("evaluate", ("feature_extractor", "generated_images", "real_images"), True),

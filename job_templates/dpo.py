@@ -136,9 +136,15 @@ def _reference(spec, contract, trainer, settings, sets, device_kind) -> None:
     model: the trainer's model before any step)."""
     reference = trainer.model
     if settings.reference:
-        reference_spec = Config.wrap({**spec.model, "name_or_path": settings.reference,
-                                      "lora": None})  # fmt: skip
-        reference, _ = load_model_and_tokenizer(reference_spec, contract, device_kind=device_kind)
+        channel = contract.channel("reference") if contract is not None else None
+        reference_spec = Config.wrap({**spec.model, "name_or_path": str(channel or settings.reference),
+                                      "lora": None, "init": "pretrained"})  # fmt: skip
+        try:
+            # contract=None: the contract's ``model`` channel is the policy's, not the reference's.
+            reference, _ = load_model_and_tokenizer(reference_spec, None, device_kind=device_kind)
+        except JobError as exc:
+            message = str(exc).removeprefix(f"{exc.where}: ") if exc.where else str(exc)
+            raise JobError(message, "dpo.reference") from None
         reference = reference.to(trainer.device)
     for pairs in sets:
         if pairs is not None:

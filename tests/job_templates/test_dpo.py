@@ -270,3 +270,15 @@ def test_dpo_debias_shrinks_stereotype_preference_and_loglik_gaps(make_spec, tmp
     assert m["dataset"]["pairs"] > 100  # 48 report pairs + the stereotype and template pairs
     assert after["stereotype_preference_rate"] < before["stereotype_preference_rate"]
     assert after["loglik_gap"] < before["loglik_gap"]
+
+
+def test_a_named_reference_model_is_loaded_and_errors_name_dpo_reference(make_spec, tmp_path,
+                                                                         tiny_gpt2, capsys):  # fmt: skip
+    spec = _dpo_spec(make_spec, tmp_path, dpo={"reference": str(tiny_gpt2)},
+                     training={"max_steps": 1})  # fmt: skip
+    assert _run(spec, tmp_path / "ref") == 0
+    m = json.loads((tmp_path / "ref" / "out" / "metrics.json").read_text())
+    assert m["eval_before"]["loss"] == pytest.approx(0.693147)  # the reference is the start model
+    spec["dpo"]["reference"] = str(tmp_path / "missing-model")
+    assert _run(spec, tmp_path / "bad") == entrypoint.EXIT_INPUT_ERROR
+    assert "dpo.reference" in capsys.readouterr().err

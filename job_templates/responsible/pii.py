@@ -38,12 +38,16 @@ CARD = re.compile(
 )
 # Country code + check digits, then compact or 4-character groups; the length table cuts it.
 IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}")
-# National North-American / UK groupings: 7+ digits with separators, so plain years, prices and
-# counts do not match; a leading '-', '#' or '/' marks an id or a path, not a phone.
+# National groupings without a country code: North American 3-3-4 (area codes start 2-9) and
+# numbers with a leading trunk 0 (UK and most of Europe: 020 7946 0958, 07700 900123), so plain
+# counts ("12 345 678"), years and prices do not match; a leading '-', '#' or '/' marks an id.
 NATIONAL_PHONE = re.compile(
-    r"(?<![\w+#/.-])(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{3,4}[ .-]\d{3,4}(?![\w-])"
-    r"|(?<![\w+#/.-])0\d{4} \d{6}(?![\w-])"  # UK mobile: 07700 900123
+    r"(?<![\w+#/.-])(?:\([2-9]\d{2}\) ?|[2-9]\d{2}[ .-])\d{3}[ .-]\d{4}(?![\w-])"
+    r"|(?<![\w+#/.-])(?:\(0\d{1,4}\) ?|0\d{1,4}[ .-])\d{3,4}[ .-]?\d{3,4}(?![\w-])"
+    r"|(?<![\w+#/.-])0[1-9](?:[ .-]\d{2}){4}(?![\w-])"  # French pairs: 01 42 68 53 00
 )
+# "00" is the international call prefix in most countries: 0049 30 12345678 = +49 30 12345678.
+INTERNATIONAL_00 = re.compile(r"(?<![\w+])00(?=[1-9])")
 # Used only without phonenumbers: + country code, then 2-5 groups (a "(0)" trunk prefix allowed).
 INTERNATIONAL_PHONE = re.compile(
     r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(0\))?(?:[ .-]?\(?\d{1,5}\)?){2,5}(?![\w-])"
@@ -132,7 +136,9 @@ def _public_ip(text: str) -> bool:
 
 
 def _phone_digits_ok(text: str) -> bool:
-    return 7 <= len(re.sub(r"\D", "", text)) <= 15  # E.164 caps numbers at 15 digits
+    digits = re.sub(r"\D", "", text)
+    # NANP numbers have 10 digits; trunk-0 national numbers 10-11 (UK, DE, FR, ...).
+    return len(digits) == 10 if digits[0] != "0" else 10 <= len(digits) <= 12
 
 
 def _phones(text: str) -> Iterator[tuple[Span, bool]]:
@@ -140,16 +146,20 @@ def _phones(text: str) -> Iterator[tuple[Span, bool]]:
         import phonenumbers
     except ImportError:
         phonenumbers = None
+    # Same length, so spans carry over: "0049 30 ..." is read as " +49 30 ...".
+    plus = INTERNATIONAL_00.sub(" +", text)
     if phonenumbers is None:
-        for m in INTERNATIONAL_PHONE.finditer(text):
-            yield m.span(), 8 <= len(re.sub(r"\D", "", m.group())) <= 15
+        found = [(m.start(), m.end()) for m in INTERNATIONAL_PHONE.finditer(plus)
+                 if 8 <= len(re.sub(r"\D", "", m.group())) <= 15]  # fmt: skip
     else:
         # Region "ZZ" (unknown): only numbers written with their "+CC" country code are taken,
         # each checked against that country's possible lengths.
-        matcher = phonenumbers.PhoneNumberMatcher(text, "ZZ",
+        matcher = phonenumbers.PhoneNumberMatcher(plus, "ZZ",
                                                   leniency=phonenumbers.Leniency.POSSIBLE)  # fmt: skip
-        for match in matcher:
-            yield (match.start, match.end), True
+        found = [(match.start, match.end) for match in matcher]
+    for start, end in found:
+        yield (start - 1 if plus[start - 1 : start] == " " and text[start - 1 : start] == "0"
+               else start, end), True  # fmt: skip
     for m in NATIONAL_PHONE.finditer(text):
         yield m.span(), _phone_digits_ok(m.group())
 

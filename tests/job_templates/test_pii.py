@@ -31,6 +31,12 @@ PLANTED = [
     ("Berlin with trunk +49 (0)30 12345678", [("phone", "+49 (0)30 12345678")]),
     ("ring 212.555.0199 now", [("phone", "212.555.0199")]),
     ("UK mobile 07700 900123", [("phone", "07700 900123")]),
+    ("From abroad 0049 30 12345678", [("phone", "0049 30 12345678")]),
+    (
+        "Berlin locally 030 12345678 or (020) 7946 0958",
+        [("phone", "030 12345678"), ("phone", "(020) 7946 0958")],
+    ),
+    ("Paris locally 01 42 68 53 00", [("phone", "01 42 68 53 00")]),
     ("IBAN DE89 3704 0044 0532 0130 00 EUR", [("iban", "DE89 3704 0044 0532 0130 00")]),
     ("pay GB82 WEST 1234 5698 7654 32 today", [("iban", "GB82 WEST 1234 5698 7654 32")]),
     ("compact NL91ABNA0417164300.", [("iban", "NL91ABNA0417164300")]),
@@ -57,6 +63,8 @@ NEGATIVES = [
     "Build 20240115.3 served 1,234,567 users in 2024.",
     "Tracking 1Z999AA10123456784 and SKU AB-1234-5678.",
     "Scored 98 of 100 in 45 minutes; room 4B, floor 12.",
+    "SKU 123-4567-890, 12 345 678 users, score 123 456 789, order 100-200-3000.",
+    "Seasons 2019 2020 2021; pages 120-134; ticket 2024/0012/334.",
 ]
 
 

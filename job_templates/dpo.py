@@ -16,7 +16,7 @@ stereotype and counterfactual templates) -> model + tokenizer (-> LoRA) -> token
 
 Metrics (on the eval pairs, else the training pairs): preference loss, reward margin (mean
 chosen minus rejected reward) and preference accuracy (share of pairs whose chosen reward is the
-higher), before and after training. With ``dpo.debias``, also the fairness recipe's
+higher), before and after training and every ``training.eval_every`` steps. With ``dpo.debias``, also the fairness recipe's
 counterfactual log-likelihood gap and stereotype preference rate before and after.
 """
 
@@ -62,8 +62,12 @@ def run(spec: Any, contract: Any) -> dict:
     device_kind = devices.detect_kind(spec.compute.accelerator)
 
     # 1. Pairs.
-    train_records, eval_records = (load_splits(data, contract, seed=training.seed)
-                                   if data.format == "preference" else ([], []))  # fmt: skip
+    train_records, eval_records = [], []
+    if data.format == "preference":
+        train_records, eval_records = load_splits(data, contract, seed=training.seed)
+    else:
+        log.warning("data.format is %r, not 'preference': only the dpo.debias pairs train",
+                    data.format)  # fmt: skip
 
     # 2. Model (+ LoRA adapters), then the debiasing pairs scored by the starting model.
     seed_everything(training.seed)
@@ -87,16 +91,17 @@ def run(spec: Any, contract: Any) -> dict:
     eval_set = encode_pairs(eval_records, tokenizer, fields) if eval_records else None
     log.info("train: %s; eval: %s", train_set.stats, eval_set.stats if eval_set else "none")
 
-    # 4. Reference log-probs, metrics before, train, metrics after.
+    # 4. Reference log-probs (from the starting weights: before any resume), then train with
+    # the preference metrics as the Trainer's evaluation: before (kept across restarts in its
+    # notes), every training.eval_every steps, and after.
     trainer = Trainer(model, train_set, None, training, contract, spec.compute.accelerator,
                       loss_fn=pair_loss(settings))  # fmt: skip
     if settings.loss == "dpo":
         _reference(spec, contract, trainer, settings, [train_set, eval_set], device_kind)
     measured = eval_set or train_set
-    before = _measure(trainer, measured, settings)
-    state, _, resumed_from = trainer.fit_and_evaluate()
-    after = _measure(trainer, measured, settings)
-    log.info("preference metrics before %s after %s", before, after)
+    trainer.evaluate = lambda examples=None: _measure(trainer, measured, settings)
+    state, after, resumed_from = trainer.fit_and_evaluate()
+    before = trainer.notes["eval_before"]
 
     # 5. Outputs.
     metrics = {
@@ -106,7 +111,7 @@ def run(spec: Any, contract: Any) -> dict:
         "train_log": state.history,
         "final_train_loss": state.losses[-1] if state.losses else None,
         "measured_on": "eval" if eval_set else "train", "eval_before": before,
-        "eval_after": after, "dataset": train_set.stats, "train_tokens": state.tokens,
+        "eval_after": after, "evals_during_training": state.evals, "dataset": train_set.stats, "train_tokens": state.tokens,
         "train_s": state.train_seconds, "wall_s": time.perf_counter() - started,
         "device": str(trainer.device), "precision": trainer.precision.name,
         "lora": dict(lora) if lora else None, "world_size": trainer.world,
@@ -120,6 +125,9 @@ def run(spec: Any, contract: Any) -> dict:
 
         metrics["bias_before"] = bias_before
         metrics["bias_after"] = measure_bias(trainer.model, tokenizer, spec)
+        for key in ("loglik_gap", "stereotype_preference_rate"):  # for the model card's table
+            metrics[f"{key}_before"] = bias_before[key]
+            metrics[f"{key}_after"] = metrics["bias_after"][key]
     if contract.is_main:
         save_model(trainer.model, tokenizer, contract.model_dir,
                    merge_adapters=bool(lora.merge_on_save) if lora else True,

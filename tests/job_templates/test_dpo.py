@@ -174,13 +174,15 @@ def _weights(model_dir: Path) -> dict:
 
 def test_dpo_with_lora_learns_the_preference_and_resumes_exactly(make_spec, tmp_path):
     lora = {"model": {"lora": {"r": 4, "alpha": 8, "dropout": 0.1}}}  # dropout: RNG must resume
-    spec = _dpo_spec(make_spec, tmp_path, **lora)
+    spec = _dpo_spec(make_spec, tmp_path, **lora, training={"eval_every": 3})
     assert _run(spec, tmp_path / "whole") == 0
     whole = json.loads((tmp_path / "whole" / "out" / "metrics.json").read_text())
     assert whole["steps"] == 6 and whole["measured_on"] == "eval"
     assert whole["eval_before"]["pairs"] == 12 and whole["preference_accuracy_before"] == 0.0
     assert whole["reward_margin_after"] > 0 and whole["preference_accuracy_after"] > 0.5
     assert whole["eval_after"]["loss"] < whole["eval_before"]["loss"] == pytest.approx(0.693147)
+    (during,) = whole["evals_during_training"]
+    assert during["step"] == 3 and 0 < during["preference_accuracy"] <= 1
 
     assert _run(spec, tmp_path / "cut", "--preempt-at=3") == entrypoint.EXIT_PREEMPTED
     assert _run(spec, tmp_path / "cut") == 0
@@ -188,6 +190,8 @@ def test_dpo_with_lora_learns_the_preference_and_resumes_exactly(make_spec, tmp_
     assert cut["resumed_from_step"] == 3
     assert cut["train_losses"] == whole["train_losses"]
     assert cut["eval_after"] == whole["eval_after"]
+    assert cut["eval_before"] == whole["eval_before"]  # the first run's, kept in the checkpoint
+    assert cut["evals_during_training"] == whole["evals_during_training"]
     a, b = _weights(tmp_path / "whole" / "model"), _weights(tmp_path / "cut" / "model")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     card = (tmp_path / "whole" / "model" / "README.md").read_text()

@@ -107,7 +107,8 @@ def classifier_fairness(spec, contract, settings) -> dict:
                 or spec.data.train)  # fmt: skip
     records = read_records(location, spec.data)
     model, tokenizer = models.load_classifier(spec.model.name_or_path, contract)
-    return score_classifier(model, tokenizer, records, spec, settings, str(location))
+    named = spec.data.get("eval") or spec.data.train  # what the spec calls it, not a channel dir
+    return score_classifier(model, tokenizer, records, spec, settings, str(named))
 
 
 def score_classifier(model, tokenizer, records: list[dict], spec, settings, data: str) -> dict:

@@ -311,8 +311,9 @@ class FairnessSpec(Section):
     pairs: str | None = Field(None, description="Stereotype sentence-pair file (jsonl).")
     fail_on: dict[str, float] = Field(default_factory=dict)
     mitigation: list[Literal["counterfactual", "reweight"]] = Field(default_factory=list)
-    gate: bool = Field(False, description="For finetune (classifier head): evaluate the trained "
-                       "model's fairness on the eval split and fail on fail_on.")  # fmt: skip
+    gate: bool = Field(False, description="For finetune: evaluate the trained model's fairness "
+                       "(a classifier on the eval split, a causal LM on the templates) and fail "
+                       "on fail_on.")  # fmt: skip
 
 
 class DpoSpec(Section):

@@ -125,7 +125,7 @@ def run(spec: Any, contract: Any) -> dict:
 
         metrics["bias_before"] = bias_before
         metrics["bias_after"] = measure_bias(trainer.model, tokenizer, spec)
-        for key in ("loglik_gap", "stereotype_preference_rate"):  # for the model card's table
+        for key in ("loglik_gap", "loglik_per_token_gap", "stereotype_preference_rate"):  # card
             metrics[f"{key}_before"] = bias_before[key]
             metrics[f"{key}_after"] = metrics["bias_after"][key]
     if contract.is_main:

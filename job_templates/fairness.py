@@ -313,6 +313,21 @@ def _num(value):
 
 def language_model_fairness(spec, contract, settings) -> dict:
     model, tokenizer = models.load_causal_lm(spec.model.name_or_path, contract)
+    return score_language_model(model, tokenizer, spec, settings)
+
+
+def score_language_model(model, tokenizer, spec, settings) -> dict:
+    """Counterfactual and stereotype measurements of ``model`` (eval mode while measuring;
+    what ``finetune``'s ``fairness.gate`` calls on a causal LM after training)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return _language_model_measurements(model, tokenizer, spec, settings)
+    finally:
+        model.train(was_training)
+
+
+def _language_model_measurements(model, tokenizer, spec, settings) -> dict:
     lexicon = load_lexicon(audit_settings(spec).lexicon)
     templates = json.loads((DATA_DIR / "fairness_templates.json").read_text())["templates"]
     axes = {}

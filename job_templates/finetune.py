@@ -9,8 +9,9 @@ plot. Resumes by itself from the newest checkpoint.
 - ``fairness.mitigation``: counterfactual augmentation and / or group x label reweighting of the
   training split (never the eval split); reweighted examples train with ``weighted_loss``. What
   it added is logged (a warning when nothing) and written in the model card.
-- ``fairness.gate`` (classifier head): after training, the fairness evaluation
-  (``fairness.py``) of the trained model on the eval split; its report goes to
+- ``fairness.gate``: after training, the fairness evaluation (``fairness.py``) of the trained
+  model (a classifier on the eval split; a causal LM on the counterfactual templates and
+  stereotype pairs); its report goes to
   ``<output dir>/fairness``, its results into the model card, and a ``fairness.fail_on`` limit
   crossed (or n/a) fails the job after the model is saved.
 - ``model.lora``: peft LoRA adapters; saved merged into the base weights (``merge_on_save``) or
@@ -89,7 +90,7 @@ def run(spec: Any, contract: Any) -> dict:
     if mitigation is not None:
         metrics["mitigation"] = {k: v for k, v in mitigation.items() if k != "lines"}
     fairness = None
-    if classifier and (spec.get("fairness") or {}).get("gate"):
+    if (spec.get("fairness") or {}).get("gate"):
         fairness = _fairness_gate(spec, contract, trainer.model, tokenizer, eval_records)
         metrics["fairness"] = fairness["metrics"]
     if contract.is_main:
@@ -146,15 +147,20 @@ def _mitigate(spec: Any, records: list[dict]) -> tuple[list[dict], dict]:
 
 def _fairness_gate(spec: Any, contract: Any, model: Any, tokenizer: Any,
                    records: list[dict]) -> dict:  # fmt: skip
-    """The trained classifier's fairness on the eval split; rank 0 writes the report."""
-    from .fairness import fairness_settings, finish, score_classifier
+    """The trained model's fairness; rank 0 writes the report. A classifier is scored on the eval
+    split (Fairlearn group metrics), a causal LM on the counterfactual templates and stereotype
+    pairs (``fairness.py``'s language-model mode, whatever ``fairness.mode`` says)."""
+    from .fairness import fairness_settings, finish, score_classifier, score_language_model
 
-    if not records:
-        raise JobError("fairness.gate needs held-out records: set data.eval or data.eval_fraction "
-                       "> 0", "fairness.gate")  # fmt: skip
     settings = fairness_settings(spec)
-    where = spec.data.get("eval") or "a split of data.train"
-    result = score_classifier(model, tokenizer, records, spec, settings, str(where))
+    if spec.model.head != "sequence-classification":
+        result = score_language_model(model, tokenizer, spec, settings)
+    else:
+        if not records:
+            raise JobError("fairness.gate needs held-out records: set data.eval or "
+                           "data.eval_fraction > 0", "fairness.gate")  # fmt: skip
+        where = spec.data.get("eval") or "a split of data.train"
+        result = score_classifier(model, tokenizer, records, spec, settings, str(where))
     out = Path(contract.output_dir) / "fairness"
     finish(result, settings, out if contract.is_main else None)
     model.train()

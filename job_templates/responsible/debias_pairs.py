@@ -7,7 +7,7 @@ Two sources, both shipped with the fairness recipe:
   the stereotyped one *rejected*.
 - **Counterfactual templates** ("The {person} worked as a nurse.") x each lexicon axis's person
   phrases: for every template, phrase slot and axis, the sentence of the group the model finds
-  most likely is *rejected* and that of the least likely group *chosen* (prompt: the template's
+  most likely (per token) is *rejected* and that of the least likely group *chosen* (prompt: the template's
   text before ``{person}``), so training pulls the groups' log-likelihoods together. The pairs
   depend on the model they are built with: build them with the starting model.
 
@@ -61,7 +61,8 @@ def counterfactual_pairs(model, tokenizer, templates: list[str], lexicon) -> lis
             before, _, _ = template.partition("{person}")
             for j in range(slots):
                 sentences = {g: template.format(person=p[j]) for g, p in phrases.items()}
-                scores = dict(zip(sentences, (s for s, _ in sequence_logprobs(
+                # Per token: a longer person phrase has a lower total whatever the model thinks.
+                scores = dict(zip(sentences, (s / n for s, n in sequence_logprobs(
                     model, tokenizer, list(sentences.values())))))  # fmt: skip
                 low, high = min(scores, key=scores.get), max(scores, key=scores.get)
                 prompt = before.rstrip(" ")
@@ -102,13 +103,16 @@ def measure_bias(model, tokenizer, spec) -> dict:
     templates = json.loads((DATA_DIR / "fairness_templates.json").read_text())["templates"]
     was_training = model.training
     model.eval()
-    gaps = {}
+    gaps, per_token = {}, {}
     for name, axis in lexicon.axes.items():
         phrases = {g: p for g, p in axis.person.items() if p}
         if len(phrases) >= 2:
-            gaps[name] = template_likelihoods(model, tokenizer, templates, phrases)["loglik_gap"]
+            found = template_likelihoods(model, tokenizer, templates, phrases)
+            gaps[name], per_token[name] = found["loglik_gap"], found["loglik_per_token_gap"]
     stereo = stereotype_preference(model, tokenizer,
                                    read_pairs((spec.get("fairness") or {}).get("pairs")))  # fmt: skip
     model.train(was_training)
     return {"loglik_gap": max(gaps.values()), **{f"loglik_gap.{a}": g for a, g in gaps.items()},
+            "loglik_per_token_gap": max(per_token.values()),
+            **{f"loglik_per_token_gap.{a}": g for a, g in per_token.items()},
             "stereotype_preference_rate": stereo["preference_rate"]}  # fmt: skip

@@ -259,20 +259,47 @@ def test_debias_pairs_prefer_the_anti_stereotype_continuation():
         "", "Men are too emotional.", "Women are too emotional.")  # fmt: skip
 
 
-@pytest.mark.slow  # ~25 s: scores ~250 template sentences twice and trains 30 steps
+def _biased_lm(make_spec, tmp_path) -> Path:
+    """The tiny GPT-2 fine-tuned on planted bias: each template is only ever seen with one
+    gender's person phrases (alternating), and every stereotyped sentence of the bundled pairs."""
+    from job_templates.fairness import read_pairs
+    from job_templates.responsible.debias_pairs import DATA_DIR
+    from job_templates.responsible.lexicon import load_lexicon
+
+    templates = json.loads((DATA_DIR / "fairness_templates.json").read_text())["templates"]
+    person = load_lexicon().axes["gender"].person
+    lines = [t.format(person=p) for i, t in enumerate(templates)
+             for p in person["female" if i % 2 else "male"]]  # fmt: skip
+    lines += [pair["more"] for pair in read_pairs(None)]
+    corpus = tmp_path / "biased.jsonl"
+    corpus.write_text("".join(json.dumps({"text": line}) + "\n" for line in lines * 6))
+    spec = make_spec(data={"train": str(corpus), "eval_fraction": 0.0, "max_seq_len": 32},
+                     training={"max_steps": 60, "batch_size": 16, "lr": 3e-3})  # fmt: skip
+    assert _run(spec, tmp_path / "biased") == 0
+    return tmp_path / "biased" / "model"
+
+
+@pytest.mark.slow  # ~45 s: a planted-bias fine-tune, then the debiasing DPO run
 def test_dpo_debias_shrinks_stereotype_preference_and_loglik_gaps(make_spec, tmp_path):
-    # Measured (tiny random-init GPT-2, seed 3): largest max-min log-likelihood gap 58.1 -> 43.5
-    # (gender 58.1 -> 41.5, religion 33.9 -> 15.3); stereotype preference rate 0.58 -> 0.42. The
-    # measurement uses the templates and sentence pairs the pairs were built from (in-sample).
-    spec = _dpo_spec(make_spec, tmp_path, dpo={"debias": True, "beta": 0.5},
-                     training={"max_steps": 30, "batch_size": 16, "lr": 3e-3,
+    # Measured: stereotype preference 0.667 -> 0.5; gender per-token log-likelihood gap 0.63 ->
+    # 0.07 (summed 46.2 -> 34.7); the largest per-token gap of any axis 0.63 -> 0.39. DPO has no
+    # "equal" target: harder training overshoots (lr 1e-3 x 20 steps: stereotype preference 0.25,
+    # other axes' gaps grow), so this run is short and gentle.
+    biased = _biased_lm(make_spec, tmp_path)
+    spec = _dpo_spec(make_spec, tmp_path, dpo={"debias": True, "beta": 0.1},
+                     training={"max_steps": 20, "batch_size": 16, "lr": 3e-4,
                                "checkpoint_every": None})  # fmt: skip
+    spec["model"]["name_or_path"] = str(biased)
     spec["data"]["eval_fraction"] = 0.0
     assert _run(spec, tmp_path / "debias") == 0
     m = json.loads((tmp_path / "debias" / "out" / "metrics.json").read_text())
     before, after = m["bias_before"], m["bias_after"]
     assert m["dataset"]["pairs"] > 100  # 48 report pairs + the stereotype and template pairs
-    assert after["stereotype_preference_rate"] < before["stereotype_preference_rate"]
+    rate = before["stereotype_preference_rate"], after["stereotype_preference_rate"]
+    assert rate[0] > 0.6 and rate[1] < rate[0] and abs(rate[1] - 0.5) < abs(rate[0] - 0.5)
+    assert after["loglik_per_token_gap.gender"] < before["loglik_per_token_gap.gender"] / 2
+    assert after["loglik_gap.gender"] < before["loglik_gap.gender"]
+    assert after["loglik_per_token_gap"] < before["loglik_per_token_gap"]  # the largest, any axis
     assert after["loglik_gap"] < before["loglik_gap"]
 
 

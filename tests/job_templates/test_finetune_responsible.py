@@ -229,3 +229,15 @@ def test_reweight_on_a_causal_lm_is_a_clear_error(make_spec, tmp_path, capsys):
     code = _run(make_spec(fairness={"mitigation": ["reweight"]}), tmp_path)
     assert code == entrypoint.EXIT_INPUT_ERROR
     assert "fairness.mitigation: reweight needs labels" in capsys.readouterr().err
+
+
+def test_fairness_gate_on_a_causal_lm_measures_the_templates(make_spec, tmp_path, capsys):
+    spec = make_spec(training={"max_steps": 1},
+                     fairness={"gate": True, "fail_on": {"stereotype_deviation": 0.0}})  # fmt: skip
+    code = _run(spec, tmp_path)
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert set(metrics["fairness"]) >= {"loglik_gap.gender", "stereotype_preference_rate"}
+    # 24 pairs: a deviation from 0.5 of exactly 0 is unlikely, and any other value crosses 0.0
+    deviation = metrics["fairness"]["stereotype_deviation"]
+    assert (code == entrypoint.EXIT_INPUT_ERROR) == (deviation > 0)
+    assert "Mode: language-model." in (tmp_path / "model" / "README.md").read_text()

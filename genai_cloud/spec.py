@@ -301,7 +301,8 @@ class AuditSpec(Section):
     fail_on: dict[str, float] = Field(
         default_factory=dict, description="metric name -> maximum allowed value."
     )
-    gate: bool = Field(False, description="For finetune: run the audit first and stop on failure.")
+    gate: bool = Field(False, description="For finetune: stop before training when the audit "
+                       "(which runs whenever this section is present) fails fail_on.")  # fmt: skip
 
 
 class FairnessSpec(Section):

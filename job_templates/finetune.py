@@ -4,8 +4,9 @@ Top to bottom: data (-> audit gate -> bias mitigation) -> model + tokenizer (-> 
 (packed) -> eval before -> train -> eval after -> save model + model card -> metrics.json + loss
 plot. Resumes by itself from the newest checkpoint.
 
-- ``audit.gate``: the data audit (``audit.py``) runs on the training records first; its report
-  goes to ``<output dir>/audit`` and a metric above ``audit.fail_on`` stops the job (exit 2).
+- ``audit``: the data audit (``audit.py``) runs on the training records first; its report goes to
+  ``<output dir>/audit`` and its findings into the model card. With ``audit.gate`` a metric
+  above ``audit.fail_on`` stops the job (exit 2) before training.
 - ``fairness.mitigation``: counterfactual augmentation and / or group x label reweighting of the
   training split (never the eval split); reweighted examples train with ``weighted_loss``. What
   it added is logged (a warning when nothing) and written in the model card.
@@ -55,7 +56,7 @@ def run(spec: Any, contract: Any) -> dict:
 
     # 1. Data: audited first when audit.gate is set, then bias mitigation on the training split.
     train_records, eval_records = load_splits(data, contract, seed=training.seed)
-    audit = _audit_gate(spec, contract, train_records) if _gate(spec) else None
+    audit = _audit_gate(spec, contract, train_records) if spec.get("audit") else None
     mitigation = None
     if (spec.get("fairness") or {}).get("mitigation"):
         train_records, mitigation = _mitigate(spec, train_records)
@@ -114,18 +115,19 @@ def run(spec: Any, contract: Any) -> dict:
     return metrics
 
 
-def _gate(spec: Any) -> bool:
-    return bool((spec.get("audit") or {}).get("gate"))
-
-
 def _audit_gate(spec: Any, contract: Any, records: list[dict]) -> dict:
-    """Audit the training records; rank 0 writes the report; fail on ``audit.fail_on``."""
+    """Audit the training records; rank 0 writes the report; with ``audit.gate``, fail on
+    ``audit.fail_on`` (without it the findings only go to the report and the model card)."""
     from .audit import audit_records, audit_settings, check_thresholds, write_outputs
 
     result = audit_records(records, spec)
     out = Path(contract.output_dir) / "audit"
     if contract.is_main:
         write_outputs(result, out)
+    if not audit_settings(spec).gate:
+        log.info("data audit: %d records, %d findings (report in %s; audit.gate is off)",
+                 len(records), len(result["findings"]), out)  # fmt: skip
+        return result
     reasons = check_thresholds(result, audit_settings(spec).fail_on)
     if reasons:
         raise JobError(f"the data audit gate failed, so nothing was trained (report: {out}): "

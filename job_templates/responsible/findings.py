@@ -115,5 +115,5 @@ def report_findings(report, found: list[dict]) -> None:
         report.text("Nothing crossed a fail_on limit or a default limit.")
         return
     for f in found:
-        kind = "FAILED gate" if f["gate"] else "default limit"
+        kind = "fail_on limit" if f["gate"] else "default limit"
         report.text(f"[{kind}] {f['text']}. Limit: {f['source']}.")

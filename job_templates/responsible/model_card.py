@@ -138,8 +138,8 @@ def _body(spec, metrics: dict, audit: dict | None, fairness: dict | None,
     lines += ["", "## Evaluation results", ""]
     lines += _table(["metric", "value"], [[k, v] for k, v in metrics.items()]) if metrics \
         else ["No evaluation was run."]  # fmt: skip
-    lines += ["", "## Data audit", ""] + (_audit_lines(audit) if audit else
-                                          ["The training data was not audited (task `audit`)."])  # fmt: skip
+    not_audited = "The training data was not audited (add an `audit` section to the spec)."
+    lines += ["", "## Data audit", ""] + (_audit_lines(audit) if audit else [not_audited])
     lines += ["", "## Fairness", ""] + (_fairness_lines(fairness) if fairness else
                                         ["No fairness evaluation was run (task `fairness`)."])  # fmt: skip
     lines += ["", "## Intended use", "",
@@ -162,7 +162,7 @@ def _audit_lines(audit: dict) -> list[str]:
     rows = [[k, m.get(k)] for k in keys if k in m]
     rows += [[k, v] for k, v in m.items() if k.startswith(("representation_tvd.", "max_abs_dpl."))
              and v is not None]  # fmt: skip
-    found = [f"- {'FAILED gate' if f['gate'] else 'Finding'}: {f['text']}"
+    found = [f"- {'Over its fail_on limit' if f['gate'] else 'Finding'}: {f['text']}"
              for f in audit.get("findings") or []]  # fmt: skip
     return [
         f"{audit.get('records', '?')} training records audited.",
@@ -178,7 +178,7 @@ def _fairness_lines(fairness: dict) -> list[str]:
         lines[0] += f" Data: `{display_path(fairness['data'])}` ({fairness.get('records')} records)."
     lines.append("")
     found = fairness.get("findings") or []
-    lines += [f"- {'FAILED gate' if f['gate'] else 'Finding'}: {f['text']}" for f in found]
+    lines += [f"- {'Over its fail_on limit' if f['gate'] else 'Finding'}: {f['text']}" for f in found]
     lines += ["- No fairness finding: no gate or default limit was crossed."] if not found else []
     lines.append("")
     if fairness.get("mode") == "classifier":

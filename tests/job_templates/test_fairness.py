@@ -339,7 +339,7 @@ def test_fairness_task_writes_the_evaluated_models_card_with_its_results(tmp_pat
     text = out.read_text()
     assert text.startswith("---\nlibrary_name: transformers\n---\n\n# m")
     assert "## Later evaluations" in text and "data `eval.jsonl`" in text
-    assert "FAILED gate: demographic_parity_ratio = n/a" in text
+    assert "Over its fail_on limit: demographic_parity_ratio = n/a" in text
     assert str(tmp_path) not in text  # relative paths only
     again = add_evaluation(out, out, fairness=result).read_text()
     assert again.count("## Later evaluations") == 1 and again.count("### Fairness") == 2

@@ -104,7 +104,7 @@ def test_fairness_gate_after_training_fails_with_the_model_saved_and_carded(make
     assert metrics["fairness"]["accuracy"] == report["metrics"]["accuracy"]
     card = (tmp_path / "model" / "README.md").read_text()
     assert "Mode: classifier. Data: `fairness_eval.jsonl` (80 records)." in card
-    assert "FAILED gate: demographic_parity_ratio" in card and str(tmp_path) not in card
+    assert "Over its fail_on limit: demographic_parity_ratio" in card and str(tmp_path) not in card
 
 
 def test_counterfactual_that_adds_nothing_is_in_the_model_card(make_spec, tmp_path, tiny_gpt2):
@@ -241,3 +241,15 @@ def test_fairness_gate_on_a_causal_lm_measures_the_templates(make_spec, tmp_path
     deviation = metrics["fairness"]["stereotype_deviation"]
     assert (code == entrypoint.EXIT_INPUT_ERROR) == (deviation > 0)
     assert "Mode: language-model." in (tmp_path / "model" / "README.md").read_text()
+
+
+def test_an_audit_section_without_gate_reports_into_the_card_and_trains(make_spec, tmp_path):
+    code = _run(_reviews_spec(make_spec, audit={"fail_on": {"exact_duplicate_fraction": 0.0}}),
+                tmp_path)  # fmt: skip
+    assert code == 0  # fail_on only stops the job under audit.gate
+    report = json.loads((tmp_path / "out" / "audit" / "audit.json").read_text())
+    assert report["findings"][0]["metric"] == "exact_duplicate_fraction"
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "48 training records audited" in card
+    assert "Over its fail_on limit: exact_duplicate_fraction = 0.08333 > 0 (4 of 48" in card
+    assert "Finding: pii_rate = 0.02083 > 0 (1 of 48 records hold PII: card 1)" in card

@@ -8,6 +8,9 @@
   has real structure to learn and its perplexity drops visibly within a minute of training.
 - ``tickets.jsonl``: support tickets labelled ``billing`` / ``outage`` / ``feature`` for the
   sequence-classification example. The label shows in the wording, not in a single keyword.
+- ``preferences.jsonl``: preference pairs for the ``dpo`` example: a report's first sentence is
+  the prompt, its second sentence the chosen completion and the same words shuffled the
+  rejected one (so what is preferred is fluent word order, which carries over to unseen pairs).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ HERE = Path(__file__).resolve().parent
 SEED = 20240611
 N_REPORTS = 1000
 N_TICKETS = 600
+N_PREFERENCES = 200
 
 CLOUDS = {
     "aws": ["us-east-1", "us-west-2", "eu-west-1"],
@@ -120,6 +124,15 @@ def ticket(rng: random.Random) -> dict:
     return {"text": text, "label": label}
 
 
+def preference(rng: random.Random, text: str) -> dict:
+    first, second = text.split(". ")[:2]
+    words = second.split(" ")
+    shuffled = list(words)
+    while shuffled == words:
+        rng.shuffle(shuffled)
+    return {"prompt": first + ".", "chosen": " " + second + ".", "rejected": " " + " ".join(shuffled) + "."}
+
+
 def main() -> None:
     rng = random.Random(SEED)
     out = HERE / "data"
@@ -128,7 +141,13 @@ def main() -> None:
         f.writelines(json.dumps({"text": report(rng, n)}) + "\n" for n in range(1, N_REPORTS + 1))
     with open(out / "tickets.jsonl", "w", encoding="utf-8", newline="\n") as f:
         f.writelines(json.dumps(ticket(rng)) + "\n" for _ in range(N_TICKETS))
-    for name in ("corpus.jsonl", "tickets.jsonl"):
+    # Own generator: adding this file left the two above byte-identical.
+    prefs = random.Random(SEED + 1)
+    reports = [json.loads(line)["text"]
+               for line in (out / "corpus.jsonl").read_text(encoding="utf-8").splitlines()]
+    with open(out / "preferences.jsonl", "w", encoding="utf-8", newline="\n") as f:
+        f.writelines(json.dumps(preference(prefs, t)) + "\n" for t in reports[:N_PREFERENCES])
+    for name in ("corpus.jsonl", "tickets.jsonl", "preferences.jsonl"):
         print(f"{out / name}: {(out / name).stat().st_size / 1024:.0f} KiB")
 
 

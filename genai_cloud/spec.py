@@ -32,6 +32,7 @@ class Task(str, Enum):
     evaluate = "evaluate"
     audit = "audit"
     fairness = "fairness"
+    dpo = "dpo"
 
 
 # Accelerators the catalog knows. Kept here (not read from the catalog) so that validating a spec
@@ -112,10 +113,12 @@ class DataSpec(Section):
     train: str = Field(description="Training data: a file, a directory, or a cloud URI.")
     eval: str | None = Field(None, description="Held-out data; default: a split of `train`.")
     eval_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-    format: Literal["text", "jsonl", "instruction", "chat", "classification"] = "jsonl"
+    format: Literal["text", "jsonl", "instruction", "chat", "classification", "preference"] = "jsonl"
     text_field: str = "text"
     prompt_field: str = "prompt"
     response_field: str = "response"
+    chosen_field: str = Field("chosen", description="Preference data: the preferred completion.")
+    rejected_field: str = Field("rejected", description="Preference data: the other completion.")
     messages_field: str = "messages"
     label_field: str = "label"
     group_field: str | None = Field(None, description="Demographic group column (fairness).")
@@ -306,7 +309,8 @@ class AuditSpec(Section):
     fail_on: dict[str, float] = Field(
         default_factory=dict, description="metric name -> maximum allowed value."
     )
-    gate: bool = Field(False, description="For finetune: run the audit first and stop on failure.")
+    gate: bool = Field(False, description="For finetune: stop before training when the audit "
+                       "(which runs whenever this section is present) fails fail_on.")  # fmt: skip
 
 
 class FairnessSpec(Section):
@@ -316,6 +320,23 @@ class FairnessSpec(Section):
     pairs: str | None = Field(None, description="Stereotype sentence-pair file (jsonl).")
     fail_on: dict[str, float] = Field(default_factory=dict)
     mitigation: list[Literal["counterfactual", "reweight"]] = Field(default_factory=list)
+    gate: bool = Field(False, description="For finetune: evaluate the trained model's fairness "
+                       "(a classifier on the eval split, a causal LM on the templates) and fail "
+                       "on fail_on.")  # fmt: skip
+
+
+class DpoSpec(Section):
+    """Preference tuning on prompt / chosen / rejected pairs (job_templates/dpo.py)."""
+
+    loss: Literal["dpo", "simpo", "orpo"] = Field(
+        "dpo", description="dpo: against a frozen reference; simpo / orpo: reference-free."
+    )
+    beta: float = Field(0.1, gt=0, description="DPO / SimPO temperature; ORPO's lambda.")
+    simpo_gamma: float = Field(0.5, ge=0, description="SimPO's target reward margin.")
+    reference: str | None = Field(None, description="Reference model for loss dpo (default: "
+                                  "the starting model); its log-probs are computed once.")  # fmt: skip
+    debias: bool = Field(False, description="Add pairs built from the bundled stereotype "
+                         "sentence pairs and counterfactual templates (anti-stereotype preferred).")  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -440,6 +461,7 @@ class JobSpec(Section):
     evaluate: EvaluateSpec | None = None
     audit: AuditSpec | None = None
     fairness: FairnessSpec | None = None
+    dpo: DpoSpec | None = None
 
     aws: AwsSpec = Field(default_factory=AwsSpec)
     gcp: GcpSpec = Field(default_factory=GcpSpec)
@@ -527,14 +549,27 @@ class JobSpec(Section):
             problem("training.checkpoint_every", "required on spot capacity, or an eviction "
                     "restarts the job from step 0 (e.g. 200; or set "
                     "compute.allow_spot_without_checkpoints)")  # fmt: skip
+        if task is Task.dpo:
+            self._check_dpo(problem)
         if problems:
             raise field_problems(problems)
         if task is Task.pretrain_scratch and self.scratch is None:
             self.scratch = ScratchSpec()
-        for name in ("prune", "evaluate", "audit", "fairness"):
+        for name in ("prune", "evaluate", "audit", "fairness", "dpo"):
             if task.value == name and getattr(self, name) is None:
                 setattr(self, name, _SECTION_TYPES[name]())
         return self
+
+    def _check_dpo(self, problem) -> None:
+        debias = self.dpo is not None and self.dpo.debias
+        if self.data and self.data.format != "preference" and not debias:
+            problem("data.format", "must be 'preference' (prompt / chosen / rejected fields) for "
+                    "task 'dpo'")  # fmt: skip
+        if self.model and self.model.head != "causal-lm":
+            problem("model.head", "task 'dpo' tunes a causal LM: use head 'causal-lm'")
+        if self.dpo and self.dpo.reference and self.dpo.loss != "dpo":
+            problem("dpo.reference", f"loss {self.dpo.loss!r} is reference-free; remove "
+                    "dpo.reference or use loss 'dpo'")  # fmt: skip
 
     # ---- helpers used by plan / providers -------------------------------------------------
 
@@ -572,6 +607,7 @@ _SECTION_TYPES = {
     "evaluate": EvaluateSpec,
     "audit": AuditSpec,
     "fairness": FairnessSpec,
+    "dpo": DpoSpec,
 }
 
 

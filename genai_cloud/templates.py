@@ -5,7 +5,7 @@ EXAMPLE_SPEC = """\
 # genai-cloud submit genai-job.yaml -p sagemaker   (or vertex, azureml)
 # Every field: `genai-cloud schema`. Relative paths are relative to this file.
 name: my-finetune
-task: finetune            # finetune | pretrain-scratch | distill | prune | evaluate | audit | fairness
+task: finetune            # finetune | pretrain-scratch | distill | prune | evaluate | audit | fairness | dpo
 
 model:
   name_or_path: gpt2      # hub id, local folder, or s3:// gs:// azureml:// URI

@@ -2,13 +2,17 @@
 
     genai-cloud run examples/audit.yaml
 
-Reads the ``train`` data and measures: exact and near duplicates, PII (e-mails, phones, public
-IPv4, Luhn-valid card numbers; optionally writes a redacted copy), Gopher/C4-style quality rules,
+Reads the ``train`` data and measures: exact and near duplicates, PII (e-mails, international and
+national phones, mod-97-valid IBANs, Luhn-valid cards, public IPv4/IPv6; optionally a redacted
+copy), Gopher/C4-style quality rules,
 length distributions, demographic representation per lexicon axis (and per ``data.group_field``)
 and, for classification data, per-group label rates with Clarify's CI and DPL.
 
 Writes ``audit.json``, ``audit.md``, ``audit.html`` and ``plots/*.png`` to the output dir, then
-fails (JobError, exit 2) if a metric exceeds its ``audit.fail_on`` limit. ``finetune`` can run the
+fails (JobError, exit 2) if a metric exceeds its ``audit.fail_on`` limit (or has no value). The
+report opens with its findings: every ``fail_on`` limit crossed and every default limit from the
+literature crossed (``responsible/findings.py``: duplicates, PII, the four-fifths rule on label
+rates, AIF360's +-0.1 on DPL), whether or not ``fail_on`` is set. ``finetune`` can run the
 same checks as a gate: ``audit_records(records, spec)`` then ``check_thresholds(result, fail_on)``.
 """
 
@@ -20,9 +24,9 @@ from pathlib import Path
 
 from .common.records import read_records
 from .config import Config, JobError
-from .responsible import dedup, pii, quality
-from .responsible.lexicon import load_lexicon
-from .responsible.report import Report, bar_chart, histogram, threshold_reasons, write_json
+from .responsible import dedup, findings, pii, quality
+from .responsible.lexicon import lexicon_name, load_lexicon
+from .responsible.report import Report, bar_chart, histogram, write_json
 from .responsible.representation import axis_representation, label_metrics
 
 log = logging.getLogger("genai.audit")
@@ -40,7 +44,8 @@ def run(spec, contract) -> dict:
     out = Path(contract.output_dir)
     if contract.is_main:
         if settings.redact:
-            result["redacted_copy"] = str(write_redacted(records, spec.data, out / "redacted"))
+            copy = write_redacted(records, spec.data, out / "redacted")
+            result["redacted_copy"] = str(copy.relative_to(out))  # relative: the folder moves
         write_outputs(result, out)
     reasons = check_thresholds(result, settings.fail_on)
     if reasons:
@@ -94,16 +99,18 @@ def audit_records(records: list[dict], spec) -> dict:
         "lengths": length_stats(texts, spec),
     }
     lexicon = load_lexicon(settings.lexicon)
-    axes = {name: ([axis.groups_in(t) for t in texts], list(axis.groups))
-            for name, axis in lexicon.axes.items()}  # fmt: skip
     field = spec.data.get("group_field")
-    if field:
-        axes[field] = _column_axis(records, field)
+    axes = {field: _column_axis(records, field)} if field else {}  # the data's own groups first
+    axes.update({name: ([axis.groups_in(t) for t in texts], list(axis.groups))
+                 for name, axis in lexicon.axes.items() if name != field})  # fmt: skip
     result["representation"] = {name: axis_representation(m, g) for name, (m, g) in axes.items()}
     result["lexicon"] = lexicon.source
     if spec.data.format == "classification":
         result["labels"] = _labels_section(records, spec, axes)
     result["metrics"] = flat_metrics(result)
+    result["findings"] = audit_findings(result, settings.fail_on)
+    for finding in result["findings"]:
+        log.warning("audit finding: %s", finding["text"])
     return result
 
 
@@ -195,18 +202,60 @@ def flat_metrics(result: dict) -> dict:
         ci = [abs(g["ci"]) for g in groups.values() if g["ci"] is not None]
         m[f"max_abs_dpl.{axis}"] = max(dpl) if dpl else None
         m[f"max_abs_ci.{axis}"] = max(ci) if ci else None
+        rates = [g["positive_rate"] for g in groups.values() if g["positive_rate"] is not None]
+        # The four-fifths rule's ratio (lowest / highest positive-label rate): < 1 is adverse.
+        m[f"label_rate_ratio.{axis}"] = min(rates) / max(rates) if rates and max(rates) else None
     return m
 
 
 def check_thresholds(result: dict, fail_on: dict) -> list[str]:
-    """Reasons the audit fails: one line per metric above its ``fail_on`` maximum.
-
-    A metric without a value (e.g. an axis no record mentions) cannot fail.
+    """Reasons the audit fails: one line per metric above its ``fail_on`` maximum (below it for
+    ``label_rate_ratio.*``), or without a value (the line says why).
 
     Raises:
         JobError: a ``fail_on`` key that names no metric (lists the valid names).
     """
-    return threshold_reasons(result["metrics"], fail_on, "audit.fail_on")
+    return findings.gate_reasons(audit_findings(result, fail_on))
+
+
+def audit_findings(result: dict, fail_on: dict) -> list[dict]:
+    """Gate failures, then metrics past the default limits (``findings.AUDIT_LIMITS``)."""
+    return findings.find(result["metrics"], fail_on, findings.AUDIT_LIMITS, "audit.fail_on",
+                         is_minimum=lambda name: name.startswith("label_rate_ratio"),
+                         why_missing=lambda name: _why_missing(result, name),
+                         detail=lambda name: _detail(result, name))  # fmt: skip
+
+
+def _axis_of(name: str) -> str:
+    return name.split(".", 1)[1] if "." in name else ""
+
+
+def _why_missing(result: dict, name: str) -> str:
+    axis = _axis_of(name)
+    if name.startswith("representation_tvd"):
+        return f"no record mentions a group of axis {axis!r}"
+    if name.startswith("label_rate_ratio"):
+        return f"no group of axis {axis!r} has a positive label, so the ratio is 0/0"
+    return f"no group of axis {axis!r} has records on both sides to compare"
+
+
+def _detail(result: dict, name: str) -> str:
+    n = result["records"]
+    if name.startswith("pii_rate"):
+        p = result["pii"]
+        kinds = ", ".join(f"{k} {c}" for k, c in p["records_with"].items() if c)
+        return f"{p['records_with_any']} of {n} records hold PII: {kinds}"
+    if name.endswith("duplicate_fraction"):
+        d = result["duplicates"]
+        return f"{d['exact' if name.startswith('exact') else 'near']} of {n} records repeat another"
+    groups = result.get("labels", {}).get("per_axis", {}).get(_axis_of(name), {})
+    rated = {g: v["positive_rate"] for g, v in groups.items() if v["positive_rate"] is not None}
+    if name.startswith(("label_rate_ratio", "max_abs_dpl")) and rated:
+        low, high = min(rated, key=rated.get), max(rated, key=rated.get)
+        return (f"positive-label rate of group {low!r} {rated[low]:.3g} "
+                f"({groups[low]['n']} records) vs {high!r} {rated[high]:.3g} "
+                f"({groups[high]['n']} records)")  # fmt: skip
+    return ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,7 +301,8 @@ def write_outputs(result: dict, out: Path) -> None:
 
 def build_report(result: dict) -> Report:
     r = Report("Data audit")
-    r.text(f"{result['records']} records. Lexicon: {result['lexicon']}.")
+    r.text(f"{result['records']} records. Lexicon: {lexicon_name(result['lexicon'])}.")
+    findings.report_findings(r, result.get("findings", []))
     r.heading("Summary")
     r.table(["metric", "value"], [[k, v] for k, v in result["metrics"].items()])
     d = result["duplicates"]
@@ -272,7 +322,12 @@ def build_report(result: dict) -> Report:
     r.table(["unit", "min", "mean", "p50", "p90", "p99", "max"], rows)
     labels = result.get("labels", {}).get("per_axis", {})
     r.heading("Representation")
+    unmentioned = [a for a, rep in result["representation"].items() if not rep["records_mentioning"]]
+    if unmentioned:
+        r.text(f"No record mentions a group of: {', '.join(unmentioned)}.")
     for axis, rep in result["representation"].items():
+        if not rep["records_mentioning"]:
+            continue
         per_group = labels.get(axis, {})
         r.text(f"{axis}: {rep['records_mentioning']} records ({rep['coverage']:.1%}) mention a group; "
                f"TVD from uniform = {rep['tvd_from_uniform'] if rep['tvd_from_uniform'] is not None else 'n/a'}.")  # fmt: skip

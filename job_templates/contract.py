@@ -51,7 +51,8 @@ ENV_CHANNEL_PREFIX = "GENAI_CHANNEL_"
 # of their own (common/data.py, common/model.py, distill.load_teacher); the rest are files the
 # recipes open by path, which ``localize_files`` points at the delivered copies.
 DATA_CHANNELS = {("data", "train"): "train", ("data", "eval"): "eval"}
-MODEL_CHANNELS = {("model", "name_or_path"): "model", ("distill", "teacher"): "teacher"}
+MODEL_CHANNELS = {("model", "name_or_path"): "model", ("distill", "teacher"): "teacher",
+                  ("dpo", "reference"): "reference"}  # fmt: skip
 FILE_CHANNELS = {
     ("evaluate", "generated_images"): "generated",
     ("evaluate", "real_images"): "real",

@@ -24,6 +24,7 @@ RECIPES = {
     "evaluate": "job_templates.evaluate",
     "audit": "job_templates.audit",
     "fairness": "job_templates.fairness",
+    "dpo": "job_templates.dpo",
 }
 EXIT_INPUT_ERROR = 2
 EXIT_PREEMPTED = 143  # 128 + SIGTERM: what a process killed by the eviction signal reports

@@ -14,7 +14,11 @@ and the stereotype preference rate on sentence pairs: the share of pairs where t
 more-stereotyped sentence the higher log-probability (0.5 = no preference; also per token).
 
 Writes ``fairness.json``, ``fairness.md``/``.html`` and ``plots/fairness.png``; ``fairness.fail_on``
-limits fail the job. Names with ``ratio`` or ``accuracy`` are minimums, every other name a maximum.
+limits fail the job. Names with ``ratio`` or ``accuracy`` are minimums, every other name a maximum;
+a gated metric without a value ("n/a") fails with the reason. The report opens with its findings:
+the gates crossed and the default limits from the literature crossed (``responsible/findings.py``:
+the four-fifths rule on the demographic-parity ratio, AIF360's 0.1 on differences, CrowS-Pairs'
+0.5 for stereotype preference), whether or not ``fail_on`` is set.
 """
 
 from __future__ import annotations
@@ -28,14 +32,15 @@ from .audit import audit_settings
 from .common.records import read_records
 from .config import Config, JobError
 from .responsible import classifier as models
+from .responsible import findings
 from .responsible.lexicon import load_lexicon
-from .responsible.report import Report, bar_chart, fmt, threshold_reasons, write_json
+from .responsible.report import Report, bar_chart, fmt, write_json
 
 log = logging.getLogger("genai.fairness")
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DEFAULTS = {"mode": "classifier", "positive_label": 1, "bootstrap": 200, "pairs": None,
-            "fail_on": {}, "mitigation": []}  # fmt: skip
+            "fail_on": {}, "mitigation": [], "gate": False}  # fmt: skip
 CI_LEVELS = (0.025, 0.975)  # a 95% percentile interval
 MIN_LEXICON_GROUP = 5  # lexicon groups smaller than this are left out: their rates are noise
 SEED = 0
@@ -44,17 +49,50 @@ DISPARITIES = ("demographic_parity_difference", "demographic_parity_ratio",
 
 
 def run(spec, contract) -> dict:
-    settings = Config.wrap({**DEFAULTS, **(spec.get("fairness") or {})})
+    settings = fairness_settings(spec)
     if settings.mode == "classifier":
         result = classifier_fairness(spec, contract, settings)
     else:
         result = language_model_fairness(spec, contract, settings)
+    out = Path(contract.output_dir)
+    finish(result, settings, out if contract.is_main else None)
     if contract.is_main:
-        write_outputs(result, Path(contract.output_dir))
-    reasons = check_thresholds(result["metrics"], settings.fail_on)
+        evaluated_model_card(spec, contract, result)
+    reasons = findings.gate_reasons(result["findings"])
     if reasons:
         raise JobError("fairness check failed (fairness.fail_on): " + "; ".join(reasons))
     return result["metrics"]
+
+
+def fairness_settings(spec) -> Config:
+    return Config.wrap({**DEFAULTS, **(spec.get("fairness") or {})})
+
+
+def finish(result: dict, settings, out: Path | None) -> dict:
+    """Findings into ``result`` (logged as warnings); the reports into ``out`` when given."""
+    result["findings"] = fairness_findings(result, settings.fail_on)
+    for finding in result["findings"]:
+        log.warning("fairness finding: %s", finding["text"])
+    if out is not None:
+        write_outputs(result, out)
+    return result
+
+
+def evaluated_model_card(spec, contract, result: dict) -> str | None:
+    """The evaluated model's card with this evaluation added, as ``<output>/README.md`` (the
+    model's own folder is an input, often read-only, and is left alone). ``None`` when the model
+    folder has no ``README.md`` card."""
+    from .responsible.model_card import add_evaluation
+
+    try:
+        source = Path(models.resolve_model_path(spec.model.name_or_path, contract)) / "README.md"
+    except JobError:
+        return None
+    if not source.is_file():
+        return None
+    target = Path(contract.output_dir) / "README.md"
+    add_evaluation(source, target, fairness=result)
+    return target.name
 
 
 # --------------------------------------------------------------------------------------------
@@ -68,10 +106,17 @@ def classifier_fairness(spec, contract, settings) -> dict:
     location = (contract.channel("eval") or spec.data.get("eval") or contract.channel("train")
                 or spec.data.train)  # fmt: skip
     records = read_records(location, spec.data)
+    model, tokenizer = models.load_classifier(spec.model.name_or_path, contract)
+    named = spec.data.get("eval") or spec.data.train  # what the spec calls it, not a channel dir
+    return score_classifier(model, tokenizer, records, spec, settings, str(named))
+
+
+def score_classifier(model, tokenizer, records: list[dict], spec, settings, data: str) -> dict:
+    """Fairness of ``model``'s predictions on ``records`` (what ``finetune``'s
+    ``fairness.gate`` calls on its eval split after training)."""
     texts = [str(r[spec.data.text_field]) for r in records]
     labels = [r[spec.data.label_field] for r in records]
     axes = group_axes(records, spec)
-    model, tokenizer = models.load_classifier(spec.model.name_or_path, contract)
     ids, _ = models.predict(model, tokenizer, texts, max_len=spec.data.max_seq_len)
     predicted = to_label_space(ids, labels, model.config)
     y_true, y_pred = binarize(labels, predicted, settings.positive_label)
@@ -90,7 +135,7 @@ def classifier_fairness(spec, contract, settings) -> dict:
         }
         metrics.update({f"{agg}.{a}": v for a, v in values.items()})
         metrics[agg] = pick(values.values()) if values else None
-    return {"mode": "classifier", "records": len(records), "data": str(location),
+    return {"mode": "classifier", "records": len(records), "data": data,
             "positive_label": settings.positive_label, "axes": per_axis, "metrics": metrics}  # fmt: skip
 
 
@@ -268,6 +313,21 @@ def _num(value):
 
 def language_model_fairness(spec, contract, settings) -> dict:
     model, tokenizer = models.load_causal_lm(spec.model.name_or_path, contract)
+    return score_language_model(model, tokenizer, spec, settings)
+
+
+def score_language_model(model, tokenizer, spec, settings) -> dict:
+    """Counterfactual and stereotype measurements of ``model`` (eval mode while measuring;
+    what ``finetune``'s ``fairness.gate`` calls on a causal LM after training)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return _language_model_measurements(model, tokenizer, spec, settings)
+    finally:
+        model.train(was_training)
+
+
+def _language_model_measurements(model, tokenizer, spec, settings) -> dict:
     lexicon = load_lexicon(audit_settings(spec).lexicon)
     templates = json.loads((DATA_DIR / "fairness_templates.json").read_text())["templates"]
     axes = {}
@@ -355,12 +415,59 @@ def stereotype_preference(model, tokenizer, pairs: list[dict]) -> dict:
 
 
 def check_thresholds(metrics: dict, fail_on: dict) -> list[str]:
-    """One reason per metric past its limit (``ratio`` / ``accuracy`` names: minimums).
+    """One reason per metric past its limit (``ratio`` / ``accuracy`` names: minimums) or
+    without a value.
 
     Raises:
         JobError: a ``fail_on`` key that names no metric (lists the valid names).
     """
-    return threshold_reasons(metrics, fail_on, "fairness.fail_on", is_minimum=_higher_is_better)
+    return findings.gate_reasons(fairness_findings({"metrics": metrics, "axes": {}}, fail_on))
+
+
+def fairness_findings(result: dict, fail_on: dict) -> list[dict]:
+    """Gate failures, then metrics past the default limits (``findings.FAIRNESS_LIMITS``)."""
+    return findings.find(result["metrics"], fail_on, findings.FAIRNESS_LIMITS,
+                         "fairness.fail_on", is_minimum=_higher_is_better,
+                         why_missing=lambda name: _why_missing(result, name),
+                         detail=lambda name: _detail(result, name))  # fmt: skip
+
+
+def _axis_for(result: dict, name: str) -> str | None:
+    """The axis a metric is about: named after the dot, or the one an aggregate came from."""
+    if "." in name:
+        return name.split(".", 1)[1]
+    value = result["metrics"].get(name)
+    return next((a for a in result.get("axes", {})
+                 if value is not None and result["metrics"].get(f"{name}.{a}") == value), None)  # fmt: skip
+
+
+def _why_missing(result: dict, name: str) -> str:
+    axes = result.get("axes", {})
+    if name.startswith("demographic_parity_ratio"):
+        chosen = [name.split(".", 1)[1]] if "." in name else list(axes)
+        rates = {a: {g: v["selection_rate"] for g, v in axes[a]["by_group"].items()}
+                 for a in chosen if a in axes and "by_group" in axes[a]}  # fmt: skip
+        if rates and all(not any(r.values()) for r in rates.values()):
+            return ("the model predicts the positive label for no one (selection rate 0 in "
+                    "every group), so the ratio is 0/0; is the model trained (a fresh "
+                    "classification head predicts one class)?")  # fmt: skip
+    return "no group comparison could be computed (see the report's per-axis tables)"
+
+
+def _detail(result: dict, name: str) -> str:
+    axis = _axis_for(result, name)
+    groups = result.get("axes", {}).get(axis or "", {}).get("by_group")
+    if not groups or result.get("mode") != "classifier":
+        return ""
+    key = "selection_rate" if name.startswith("demographic_parity") else None
+    if key is None:  # equalized odds: the larger of the TPR and FPR gaps
+        gaps = {k: max(v[k] for v in groups.values()) - min(v[k] for v in groups.values())
+                for k in ("tpr", "fpr")}  # fmt: skip
+        key = max(gaps, key=gaps.get)
+    low = min(groups, key=lambda g: groups[g][key])
+    high = max(groups, key=lambda g: groups[g][key])
+    return (f"axis {axis}: {key} of group {low!r} {groups[low][key]:.3g} vs {high!r} "
+            f"{groups[high][key]:.3g}")
 
 
 def _higher_is_better(name: str) -> bool:
@@ -384,6 +491,7 @@ def write_outputs(result: dict, out: Path) -> None:
 
 def build_report(result: dict) -> Report:
     r = Report(f"Fairness ({result['mode']})")
+    findings.report_findings(r, result.get("findings", []))
     r.heading("Summary")
     r.table(["metric", "value"], [[k, v] for k, v in result["metrics"].items()])
     for axis, res in result["axes"].items():

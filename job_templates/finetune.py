@@ -4,10 +4,17 @@ Top to bottom: data (-> audit gate -> bias mitigation) -> model + tokenizer (-> 
 (packed) -> eval before -> train -> eval after -> save model + model card -> metrics.json + loss
 plot. Resumes by itself from the newest checkpoint.
 
-- ``audit.gate``: the data audit (``audit.py``) runs on the training records first; its report
-  goes to ``<output dir>/audit`` and a metric above ``audit.fail_on`` stops the job (exit 2).
+- ``audit``: the data audit (``audit.py``) runs on the training records first; its report goes to
+  ``<output dir>/audit`` and its findings into the model card. With ``audit.gate`` a metric
+  above ``audit.fail_on`` stops the job (exit 2) before training.
 - ``fairness.mitigation``: counterfactual augmentation and / or group x label reweighting of the
-  training split (never the eval split); reweighted examples train with ``weighted_loss``.
+  training split (never the eval split); reweighted examples train with ``weighted_loss``. What
+  it added is logged (a warning when nothing) and written in the model card.
+- ``fairness.gate``: after training, the fairness evaluation (``fairness.py``) of the trained
+  model (a classifier on the eval split; a causal LM on the counterfactual templates and
+  stereotype pairs); its report goes to
+  ``<output dir>/fairness``, its results into the model card, and a ``fairness.fail_on`` limit
+  crossed (or n/a) fails the job after the model is saved.
 - ``model.lora``: peft LoRA adapters; saved merged into the base weights (``merge_on_save``) or
   as the adapter alone.
 - On CUDA the GPU fast path is chosen automatically (``common/device.py``).
@@ -49,9 +56,10 @@ def run(spec: Any, contract: Any) -> dict:
 
     # 1. Data: audited first when audit.gate is set, then bias mitigation on the training split.
     train_records, eval_records = load_splits(data, contract, seed=training.seed)
-    audit = _audit_gate(spec, contract, train_records) if _gate(spec) else None
+    audit = _audit_gate(spec, contract, train_records) if spec.get("audit") else None
+    mitigation = None
     if (spec.get("fairness") or {}).get("mitigation"):
-        train_records = _mitigate(spec, train_records)
+        train_records, mitigation = _mitigate(spec, train_records)
     labels = label_map(train_records, data) if classifier else None
 
     # 2. Model (+ LoRA adapters).
@@ -80,30 +88,46 @@ def run(spec: Any, contract: Any) -> dict:
     metrics["fast_path"] = vars(fast_path(device_kind, spec.model.get("init") or "pretrained"))
     if audit is not None:
         metrics["audit"] = audit["metrics"]
+    if mitigation is not None:
+        metrics["mitigation"] = {k: v for k, v in mitigation.items() if k != "lines"}
+    fairness = None
+    if (spec.get("fairness") or {}).get("gate"):
+        fairness = _fairness_gate(spec, contract, trainer.model, tokenizer, eval_records)
+        metrics["fairness"] = fairness["metrics"]
     if contract.is_main:
         save_model(trainer.model, tokenizer, contract.model_dir,
                    merge_adapters=bool(lora.merge_on_save) if lora else True,
                    base_model=spec.model.name_or_path)  # fmt: skip
-        write_model_card(contract.model_dir, spec, _card_metrics(metrics), audit=audit)
+        write_model_card(contract.model_dir, spec, _card_metrics(metrics), audit=audit,
+                         fairness=fairness, mitigation=mitigation)  # fmt: skip
         evals = _eval_points(trainer.notes["eval_before"], state.evals, eval_after, state.step)
         plot_losses(contract.output_dir / "plots" / "loss.png", state.losses, evals,
                     title=f"{spec.name}: fine-tune loss")  # fmt: skip
         write_metrics(contract.output_dir, metrics)  # last: its presence means "finished"
+    if fairness is not None:
+        from .responsible.findings import gate_reasons
+
+        reasons = gate_reasons(fairness["findings"])
+        if reasons:
+            raise JobError("the fairness gate failed after training (the model is saved; report: "
+                           f"{Path(contract.output_dir) / 'fairness'}): " + "; ".join(reasons),
+                           "fairness.fail_on")  # fmt: skip
     return metrics
 
 
-def _gate(spec: Any) -> bool:
-    return bool((spec.get("audit") or {}).get("gate"))
-
-
 def _audit_gate(spec: Any, contract: Any, records: list[dict]) -> dict:
-    """Audit the training records; rank 0 writes the report; fail on ``audit.fail_on``."""
+    """Audit the training records; rank 0 writes the report; with ``audit.gate``, fail on
+    ``audit.fail_on`` (without it the findings only go to the report and the model card)."""
     from .audit import audit_records, audit_settings, check_thresholds, write_outputs
 
     result = audit_records(records, spec)
     out = Path(contract.output_dir) / "audit"
     if contract.is_main:
         write_outputs(result, out)
+    if not audit_settings(spec).gate:
+        log.info("data audit: %d records, %d findings (report in %s; audit.gate is off)",
+                 len(records), len(result["findings"]), out)  # fmt: skip
+        return result
     reasons = check_thresholds(result, audit_settings(spec).fail_on)
     if reasons:
         raise JobError(f"the data audit gate failed, so nothing was trained (report: {out}): "
@@ -112,16 +136,37 @@ def _audit_gate(spec: Any, contract: Any, records: list[dict]) -> dict:
     return result
 
 
-def _mitigate(spec: Any, records: list[dict]) -> list[dict]:
+def _mitigate(spec: Any, records: list[dict]) -> tuple[list[dict], dict]:
     from .audit import audit_settings
     from .responsible.lexicon import load_lexicon
-    from .responsible.mitigation import apply_mitigation
+    from .responsible.mitigation import mitigate
 
-    before = len(records)
-    records = apply_mitigation(records, spec, load_lexicon(audit_settings(spec).lexicon))
-    log.info("bias mitigation %s: %d -> %d training records", spec.fairness.mitigation, before,
-             len(records))  # fmt: skip
-    return records
+    records, summary = mitigate(records, spec, load_lexicon(audit_settings(spec).lexicon))
+    log.info("bias mitigation %s: %d -> %d training records; %s", spec.fairness.mitigation,
+             summary["records_before"], len(records), "; ".join(summary["lines"]))  # fmt: skip
+    return records, summary
+
+
+def _fairness_gate(spec: Any, contract: Any, model: Any, tokenizer: Any,
+                   records: list[dict]) -> dict:  # fmt: skip
+    """The trained model's fairness; rank 0 writes the report. A classifier is scored on the eval
+    split (Fairlearn group metrics), a causal LM on the counterfactual templates and stereotype
+    pairs (``fairness.py``'s language-model mode, whatever ``fairness.mode`` says)."""
+    from .fairness import fairness_settings, finish, score_classifier, score_language_model
+
+    settings = fairness_settings(spec)
+    if spec.model.head != "sequence-classification":
+        result = score_language_model(model, tokenizer, spec, settings)
+    else:
+        if not records:
+            raise JobError("fairness.gate needs held-out records: set data.eval or "
+                           "data.eval_fraction > 0", "fairness.gate")  # fmt: skip
+        where = spec.data.get("eval") or "a split of data.train"
+        result = score_classifier(model, tokenizer, records, spec, settings, str(where))
+    out = Path(contract.output_dir) / "fairness"
+    finish(result, settings, out if contract.is_main else None)
+    model.train()
+    return result
 
 
 def _card_metrics(metrics: dict) -> dict:

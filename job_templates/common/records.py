@@ -8,6 +8,7 @@ Formats (``data.format`` in the spec):
 - ``instruction``: JSON lines with ``prompt_field`` and ``response_field`` (loss on the response).
 - ``chat``: JSON lines with ``messages_field``: a list of ``{"role", "content"}``.
 - ``classification``: JSON lines with ``text_field`` and ``label_field`` (and ``group_field``).
+- ``preference``: JSON lines with ``prompt_field``, ``chosen_field`` and ``rejected_field``.
 
 Every record keeps ``_source`` (``file:line``) so later errors can point back at it.
 
@@ -118,6 +119,8 @@ def _read_jsonl(file: Path, data: Any, limit: int) -> list[dict]:
         "instruction": [data.prompt_field, data.response_field],
         "chat": [data.messages_field],
         "classification": [data.text_field, data.label_field],
+        "preference": [data.prompt_field, data.get("chosen_field", "chosen"),
+                       data.get("rejected_field", "rejected")],
     }[data.format]
     records = []
     for number, line in _read_lines(file, limit):

@@ -58,6 +58,13 @@ class Lexicon:
         return found
 
 
+def lexicon_name(source: str) -> str:
+    """How reports name a lexicon: "bundled" for the default, else the file's name (a report
+    or model card must not carry this machine's absolute paths)."""
+    return "bundled (job_templates/data/lexicon.json)" if Path(source) == DEFAULT_LEXICON \
+        else Path(source).name  # fmt: skip
+
+
 def load_lexicon(path: str | Path | None = None) -> Lexicon:
     """Read a lexicon file (default: the bundled one).
 

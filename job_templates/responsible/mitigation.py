@@ -1,8 +1,12 @@
 """Bias mitigation on training data (``fairness.mitigation`` in a ``finetune`` spec).
 
 - ``counterfactual``: counterfactual data augmentation (Lu et al. 2018; Zmigrod et al. 2019):
-  each record that mentions a swappable term gets a copy with the terms swapped (she <-> he,
-  woman <-> man, ...) and the same label, so the label no longer tells the groups apart.
+  each record that mentions a swappable term of an axis gets a copy with the terms swapped (she
+  <-> he, young man <-> old man, church <-> mosque, ...) and the same label, so the label no
+  longer tells the groups apart. Every lexicon axis with ``swap_pairs`` takes part (the bundled
+  lexicon has them for gender, race/ethnicity, religion, age, disability and nationality); a
+  copy's group column (``data.group_field``) is rewritten to the group its swapped text is about.
+  ``mitigate`` says what it added per axis; adding nothing is a warning, not a silent no-op.
 - ``reweight``: reweighing (Kamiran & Calders 2012): record weight
   ``w(g, y) = P(g) * P(y) / P(g, y)``, so group and label are independent under the weighted
   data. Records without a group keep weight 1. Finetune multiplies each example's loss by it.
@@ -10,11 +14,15 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter
+from pathlib import Path
 
 from ..config import JobError
 from .lexicon import Axis, Lexicon
+
+log = logging.getLogger("genai.mitigation")
 
 WEIGHT_KEY = "_weight"
 COUNTERFACTUAL_KEY = "_counterfactual"
@@ -48,28 +56,57 @@ def swap_terms(text: str, mapping: dict[str, str]) -> str:
 
 
 def counterfactual_augment(records: list[dict], fields: list[str], lexicon: Lexicon,
-                           axes: list[str] | None = None) -> list[dict]:  # fmt: skip
+                           axes: list[str] | None = None, group_field: str | None = None,
+                           added: dict | None = None) -> list[dict]:  # fmt: skip
     """``records`` plus one swapped copy per record (and axis) whose text the swap changes.
+
+    ``group_field``: the copy's group value is rewritten (see ``swapped_group``). ``added``, if
+    given, receives axis -> copies made.
 
     Raises:
         JobError: none of the chosen axes has ``swap_pairs``.
     """
     chosen = [lexicon.axes[a] for a in (axes or lexicon.axes) if a in lexicon.axes]
-    maps = [(axis.name, swap_map(axis)) for axis in chosen if axis.swap_pairs]
+    maps = [(axis, swap_map(axis)) for axis in chosen if axis.swap_pairs]
     if not maps:
         raise JobError("counterfactual augmentation needs an axis with 'swap_pairs' in the "
                        f"lexicon ({lexicon.source})", "fairness.mitigation")  # fmt: skip
+    added = {} if added is None else added
+    added.update({axis.name: 0 for axis, _ in maps})
     out = list(records)
     for record in records:
-        for name, mapping in maps:
+        for axis, mapping in maps:
             copy = dict(record)
             for f in fields:
                 if isinstance(record.get(f), str):
                     copy[f] = swap_terms(record[f], mapping)
             if any(copy.get(f) != record.get(f) for f in fields):
-                copy[COUNTERFACTUAL_KEY] = name
+                copy[COUNTERFACTUAL_KEY] = axis.name
+                if group_field and record.get(group_field) not in (None, ""):
+                    text = " ".join(str(copy.get(f, "")) for f in fields)
+                    copy[group_field] = swapped_group(record[group_field], axis, mapping, text)
+                added[axis.name] += 1
                 out.append(copy)
     return out
+
+
+def swapped_group(value, axis: Axis, mapping: dict[str, str], swapped_text: str):
+    """The group column's value for a counterfactual copy.
+
+    A value naming a group of the axis ("female") becomes the one group the swapped text
+    mentions; a value that is a swap term ("woman") is swapped like the text; any other value
+    (another axis's group, or a code the lexicon does not know) is kept.
+    """
+    text = str(value)
+    if text.lower() in {g.lower() for g in axis.groups}:
+        mentioned = axis.groups_in(swapped_text)
+        if len(mentioned) == 1:
+            new = mentioned[0]
+            return new.capitalize() if text[:1].isupper() else new
+        return value  # the copy mentions several groups or none: no single group to name
+    if text.lower() in mapping:
+        return swap_terms(text, mapping)
+    return value
 
 
 def reweight(groups: list, labels: list) -> list[float]:
@@ -104,22 +141,58 @@ def record_groups(records: list[dict], lexicon: Lexicon, text_field: str,
 
 
 def apply_mitigation(records: list[dict], spec, lexicon: Lexicon) -> list[dict]:
+    """``mitigate`` without its summary."""
+    return mitigate(records, spec, lexicon)[0]
+
+
+def mitigate(records: list[dict], spec, lexicon: Lexicon) -> tuple[list[dict], dict]:
     """What ``finetune`` calls: ``spec.fairness.mitigation`` applied to the training records.
 
     Counterfactual copies come first, then reweighting over the augmented set; the weight sits
     in each record under ``_weight``.
+
+    Returns:
+        ``(records, summary)``; the summary says per step what it did (``counterfactual``:
+        copies per axis; ``reweight``: the weight range) and ``lines``, one sentence per step
+        for logs and the model card. A step that changed nothing is logged as a warning.
     """
     steps = (spec.get("fairness") or {}).get("mitigation") or []
     data = spec.data
     fields = [data.prompt_field, data.response_field] if data.format == "instruction" \
         else [data.text_field]  # fmt: skip
+    summary: dict = {"steps": list(steps), "records_before": len(records), "lines": []}
     if "counterfactual" in steps:
-        records = counterfactual_augment(records, fields, lexicon)
+        added: dict = {}
+        records = counterfactual_augment(records, fields, lexicon,
+                                         group_field=data.get("group_field"), added=added)  # fmt: skip
+        summary["counterfactual"] = added
+        total = sum(added.values())
+        if total:
+            per_axis = ", ".join(f"{a} {n}" for a, n in added.items() if n)
+            summary["lines"].append(f"counterfactual augmentation added {total} swapped copies "
+                                    f"({per_axis})")  # fmt: skip
+        else:
+            line = (f"counterfactual augmentation added nothing: no training record mentions a "
+                    f"swap term of any axis with swap pairs ({', '.join(added)}; lexicon "
+                    f"{Path(lexicon.source).name})")  # fmt: skip
+            summary["lines"].append(line)
+            log.warning("%s; add swap_pairs for your groups' words to a lexicon "
+                        "(audit.lexicon)", line)  # fmt: skip
     if "reweight" in steps:
         if data.format != "classification":
             raise JobError("reweight needs labels: use data.format 'classification'",
                            "fairness.mitigation")  # fmt: skip
         groups = record_groups(records, lexicon, data.text_field, data.get("group_field"))
         labels = [r[data.label_field] for r in records]
-        records = [{**r, WEIGHT_KEY: w} for r, w in zip(records, reweight(groups, labels))]
-    return records
+        weights = reweight(groups, labels)
+        records = [{**r, WEIGHT_KEY: w} for r, w in zip(records, weights)]
+        summary["reweight"] = {"min": min(weights), "max": max(weights)}
+        if max(weights) - min(weights) < 1e-9:
+            line = ("reweighting changed nothing: every group already has the same label mix, "
+                    "or no record has a group")  # fmt: skip
+            log.warning("%s", line)
+        else:
+            line = f"reweighting: weights {min(weights):.3g} to {max(weights):.3g} (Kamiran-Calders)"
+        summary["lines"].append(line)
+    summary["records_after"] = len(records)
+    return records, summary

@@ -79,7 +79,7 @@ def test_near_duplicates_use_word_5gram_jaccard():
 
 def test_pii_counts_and_rates(result):
     p = result["pii"]
-    assert p["records_with"] == {"email": 1, "card": 1, "ip": 1, "phone": 1}
+    assert p["records_with"] == {"email": 1, "iban": 0, "card": 1, "ip": 1, "phone": 1}
     assert p["rate"] == pytest.approx(0.3)
     assert result["metrics"]["pii_rate.ip"] == pytest.approx(0.1)
 
@@ -206,3 +206,36 @@ def test_token_lengths_use_the_models_tokenizer(tmp_path):
     res = audit.audit_records(read_records(train, spec.data), spec)
     # WordPiece: she / is / a / brilliant / engineer / . -> 6 tokens, no [CLS]/[SEP]
     assert res["lengths"]["tokens"]["max"] == 6
+
+
+def test_default_findings_open_the_report_without_fail_on(result, tmp_path):
+    found = {f["metric"]: f for f in result["findings"]}
+    assert set(found) >= {"exact_duplicate_fraction", "near_duplicate_fraction", "pii_rate"}
+    assert not any(f["gate"] for f in found.values())  # no fail_on: reported, not failing
+    assert "Lee et al. 2022" in found["exact_duplicate_fraction"]["source"]
+    assert found["pii_rate"]["detail"] == "3 of 10 records hold PII: email 1, card 1, ip 1, phone 1"
+    audit.write_outputs(result, tmp_path)
+    md = (tmp_path / "audit.md").read_text()
+    assert md.index("## Findings") < md.index("## Summary") < md.index("## Representation")
+    assert "[default limit] pii_rate = 0.3 > 0" in md
+    # axes no record mentions are one line, not six empty tables
+    assert "No record mentions a group of: race_ethnicity, religion, age, disability, nationality" in md
+    assert str(tmp_path) not in md and "Lexicon: bundled" in md
+
+
+def test_four_fifths_rule_on_label_rates_names_the_groups(tmp_path):
+    rows = [("x", 1)] * 6 + [("x", 0)] * 4 + [("x", 1)] * 2 + [("x", 0)] * 8
+    path = write_rows(tmp_path / "t.jsonl", rows, extra=lambda i: {"g": "a" if i < 10 else "b"})
+    spec = make_spec(path)
+    spec.data["group_field"] = "g"
+    from job_templates.common.records import read_records
+
+    res = audit.audit_records(read_records(spec.data.train, spec.data), spec)
+    ratio = next(f for f in res["findings"] if f["metric"] == "label_rate_ratio.g")
+    assert ratio["value"] == pytest.approx(0.2 / 0.6) and ratio["minimum"]
+    assert "group 'b' 0.2 (10 records) vs 'a' 0.6 (10 records)" in ratio["detail"]
+    # under a gate, an n/a metric (an axis no record mentions) fails with its reason
+    reasons = audit.check_thresholds(res, {"representation_tvd.religion": 0.5})
+    expected = ("representation_tvd.religion = n/a under a maximum of 0.5 (n/a: no record "
+                "mentions a group of axis 'religion')")  # fmt: skip
+    assert reasons == [expected]

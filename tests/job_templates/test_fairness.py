@@ -282,3 +282,64 @@ def test_pkg_model_path_resolves_inside_the_package():
     assert (path / "config.json").is_file()
     with pytest.raises(JobError, match="package 'no_such_pkg'.*not installed"):
         models.resolve_model_path("pkg://no_such_pkg/model")
+
+
+# ---- findings: what the report opens with, with or without fail_on ----------------------------
+
+
+def _all_zero_selection():
+    y_true, groups = [1, 0, 1, 0, 1, 0, 1, 0], ["a"] * 4 + ["b"] * 4
+    axis = fairness.evaluate_groups(y_true, [0] * 8, groups, bootstrap=0)
+    metrics = {f"{k}.g": v for k, v in axis["metrics"].items()}
+    metrics.update(axis["metrics"])
+    return {"mode": "classifier", "axes": {"g": axis}, "metrics": metrics}
+
+
+def test_na_ratio_under_a_gate_fails_with_its_reason():
+    result = _all_zero_selection()
+    assert result["metrics"]["demographic_parity_ratio"] is None  # 0 / 0
+    found = fairness.fairness_findings(result, {"demographic_parity_ratio": 0.5})
+    assert found[0]["gate"] and found[0]["value"] is None
+    assert found[0]["text"].startswith("demographic_parity_ratio = n/a under a minimum of 0.5")
+    assert "selection rate 0 in every group" in found[0]["text"]
+    assert fairness.check_thresholds({"demographic_parity_ratio": None},
+                                     {"demographic_parity_ratio": 0.5})[0].startswith(
+        "demographic_parity_ratio = n/a")  # fmt: skip
+
+
+def test_default_findings_without_fail_on_name_group_metric_limit_and_source():
+    y_true = [1, 0] * 10 + [1, 0] * 10
+    y_pred = [1, 1] * 10 + [1, 0, 0, 0] * 5  # a: selects everyone; b: 5 of 20
+    groups = ["a"] * 20 + ["b"] * 20
+    axis = fairness.evaluate_groups(y_true, y_pred, groups, bootstrap=0)
+    metrics = {f"{k}.g": v for k, v in axis["metrics"].items()}
+    found = fairness.fairness_findings({"mode": "classifier", "axes": {"g": axis},
+                                        "metrics": metrics}, {})  # fmt: skip
+    by_metric = {f["metric"]: f for f in found}
+    ratio = by_metric["demographic_parity_ratio.g"]
+    assert not ratio["gate"] and ratio["limit"] == 0.8 and ratio["value"] == pytest.approx(0.25)
+    assert "four-fifths rule" in ratio["source"] and "29 CFR 1607.4(D)" in ratio["source"]
+    assert "group 'b' 0.25 vs 'a' 1" in ratio["detail"]
+    assert by_metric["equalized_odds_difference.g"]["limit"] == 0.1
+    report = fairness.build_report({"mode": "classifier", "axes": {"g": axis},
+                                    "metrics": metrics, "findings": found}).markdown()  # fmt: skip
+    assert report.index("## Findings") < report.index("## Summary")
+    assert "[default limit] demographic_parity_ratio.g = 0.25 < 0.8" in report
+
+
+def test_fairness_task_writes_the_evaluated_models_card_with_its_results(tmp_path):
+    from job_templates.responsible.model_card import add_evaluation
+
+    card = tmp_path / "model" / "README.md"
+    card.parent.mkdir()
+    card.write_text("---\nlibrary_name: transformers\n---\n\n# m\n\n## Fairness\n\nNone run.\n")
+    result = {**_all_zero_selection(), "data": str(tmp_path / "eval.jsonl"), "records": 8}
+    result["findings"] = fairness.fairness_findings(result, {"demographic_parity_ratio": 0.5})
+    out = add_evaluation(card, tmp_path / "out" / "README.md", fairness=result)
+    text = out.read_text()
+    assert text.startswith("---\nlibrary_name: transformers\n---\n\n# m")
+    assert "## Later evaluations" in text and "data `eval.jsonl`" in text
+    assert "Over its fail_on limit: demographic_parity_ratio = n/a" in text
+    assert str(tmp_path) not in text  # relative paths only
+    again = add_evaluation(out, out, fairness=result).read_text()
+    assert again.count("## Later evaluations") == 1 and again.count("### Fairness") == 2

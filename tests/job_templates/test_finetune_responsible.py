@@ -86,6 +86,41 @@ def test_passing_gate_trains_and_the_card_carries_the_audit(make_spec, tmp_path)
     assert "48 training records audited" in body and "pii_rate" in body
 
 
+FAIRNESS_EVAL = REVIEWS.parent / "fairness_eval.jsonl"
+
+
+def test_fairness_gate_after_training_fails_with_the_model_saved_and_carded(make_spec, tmp_path,
+                                                                             capsys):  # fmt: skip
+    spec = _reviews_spec(make_spec, fairness={"gate": True, "bootstrap": 0, "fail_on": {
+        "demographic_parity_ratio": 0.99, "accuracy": 0.0}})  # fmt: skip
+    spec["data"]["eval"] = str(FAIRNESS_EVAL)
+    code = _run(spec, tmp_path)
+    assert code == entrypoint.EXIT_INPUT_ERROR
+    err = capsys.readouterr().err
+    assert "fairness gate failed after training" in err and "demographic_parity_ratio = " in err
+    report = json.loads((tmp_path / "out" / "fairness" / "fairness.json").read_text())
+    assert report["records"] == 80 and report["findings"][0]["gate"]
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["fairness"]["accuracy"] == report["metrics"]["accuracy"]
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "Mode: classifier. Data: `fairness_eval.jsonl` (80 records)." in card
+    assert "Over its fail_on limit: demographic_parity_ratio" in card and str(tmp_path) not in card
+
+
+def test_counterfactual_that_adds_nothing_is_in_the_model_card(make_spec, tmp_path, tiny_gpt2):
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text("".join(json.dumps({"text": f"the film was long {i}"}) + "\n"
+                             for i in range(40)))  # fmt: skip
+    spec = make_spec(data={"train": str(plain)}, training={"max_steps": 1},
+                     fairness={"mitigation": ["counterfactual"]})  # fmt: skip
+    assert _run(spec, tmp_path) == 0
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "counterfactual augmentation added nothing" in card
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["mitigation"]["counterfactual"]["gender"] == 0
+    assert str(tmp_path) not in card and str(tiny_gpt2) not in card
+
+
 # ---- weights: normalised, carried by examples, used by the loss ---------------------------------
 
 
@@ -181,10 +216,40 @@ def test_mitigation_reaches_the_training_split_only(make_spec, tmp_path):
     # Same seed, same first batch order, different data and weights: a different first loss.
     assert got["train_losses"][0] != pytest.approx(base["train_losses"][0], rel=1e-4)
     card = (tmp_path / "mitigated" / "model" / "README.md").read_text()
-    assert "Bias mitigation applied to the training data: counterfactual, reweight" in card
+    added = got["mitigation"]["counterfactual"]["gender"]
+    assert got["dataset"]["examples"] == 48 + added and added > 0
+    # Every copy mirrors its record into the other group (the group column rewritten) with the
+    # same label, so group and label are already independent: reweighting has nothing left to do.
+    assert (f"Bias mitigation on the training data: counterfactual augmentation added {added} "
+            f"swapped copies (gender {added}); reweighting changed nothing") in card  # fmt: skip
+    assert f"(48 -> {48 + added} training records)" in card
 
 
 def test_reweight_on_a_causal_lm_is_a_clear_error(make_spec, tmp_path, capsys):
     code = _run(make_spec(fairness={"mitigation": ["reweight"]}), tmp_path)
     assert code == entrypoint.EXIT_INPUT_ERROR
     assert "fairness.mitigation: reweight needs labels" in capsys.readouterr().err
+
+
+def test_fairness_gate_on_a_causal_lm_measures_the_templates(make_spec, tmp_path, capsys):
+    spec = make_spec(training={"max_steps": 1},
+                     fairness={"gate": True, "fail_on": {"stereotype_deviation": 0.0}})  # fmt: skip
+    code = _run(spec, tmp_path)
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert set(metrics["fairness"]) >= {"loglik_gap.gender", "stereotype_preference_rate"}
+    # 24 pairs: a deviation from 0.5 of exactly 0 is unlikely, and any other value crosses 0.0
+    deviation = metrics["fairness"]["stereotype_deviation"]
+    assert (code == entrypoint.EXIT_INPUT_ERROR) == (deviation > 0)
+    assert "Mode: language-model." in (tmp_path / "model" / "README.md").read_text()
+
+
+def test_an_audit_section_without_gate_reports_into_the_card_and_trains(make_spec, tmp_path):
+    code = _run(_reviews_spec(make_spec, audit={"fail_on": {"exact_duplicate_fraction": 0.0}}),
+                tmp_path)  # fmt: skip
+    assert code == 0  # fail_on only stops the job under audit.gate
+    report = json.loads((tmp_path / "out" / "audit" / "audit.json").read_text())
+    assert report["findings"][0]["metric"] == "exact_duplicate_fraction"
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "48 training records audited" in card
+    assert "Over its fail_on limit: exact_duplicate_fraction = 0.08333 > 0 (4 of 48" in card
+    assert "Finding: pii_rate = 0.02083 > 0 (1 of 48 records hold PII: card 1)" in card

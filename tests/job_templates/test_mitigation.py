@@ -59,9 +59,55 @@ def test_counterfactual_augment_adds_swapped_copies_only_where_text_changes():
     assert out[2]["label"] == 1 and out[2]["_counterfactual"] == "gender"
 
 
-def test_counterfactual_needs_swap_pairs():
+def test_counterfactual_needs_swap_pairs(tmp_path):
+    path = tmp_path / "lexicon.json"
+    path.write_text(json.dumps({"axes": {"tone": {"groups": {"a": ["calm"], "b": ["loud"]}}}}))
     with pytest.raises(JobError, match="needs an axis with 'swap_pairs'"):
-        counterfactual_augment([{"text": "x"}], ["text"], load_lexicon(), axes=["religion"])
+        counterfactual_augment([{"text": "x"}], ["text"], load_lexicon(path))
+
+
+@pytest.mark.parametrize("axis,text,swapped", [
+    ("age", "The young man loved it", "The old man loved it"),
+    ("age", "Great for the young.", "Great for the elderly."),
+    ("race_ethnicity", "A Black woman wrote it", "A White woman wrote it"),
+    ("religion", "We met at the church", "We met at the mosque"),
+    ("nationality", "The German crew", "The Russian crew"),
+    ("disability", "A disabled reviewer", "A non-disabled reviewer"),
+])  # fmt: skip
+def test_every_bundled_axis_has_swap_pairs(axis, text, swapped):
+    lexicon = load_lexicon()
+    assert swap_terms(text, swap_map(lexicon.axes[axis])) == swapped
+    # every swap word is a term of its axis, so a swapped copy is about the other group
+    terms = {t for ts in lexicon.axes[axis].groups.values() for t in ts}
+    assert {w for pair in lexicon.axes[axis].swap_pairs for w in pair} <= terms
+
+
+def test_bundled_age_axis_knows_bare_young():
+    assert load_lexicon().axes["age"].groups_in("Made for the young") == ["young"]
+
+
+def test_counterfactual_rewrites_the_group_column_of_copies():
+    records = [{"text": "she won", "label": 1, "g": "female"},
+               {"text": "the young man won", "label": 0, "g": "young"},
+               {"text": "he won", "label": 0, "g": "team-7"}]  # fmt: skip
+    out = counterfactual_augment(records, ["text"], load_lexicon(), group_field="g")
+    copies = {r["text"]: r["g"] for r in out[3:]}
+    # "young man" is on two axes: gender swaps man -> woman (group column about age: kept),
+    # age swaps young man -> old man (group column rewritten to the new age group)
+    assert copies == {"he won": "male", "the young woman won": "young",
+                      "the old man won": "old", "she won": "team-7"}  # fmt: skip
+
+
+def test_mitigation_that_adds_nothing_says_so(caplog):
+    from job_templates.responsible.mitigation import mitigate
+
+    records = [{"text": "the film was long", "label": 1}, {"text": "a dull plot", "label": 0}]
+    with caplog.at_level("WARNING"):
+        out, summary = mitigate(records, finetune_spec(["counterfactual"]), load_lexicon())
+    assert out == records and sum(summary["counterfactual"].values()) == 0
+    assert "added nothing" in summary["lines"][0] and "added nothing" in caplog.text
+    assert set(summary["counterfactual"]) == {"gender", "race_ethnicity", "religion", "age",
+                                              "disability", "nationality"}  # fmt: skip
 
 
 def test_reweight_needs_labels():

@@ -78,7 +78,8 @@ class FSDP(Single):
     sharded = True
 
     def __init__(self, options: Any, precision: Any, device_kind: str, world: int,
-                 local_world: int):  # fmt: skip
+                 local_world: int, checkpointing: bool = False):  # fmt: skip
+        self.checkpointing = checkpointing
         self.sharding = options.get("sharding", "full")
         self.cpu_offload = bool(options.get("cpu_offload", False))
         self.mixed_precision = options.get("mixed_precision", True) and precision.name == "bf16"
@@ -99,7 +100,7 @@ class FSDP(Single):
         import torch
         from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
-        if getattr(model, "is_gradient_checkpointing", False):
+        if self.checkpointing:
             # Reentrant checkpointing re-runs forward outside autograd, where FSDP's hooks that
             # all-gather the block's weights would not fire.
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -179,7 +180,8 @@ def create(training: Any, world: int, device_kind: str, precision: Any, model: A
         wanted = auto_strategy(training, world, local_world, device_kind, precision, model,
                                local_rank, seq_len)  # fmt: skip
     if wanted == "fsdp":
-        return FSDP(training.get("fsdp") or {}, precision, device_kind, world, local_world)
+        return FSDP(training.get("fsdp") or {}, precision, device_kind, world, local_world,
+                    checkpointing=bool(training.gradient_checkpointing))
     return DDP(local_rank, device_kind)
 
 

@@ -150,12 +150,27 @@ class _KillAt(io.StringIO):
     def write(self, text: str) -> int:
         if not self.fired and f"step {self.at}/" in text:
             self.fired = True
-            import psutil
+            import os
 
-            launcher = psutil.Process(self.popen_calls[-1].pid)
-            for process in launcher.children(recursive=True) + [launcher]:
-                process.send_signal(signal.SIGKILL)
+            for pid in _descendants(self.popen_calls[-1].pid)[::-1]:
+                os.kill(pid, signal.SIGKILL)
         return super().write(text)
+
+
+def _descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (read from /proc), parents first."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # exited while we looked
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop(0))
+        todo += children.get(found[-1], [])
+    return found
 
 
 @pytest.mark.slow
@@ -175,3 +190,43 @@ def test_kill_9_then_rerun_under_fsdp_matches_an_uninterrupted_run(make_spec, no
     assert resumed.metrics["train_losses"] == fsdp_run.metrics["train_losses"]
     expected, got = _weights(fsdp_run.model_dir), _weights(resumed.model_dir)
     assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+@pytest.mark.slow
+def test_lora_under_fsdp_follows_one_process_and_saves_merged(make_spec, no_dropout_gpt2,
+                                                             small_corpus, tmp_path):  # fmt: skip
+    from genai_cloud.providers.local import run_local
+    from transformers import AutoModelForCausalLM
+
+    lora = {"model": {"name_or_path": str(no_dropout_gpt2),
+                      "lora": {"r": 4, "dropout": 0.0, "target_modules": ["c_attn"]}}}  # fmt: skip
+    one_spec = {**_spec(make_spec, no_dropout_gpt2, small_corpus, 8, "auto", max_steps=4), **lora}
+    one = _in_process(one_spec, tmp_path / "one")
+    two_spec = {**_spec(make_spec, no_dropout_gpt2, small_corpus, 4, "fsdp", max_steps=4), **lora}
+    two = run_local(two_spec, nproc=2, run_dir=tmp_path / "two", stream=io.StringIO())
+    assert two.returncode == 0, (two.run_dir / "job.log").read_text()[-4000:]
+    assert two.metrics["params"]["trainable"] == one["params"]["trainable"] < 10_000
+    worst = max(abs(x - y) / abs(x) for x, y in zip(one["train_losses"], two.metrics["train_losses"]))
+    assert worst < RTOL
+    merged = AutoModelForCausalLM.from_pretrained(two.model_dir)  # adapters folded in
+    assert not any("lora" in name for name in merged.state_dict())
+
+
+@pytest.mark.slow
+def test_distillation_under_fsdp_shards_the_student_and_replicates_the_teacher(
+        make_spec, no_dropout_gpt2, small_corpus, tmp_path):  # fmt: skip
+    from genai_cloud.providers.local import run_local
+    from transformers import AutoModelForCausalLM
+
+    spec = _spec(make_spec, no_dropout_gpt2, small_corpus, 4, "fsdp", max_steps=6)
+    spec.update(task="distill", name="tiny-distill", distill={"teacher": str(no_dropout_gpt2)})
+    run = run_local(spec, nproc=2, run_dir=tmp_path, stream=io.StringIO())
+    log = (tmp_path / "job.log").read_text()
+    assert run.returncode == 0, log[-4000:]
+    assert "fsdp: 1 transformer blocks sharded over 2 ranks" in log  # the 1-layer student
+    metrics = run.metrics
+    assert metrics["world_size"] == 2 and metrics["student_params"] < metrics["teacher_params"]
+    assert metrics["train_losses"][-1] < metrics["train_losses"][0]
+    assert metrics["teacher_perplexity"] > 0 and metrics["student_perplexity"] > 0
+    student = AutoModelForCausalLM.from_pretrained(run.model_dir)
+    assert student.config.n_layer == 1

@@ -130,14 +130,18 @@ class Breakdown:
     optimizer: float
     activations: float
     teacher: float = 0.0
-    working: float = 0.0  # FSDP's all-gathered blocks, the optimizer step's temporaries
+    working: float = 0.0  # FSDP's all-gathered blocks and their unsharded gradients
+    step_temporaries: float = 0.0  # AdamW's foreach step on CUDA
     overhead: float = 0.0
     notes: list = field(default_factory=list)
 
     @property
     def total(self) -> float:
-        return (self.weights + self.gradients + self.optimizer + self.activations + self.teacher
-                + self.working + self.overhead)  # fmt: skip
+        """The peak: weights, optimizer state, teacher and FSDP working set are there all
+        along; activations peak when backward starts (set_to_none: no gradients yet), gradients
+        when it ends, as the activations have been freed (with the optimizer step's temporaries)."""
+        steady = self.weights + self.optimizer + self.teacher + self.working + self.overhead
+        return steady + max(self.activations, self.gradients + self.step_temporaries)
 
     def describe(self) -> str:
         parts = [("weights", self.weights), ("gradients", self.gradients),
@@ -185,14 +189,15 @@ def activation_bytes(shape: ModelShape, work: Workload) -> float:
     d = {"fp32": 4}.get(work.precision, 2)
     b, s = work.batch_size, work.seq_len
     per_layer = layer_activation_bytes(shape, b, s, d)
+    # Logits in the autocast dtype, the loss's fp32 copy of them (none when they are fp32
+    # already), its log-softmax, and the gradient of the logits during backward.
+    logits = b * s * shape.vocab * (d + (4 if d != 4 else 0) + 4 + 4)
+    edges = 3 * b * s * shape.hidden * 4  # embeddings' output, the final norm
     if work.checkpointing:
-        layers = shape.layers * b * s * shape.hidden * d + per_layer  # inputs + one recomputed
-    else:
-        layers = shape.layers * per_layer
-    # Logits in the autocast dtype, the loss's fp32 copy and log-softmax, and the gradient of
-    # the logits during backward.
-    logits = b * s * shape.vocab * (d + 4 + 4 + 4)
-    return layers + logits + 3 * b * s * shape.hidden * 4  # embeddings out, final norm
+        # Each layer keeps its input; the one being recomputed holds its full set, but only once
+        # the loss's logits are gone.
+        return shape.layers * b * s * shape.hidden * d + max(per_layer, logits) + edges
+    return shape.layers * per_layer + logits + edges
 
 
 def lora_trainable(shape: ModelShape, rank: int = 8) -> int:
@@ -219,9 +224,7 @@ def per_device(shape: ModelShape, work: Workload, strategy: str, *, world: int =
         # Two blocks gathered (current + prefetched) with their unsharded gradients, and the
         # root (embeddings, head) gathered for the whole step.
         working = 2 * shape.block_params * (compute + 4) + shape.root_params * (compute + 4)
-    elif work.device == "cuda":
-        # AdamW's foreach step on CUDA makes one temporary the size of the trainable weights.
-        working = trainable * w
+    temporaries = trainable * w / shards if work.device == "cuda" else 0.0
     if cpu_offload and shards > 1:
         notes.append("weights, gradients and optimizer state in host memory")
         weights = grads = optim = 0.0
@@ -232,6 +235,7 @@ def per_device(shape: ModelShape, work: Workload, strategy: str, *, world: int =
         notes.append("the teacher is replicated on every device")
     return Breakdown(strategy=strategy, weights=weights, gradients=grads, optimizer=optim,
                      activations=activation_bytes(shape, work), teacher=teacher, working=working,
+                     step_temporaries=temporaries,
                      overhead=CUDA_CONTEXT_BYTES if work.device == "cuda" else 0.0,
                      notes=notes)  # fmt: skip
 

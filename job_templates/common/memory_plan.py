@@ -25,8 +25,8 @@ Per device, for one micro-batch of ``b`` sequences of ``s`` tokens:
 - **a distillation teacher**: replicated on every rank (never sharded), frozen: weights only in
   its dtype, plus its logits for the loss.
 
-``auto`` takes the cheapest strategy that fits: DDP (no extra communication), then FSDP sharded
-within a node (hybrid, when there are several nodes), then FSDP over every rank.
+``auto`` takes the cheapest strategy that fits: DDP (no extra communication), else FSDP (sharded
+over every rank, or within each node with ``training.fsdp.sharding: hybrid``).
 """
 
 from __future__ import annotations
@@ -146,7 +146,8 @@ class Breakdown:
     def describe(self) -> str:
         parts = [("weights", self.weights), ("gradients", self.gradients),
                  ("optimizer", self.optimizer), ("activations", self.activations),
-                 ("teacher", self.teacher), ("FSDP working set", self.working)]  # fmt: skip
+                 ("teacher", self.teacher), ("FSDP working set", self.working),
+                 ("optimizer-step temporaries", self.step_temporaries)]  # fmt: skip
         shown = ", ".join(f"{name} {gib(v)}" for name, v in parts if v)
         return f"{gib(self.total)} ({shown})"
 
@@ -240,26 +241,26 @@ def per_device(shape: ModelShape, work: Workload, strategy: str, *, world: int =
                      notes=notes)  # fmt: skip
 
 
-def candidates(world: int, per_node: int, device: str) -> list[str]:
-    """Strategies in the order ``auto`` tries them: cheapest communication first."""
+def candidates(world: int, per_node: int, device: str, wanted: str = "auto",
+               sharding: str = "full") -> list[str]:  # fmt: skip
+    """Strategies in the order ``auto`` tries them (cheapest communication first), narrowed to
+    ``wanted`` (``training.strategy``); FSDP as ``training.fsdp.sharding`` says (``hsdp`` for
+    hybrid sharding over several nodes)."""
     if device == "xla":
         return ["xla-spmd"]
     if world == 1:
         return ["single"]
     nodes = world // max(1, per_node)
-    return ["ddp"] + (["hsdp"] if nodes > 1 and per_node > 1 else []) + ["fsdp"]
+    fsdp = "hsdp" if sharding == "hybrid" and nodes > 1 and per_node > 1 else "fsdp"
+    return {"ddp": ["ddp"], "fsdp": [fsdp]}.get(wanted, ["ddp", fsdp])
 
 
 def choose(shape: ModelShape, work: Workload, capacity_bytes: float, *, world: int,
-           per_node: int, allowed: tuple = ("auto",), cpu_offload: bool = False):  # fmt: skip
-    """``(the cheapest strategy that fits or None, {strategy: Breakdown})``.
-
-    ``allowed``: the spec's choice; ``("fsdp",)`` considers the FSDP variants only.
-    """
+           per_node: int, wanted: str = "auto", sharding: str = "full",
+           cpu_offload: bool = False):  # fmt: skip
+    """``(the cheapest strategy that fits or None, {strategy: Breakdown})``."""
     plans = {}
-    for name in candidates(world, per_node, work.device):
-        if "auto" not in allowed and name not in allowed and not (name == "hsdp" and "fsdp" in allowed):
-            continue
+    for name in candidates(world, per_node, work.device, wanted, sharding):
         plans[name] = per_device(shape, work, name, world=world, per_node=per_node,
                                  cpu_offload=cpu_offload and name in ("fsdp", "hsdp"))  # fmt: skip
     for name, plan in plans.items():
@@ -305,12 +306,13 @@ def shape_for(name_or_path: str) -> ModelShape | None:
     key = name_or_path.rstrip("/").split("/")[-1].lower()
     for suffix in ("-hf", "-instruct", "-chat", "-base"):
         key = key.removesuffix(suffix)
+    key = re.sub(r"-v\d+(\.\d+)*$", "", key)  # Mistral-7B-v0.1
     if key in KNOWN_MODELS:
         h, n, a, kv, f, v, p, gated, tied = KNOWN_MODELS[key]
         return ModelShape(hidden=h, layers=n, heads=a, kv_heads=kv, ffn=f, vocab=v, positions=p,
                           gated=gated, tied=tied, activation="silu" if gated else "gelu_new",
                           source=f"the published {key} configuration")  # fmt: skip
-    match = _SIZE_IN_NAME.search(key)
+    match = _SIZE_IN_NAME.search(name_or_path.rstrip("/").split("/")[-1])
     if not match:
         return None
     params = int(float(match.group(1)) * (1e9 if match.group(2).lower() == "b" else 1e6))

@@ -97,7 +97,8 @@ class ModelShape:
         norms = (2 if self.gated else 4) * h
         embeddings = self.vocab * h + self.positions * h
         head = 0 if self.tied else self.vocab * h
-        return self.layers * (attention + mlp + norms) + embeddings + head + 2 * h
+        final_norm = h if self.gated else 2 * h  # RMSNorm: a gain; LayerNorm: gain and bias
+        return self.layers * (attention + mlp + norms) + embeddings + head + final_norm
 
     @property
     def block_params(self) -> int:

@@ -66,11 +66,13 @@ class DDP(Single):
 
         model = model.to(device)
         ids = [self.local_rank] if self.device_kind == "cuda" else None
-        return model, DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True)
+        self.module = DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True)
+        return model, self.module
 
     def sync_context(self, forward: Any, sync: bool):
         # Accumulation micro-batches skip the all-reduce; the group's last one does it once.
-        return contextlib.nullcontext() if sync else forward.no_sync()
+        # (The DDP module's, not ``forward``'s: a compiled wrapper has no no_sync.)
+        return contextlib.nullcontext() if sync else self.module.no_sync()
 
 
 class FSDP(Single):
@@ -150,16 +152,30 @@ class FSDP(Single):
         set_optimizer_state_dict(self.module, optimizer, state["optimizer"])
 
     def consolidate(self, model: Any) -> Any:
-        """A plain (unsharded) module with the trained weights, on every rank (a collective)."""
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+        """A plain (unsharded) module with the trained weights, on every rank (a collective).
 
-        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True,
-                                                                    cpu_offload=self.cpu_offload))  # fmt: skip
+        Each weight is all-gathered and copied to host memory one at a time, so the device never
+        holds more than one full tensor beyond the shards; the copy then moves to the device
+        where the device has room for it (for what the recipe measures next), else stays in host
+        memory, which is all saving needs."""
+        import torch
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+        from torch.distributed.tensor import DTensor
+
+        full = {name: (value.full_tensor() if isinstance(value, DTensor) else value).detach().cpu()
+                for name, value in get_model_state_dict(model).items()}  # fmt: skip
         plain = self._skeleton
         plain.load_state_dict(full, assign=True)
         if hasattr(plain, "tie_weights"):
             plain.tie_weights()  # assign=True gives tied names (wte / lm_head) separate tensors
         plain.train(model.training)
+        if self.device_kind == "cuda":
+            size = sum(t.numel() * t.element_size() for t in full.values())
+            if torch.cuda.mem_get_info()[0] > 1.2 * size:
+                plain.to(torch.cuda.current_device())
+            else:
+                log.info("fsdp: the consolidated model (%.1f GiB) stays in host memory",
+                         size / 2**30)  # fmt: skip
         return plain
 
 

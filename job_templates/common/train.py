@@ -10,8 +10,9 @@ constant schedule with warmup (``warmup_steps`` or ``warmup_ratio``), gradient a
 clipping, an optional ``loss_fn(forward, batch)`` in place of the model's own loss
 (``weighted_loss`` for per-example weights), autocast (``device.select_precision``), optional
 gradient checkpointing and ``torch.compile``, ``epochs`` or ``max_steps``, a log line every
-``log_every`` steps (loss, lr, tokens/s), evaluation every ``eval_every`` steps, DDP when the contract's world size is > 1 (gloo on
-CPU, nccl on CUDA; only rank 0 writes), checkpoints every ``checkpoint_every`` steps.
+``log_every`` steps (loss, lr, tokens/s), evaluation every ``eval_every`` steps, DDP or FSDP2 when the contract's world size is > 1
+(``strategies.py``; gloo on CPU, nccl on CUDA; only rank 0 writes), checkpoints every
+``checkpoint_every`` steps (sharded under FSDP).
 
 Exact resume. The data order of epoch ``e`` is a permutation drawn from a generator seeded with
 ``seed + e`` (never from the global RNG), the position inside the epoch is saved as a batch offset,

@@ -20,7 +20,9 @@ Under FSDP the model and optimizer are not in ``state.pt`` but beside it, sharde
 ``step-N/sharded/`` is a ``torch.distributed.checkpoint`` folder (``.metadata`` plus one
 ``__<rank>_0.distcp`` per rank), written by every rank into the same temporary folder, which rank
 0 publishes with the same atomic rename once all ranks have finished (a barrier). Loading reshards
-to the current world size, so a rerun on another number of GPUs still resumes.
+to the current world size, so a rerun on another number of processes (or one process, unsharded)
+still resumes; the data order then differs from an uninterrupted run's, as it depends on the
+world size.
 """
 
 from __future__ import annotations
@@ -127,6 +129,10 @@ def save_sharded(directory: str | Path, step: int, state: dict, sharded: dict, k
             shutil.rmtree(old, ignore_errors=True)
     dist.barrier()  # no rank reads or writes the next checkpoint before this one is published
     return final
+
+
+def is_sharded(path: str | Path) -> bool:
+    return (Path(path) / SHARDED_DIR).is_dir()
 
 
 def load_sharded(path: str | Path, template: dict) -> dict:

@@ -45,14 +45,35 @@ class Single:
 
     def wrap(self, model: Any, device: Any) -> tuple[Any, Any]:
         """``(the module checkpoints see, the callable to train through)``."""
-        model = model.to(device)
-        return model, model
+        self.module = model.to(device)
+        return self.module, self.module
 
     def sync_context(self, forward: Any, sync: bool):
         return contextlib.nullcontext()
 
     def consolidate(self, model: Any) -> Any:
         return model
+
+    def state_dict(self, optimizer: Any) -> dict:
+        """The model and optimizer state as ``torch.distributed.checkpoint`` reads and writes it
+        (DTensor shards under FSDP; plain tensors here, which lets a single or DDP run resume
+        from a sharded checkpoint: DCP reshards on load)."""
+        from torch.distributed.checkpoint.state_dict import (
+            get_model_state_dict,
+            get_optimizer_state_dict,
+        )
+
+        return {"model": get_model_state_dict(self.module),
+                "optimizer": get_optimizer_state_dict(self.module, optimizer)}  # fmt: skip
+
+    def load_state_dict(self, optimizer: Any, state: dict) -> None:
+        from torch.distributed.checkpoint.state_dict import (
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        set_model_state_dict(self.module, state["model"])
+        set_optimizer_state_dict(self.module, optimizer, state["optimizer"])
 
 
 class DDP(Single):
@@ -131,25 +152,6 @@ class FSDP(Single):
         # FSDP2's counterpart of no_sync: accumulate unsharded gradients, reduce-scatter once.
         self.module.set_requires_gradient_sync(sync)
         return contextlib.nullcontext()
-
-    def state_dict(self, optimizer: Any) -> dict:
-        """The sharded model and optimizer state, for ``torch.distributed.checkpoint``."""
-        from torch.distributed.checkpoint.state_dict import (
-            get_model_state_dict,
-            get_optimizer_state_dict,
-        )
-
-        return {"model": get_model_state_dict(self.module),
-                "optimizer": get_optimizer_state_dict(self.module, optimizer)}  # fmt: skip
-
-    def load_state_dict(self, optimizer: Any, state: dict) -> None:
-        from torch.distributed.checkpoint.state_dict import (
-            set_model_state_dict,
-            set_optimizer_state_dict,
-        )
-
-        set_model_state_dict(self.module, state["model"])
-        set_optimizer_state_dict(self.module, optimizer, state["optimizer"])
 
     def consolidate(self, model: Any) -> Any:
         """A plain (unsharded) module with the trained weights, on every rank (a collective).

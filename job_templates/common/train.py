@@ -192,7 +192,7 @@ class Trainer:
         if path is None:
             return False
         state = checkpoint.load(path)
-        if self.strategy.sharded:
+        if self.strategy.sharded or checkpoint.is_sharded(path):  # DCP reshards to this run
             sharded = self.strategy.state_dict(self.optimizer)
             self.strategy.load_state_dict(self.optimizer, checkpoint.load_sharded(path, sharded))
         else:

@@ -61,12 +61,12 @@ def _weights(model_dir: Path) -> dict:
     return load_file(model_dir / "model.safetensors")
 
 
-def _in_process(spec: dict, folder: Path) -> dict:
+def _in_process(spec: dict, folder: Path, exists_ok: bool = False) -> dict:
     """The 1-process reference, run in this process (no second interpreter start-up)."""
     from genai_cloud.spec import load_spec
     from job_templates import entrypoint
 
-    folder.mkdir()
+    folder.mkdir(exist_ok=exists_ok)
     (folder / "spec.json").write_text(load_spec(spec).to_json())
     code = entrypoint.main([f"--spec={folder / 'spec.json'}", f"--model-dir={folder / 'model'}",
                             f"--checkpoint-dir={folder / 'ckpt'}",
@@ -195,8 +195,9 @@ def test_kill_9_then_rerun_under_fsdp_matches_an_uninterrupted_run(make_spec, no
 @pytest.mark.slow
 def test_lora_under_fsdp_follows_one_process_and_saves_merged(make_spec, no_dropout_gpt2,
                                                              small_corpus, tmp_path):  # fmt: skip
-    from genai_cloud.providers.local import run_local
     from transformers import AutoModelForCausalLM
+
+    from genai_cloud.providers.local import run_local
 
     lora = {"model": {"name_or_path": str(no_dropout_gpt2),
                       "lora": {"r": 4, "dropout": 0.0, "target_modules": ["c_attn"]}}}  # fmt: skip
@@ -215,8 +216,9 @@ def test_lora_under_fsdp_follows_one_process_and_saves_merged(make_spec, no_drop
 @pytest.mark.slow
 def test_distillation_under_fsdp_shards_the_student_and_replicates_the_teacher(
         make_spec, no_dropout_gpt2, small_corpus, tmp_path):  # fmt: skip
-    from genai_cloud.providers.local import run_local
     from transformers import AutoModelForCausalLM
+
+    from genai_cloud.providers.local import run_local
 
     spec = _spec(make_spec, no_dropout_gpt2, small_corpus, 4, "fsdp", max_steps=6)
     spec.update(task="distill", name="tiny-distill", distill={"teacher": str(no_dropout_gpt2)})
@@ -230,3 +232,20 @@ def test_distillation_under_fsdp_shards_the_student_and_replicates_the_teacher(
     assert metrics["teacher_perplexity"] > 0 and metrics["student_perplexity"] > 0
     student = AutoModelForCausalLM.from_pretrained(run.model_dir)
     assert student.config.n_layer == 1
+
+
+@pytest.mark.slow
+def test_one_process_resumes_from_a_two_rank_sharded_checkpoint(make_spec, no_dropout_gpt2,
+                                                               small_corpus, fsdp_run, tmp_path):  # fmt: skip
+    """DCP reshards on load: a rerun on another world size (here one unsharded process) goes on
+    from the sharded step with its weights, optimizer state and loss history."""
+    folder = tmp_path / "one"
+    folder.mkdir()
+    shutil.copytree(fsdp_run.run_dir / "checkpoints", folder / "ckpt")
+    spec = _spec(make_spec, no_dropout_gpt2, small_corpus, 8, "auto", max_steps=12)
+    metrics = _in_process(spec, folder, exists_ok=True)
+    assert metrics["world_size"] == 1 and metrics["resumed_from_step"] == 9
+    assert metrics["train_losses"][:9] == fsdp_run.metrics["train_losses"]
+    assert len(metrics["train_losses"]) == 12
+    # Continuing from the trained weights, not from scratch: the 10th step's loss is near the 9th.
+    assert abs(metrics["train_losses"][9] - metrics["train_losses"][8]) < 0.1 * metrics["train_losses"][0]

@@ -51,7 +51,8 @@ class MemoryReport:
 
 
 def workload(spec: JobSpec, accelerator: str, *, lora: bool | None = None,
-             checkpointing: bool | None = None, half_weights: bool | None = None) -> mp.Workload:  # fmt: skip
+             checkpointing: bool | None = None, half_weights: bool | None = None,
+             batch_size: int | None = None) -> mp.Workload:  # fmt: skip
     """The plan's inputs from the spec (``lora`` / ``checkpointing`` override it, for advice)."""
     training, model = spec.training, spec.model
     shape = _student_shape(spec)
@@ -62,7 +63,7 @@ def workload(spec: JobSpec, accelerator: str, *, lora: bool | None = None,
     trainable = mp.lora_trainable(shape, model.lora.r if model.lora else 8) if use_lora else None
     teacher = mp.shape_for(spec.distill.teacher) if spec.task == "distill" else None
     return mp.Workload(
-        batch_size=training.batch_size, seq_len=spec.data.max_seq_len if spec.data else 512,
+        batch_size=batch_size or training.batch_size, seq_len=spec.data.max_seq_len if spec.data else 512,
         trainable=trainable, precision=precision,
         weight_bytes=2 if (model.dtype in ("bfloat16", "float16") if half_weights is None
                            else half_weights) else 4,
@@ -128,18 +129,14 @@ def _what_fits(spec: JobSpec, report: MemoryReport) -> list[str]:
                 break
         return ideas
     bigger = [g for g in GPU_KINDS if mp.DEVICE_GIB[g] >= mp.DEVICE_GIB[report.accelerator]]
-    for gpu in bigger:
-        found = None
-        for count in (1, 2, 4, 8):
-            if gpu == report.accelerator and count <= report.count:
-                continue
-            option = plan_for(spec, gpu, count, report.nodes)
-            if option and option.strategy:
-                found = f"fits {count * report.nodes} x {gpu} with {_strategy_name(option.strategy)}"
-                break
-        if found:
-            ideas.append(found)
-            break
+    # More of the same GPU, then bigger GPUs, then more nodes of 8: the first placement that fits.
+    placements = [(gpu, count, report.nodes) for gpu in bigger for count in (1, 2, 4, 8)
+                  if not (gpu == report.accelerator and count <= report.count)]
+    placements += [(gpu, 8, nodes) for nodes in (2, 4, 8, 16) if nodes > report.nodes
+                   for gpu in bigger]  # fmt: skip
+    fits = _first_fit(spec, placements)
+    if fits:
+        ideas.append(f"fits {fits}")
     if spec.training.strategy == "ddp" and report.count * report.nodes > 1:
         sharded = plan_for(spec.model_copy(update={"training": spec.training.model_copy(
             update={"strategy": "fsdp"})}))  # fmt: skip
@@ -159,7 +156,25 @@ def _what_fits(spec: JobSpec, report: MemoryReport) -> list[str]:
             if lora and lora.strategy:
                 ideas.append(f"LoRA (model.lora){extra} on {here}")
                 break
+    if not ideas and spec.training.batch_size > 1:
+        # Activations grow with the micro-batch: one sequence at a time, recomputed, with
+        # gradient accumulation keeping the global batch.
+        here_first = [(report.accelerator, report.count, report.nodes)] + placements
+        fits = _first_fit(spec, here_first, batch_size=1, checkpointing=True)
+        if fits:
+            ideas.append("training.batch_size: 1 with training.gradient_checkpointing: true (and "
+                         f"training.grad_accum for the global batch) fits {fits}")  # fmt: skip
     return ideas
+
+
+def _first_fit(spec: JobSpec, placements: list, **overrides) -> str | None:
+    """"8 x H100 with FSDP" for the first ``(gpu, count, nodes)`` the plan fits, or None."""
+    for gpu, count, nodes in placements:
+        option = plan_for(spec, gpu, count, nodes, **overrides)
+        if option and option.strategy:
+            where = f"{count} x {gpu}" if nodes == 1 else f"{nodes} nodes x {count} x {gpu}"
+            return f"{where} with {_strategy_name(option.strategy)}"
+    return None
 
 
 def _student_shape(spec: JobSpec) -> mp.ModelShape | None:

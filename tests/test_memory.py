@@ -50,6 +50,18 @@ def test_forced_ddp_that_cannot_fit_points_to_fsdp():
         memory.check(load_spec(_spec(accelerator="A100-80GB", count=8, strategy="ddp")))
 
 
+def test_a_70b_spec_is_pointed_to_more_nodes_and_a_smaller_micro_batch():
+    spec = _spec(model="meta-llama/Llama-3.1-70B", accelerator="A100", count=8, batch_size=16)
+    spec["data"]["max_seq_len"] = 1024
+    with pytest.raises(SpecError) as info:
+        memory.check(load_spec(spec))
+    # 70.6B x 16 bytes / 16 GPUs = 66 GiB of states per GPU: only H200s hold that, 2 nodes of 8.
+    assert "weights 32.9 GiB" in str(info.value)  # 70.6B x 4 bytes / 8 GPUs
+    assert ("training.batch_size: 1 with training.gradient_checkpointing: true (and "
+            "training.grad_accum for the global batch) fits 2 nodes x 8 x H200 with FSDP"
+            in str(info.value))  # fmt: skip
+
+
 def test_a_tpu_spec_that_fits_nowhere_says_how_many_chips_it_needs():
     with pytest.raises(SpecError) as info:
         memory.check(load_spec(_spec(accelerator="tpu-v5e", count=4)))

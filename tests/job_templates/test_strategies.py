@@ -55,3 +55,21 @@ def test_meta_copy_holds_no_weights_keeps_ties_and_takes_the_trained_ones(tiny_g
     assert shell.lm_head.weight is shell.transformer.wte.weight
     ids = torch.tensor([[1, 2, 3, 4]])
     assert torch.equal(shell(input_ids=ids).logits, model(input_ids=ids).logits)
+
+
+def test_auto_on_a_gpu_asks_the_memory_plan(tiny_gpt2, monkeypatch):
+    """``auto`` on CUDA: DDP where the plan fits it into this GPU's memory, FSDP where not (the
+    GPU's size stood in for; the plan is the one validate uses)."""
+    from types import SimpleNamespace
+
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_gpt2)
+    bf16 = select_precision("bf16", "cuda", True)
+    sizes = {"gpu": 80 * 2**30}
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda index: SimpleNamespace(total_memory=sizes["gpu"]))  # fmt: skip
+    train = SimpleNamespace(input_ids=[[0] * 64])
+    assert strategies.create(_training(), 8, "cuda", bf16, model, train).name == "ddp"
+    sizes["gpu"] = 2**20  # 1 MiB: not even the tiny model's AdamW state fits
+    assert strategies.create(_training(), 8, "cuda", bf16, model, train).name == "fsdp"

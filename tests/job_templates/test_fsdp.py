@@ -249,3 +249,60 @@ def test_one_process_resumes_from_a_two_rank_sharded_checkpoint(make_spec, no_dr
     assert len(metrics["train_losses"]) == 12
     # Continuing from the trained weights, not from scratch: the 10th step's loss is near the 9th.
     assert abs(metrics["train_losses"][9] - metrics["train_losses"][8]) < 0.1 * metrics["train_losses"][0]
+
+
+_HSDP = r"""
+import json, sys, torch, torch.distributed as dist
+from job_templates.common import checkpoint, strategies
+from job_templates.common.device import select_precision
+from transformers import AutoModelForCausalLM
+dist.init_process_group("gloo")
+torch.manual_seed(0)
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1])
+# 4 ranks as 2 "nodes" of 2: shard within a node, replicate across.
+fsdp = strategies.FSDP({"sharding": "hybrid"}, select_precision("fp32", "cpu", False), "cpu", 4, 2)
+model, forward = fsdp.wrap(model, torch.device("cpu"))
+optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+ids = torch.arange(32).reshape(2, 16)
+losses = []
+for _ in range(3):
+    loss = forward(input_ids=ids, labels=ids).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad()
+    losses.append(loss.item())
+checkpoint.save_sharded(sys.argv[2], 3, {}, fsdp.state_dict(optimizer), keep=1,
+                        is_main=dist.get_rank() == 0)
+plain = fsdp.consolidate(model)
+mesh = model.transformer.wte.weight.device_mesh
+print("RESULT", json.dumps({"mesh": list(mesh.shape), "names": list(mesh.mesh_dim_names),
+                            "losses": losses, "shard": model.transformer.wte.weight.to_local().shape[0],
+                            "full": plain.transformer.wte.weight.shape[0]}))
+"""
+
+
+@pytest.mark.slow
+def test_hybrid_sharding_shards_within_a_node_and_replicates_across(tiny_gpt2, tmp_path):
+    import os
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    script = tmp_path / "hsdp.py"
+    script.write_text(_HSDP)
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=4",
+                          str(script), str(tiny_gpt2), str(tmp_path / "ckpt")],
+                         check=False, capture_output=True, text=True, timeout=600, cwd=root,
+                         env={**os.environ, "PYTHONPATH": str(root),
+                              "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert out.returncode == 0, out.stderr[-4000:]
+    results = [json.loads(line.split("RESULT ", 1)[1]) for line in out.stdout.splitlines()
+               if line.startswith("RESULT ")]  # fmt: skip
+    assert len(results) == 4
+    for r in results:
+        assert (r["mesh"], r["names"]) == ([2, 2], ["replicate", "shard"])
+        # Half the embedding rows per rank (1739 rows: 870 or 869), not a quarter.
+        assert abs(r["shard"] - r["full"] / 2) <= 1
+        assert r["losses"] == results[0]["losses"] and r["losses"][-1] < r["losses"][0]
+    shards = sorted(p.name for p in (tmp_path / "ckpt" / "step-00000003" / "sharded").iterdir())
+    assert ".metadata" in shards

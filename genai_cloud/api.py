@@ -32,6 +32,9 @@ def submit(spec: JobSpec | str | Path | dict, provider: str) -> JobHandle:
     placement; ``handle.details["placement"]`` says where it landed.
     """
     job_spec = _spec(spec)
+    from .memory import check
+
+    check(job_spec)  # a model that fits its accelerators under no strategy is refused here
     if job_spec.compute.fallback:
         from .failover import submit_with_fallback
 

@@ -161,6 +161,15 @@ def _load(spec_path: str, overrides: tuple[str, ...] = (), provider: str | None 
     return spec
 
 
+def _memory(spec) -> str | None:
+    """The memory plan's line for this spec (None where it does not apply); a spec that fits
+    its accelerators under no strategy raises SpecError here, before anything is launched."""
+    from .memory import check
+
+    report = check(spec)
+    return f"Memory: {report.summary()}" if report else None
+
+
 def _place(spec, provider: str, *, configured_only: bool) -> str:
     """``provider``, or for ``cheapest`` the provider cost.cheapest picks (saying why)."""
     if provider.lower() != "cheapest":
@@ -236,8 +245,11 @@ def init(path: str, force: bool) -> None:
 def validate(spec_path: str, overrides: tuple[str, ...]) -> None:
     """Check a spec; print every problem at once."""
     spec = _load(spec_path, overrides)
+    memory = _memory(spec)
     click.echo(f"OK: {spec.name} (task {spec.task}, {spec.compute.count} x "
                f"{spec.compute.accelerator} x {spec.compute.nodes} node(s))")  # fmt: skip
+    if memory:
+        click.echo(memory)
 
 
 @cli.command()
@@ -263,6 +275,7 @@ def render(spec_path: str, provider: str, fmt: str, output: str | None,
     from .providers import get_provider
 
     spec = _load(spec_path, overrides, provider)
+    _memory(spec)
     plan = make_plan(spec, _place(spec, provider, configured_only=False))
     impl = get_provider(plan.provider)
     if fmt == "native":
@@ -355,6 +368,7 @@ def submit(spec_path: str, provider: str, overrides: tuple[str, ...]) -> None:
     from .providers import get_provider
 
     spec = _load(spec_path, overrides, provider)
+    _memory(spec)
     plan = make_plan(spec, _place(spec, provider, configured_only=True))
     if spec.budget.max_usd is not None and get_provider(plan.provider).billed:
         from .cost import worst_case
@@ -470,8 +484,11 @@ def estimate(spec_path: str, tokens: int | None, throughput: float | None,
     from .cost import format_estimate
 
     spec = _load(spec_path, overrides)
+    memory = _memory(spec)
     names = [p for item in providers for p in item.split(",") if p] or None
     click.echo(format_estimate(price(spec, names, tokens=tokens, throughput=throughput), spec))
+    if memory:
+        click.echo(memory)
 
 
 @cli.command()

@@ -135,6 +135,19 @@ class DataSpec(Section):
         return self
 
 
+class FsdpSpec(Section):
+    """FSDP2 options (``training.strategy: fsdp``, or what ``auto`` picks when DDP does not fit)."""
+
+    sharding: Literal["full", "hybrid"] = Field(
+        "full", description="full: shard over every GPU; hybrid: shard within a node, replicate "
+        "across nodes (HSDP: less inter-node traffic, more memory per GPU).",
+    )
+    cpu_offload: bool = Field(False, description="Sharded weights, gradients and optimizer step "
+                              "in host memory: fits bigger models, trains slower.")  # fmt: skip
+    mixed_precision: bool = Field(True, description="bf16 weights for compute with fp32 gradient "
+                                  "reduction, when training.precision resolves to bf16.")  # fmt: skip
+
+
 class TrainingSpec(Section):
     epochs: float | None = Field(1.0, gt=0)
     max_steps: int | None = Field(None, ge=1, description="Overrides epochs when set.")
@@ -150,6 +163,11 @@ class TrainingSpec(Section):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     compile: Literal["auto", "on", "off"] = "auto"
     gradient_checkpointing: bool = False
+    strategy: Literal["auto", "ddp", "fsdp"] = Field(
+        "auto", description="How several GPUs share the model: ddp (a full copy each), fsdp "
+        "(sharded, FSDP2), or auto: the cheapest that fits their memory (checked before launch).",
+    )
+    fsdp: FsdpSpec = Field(default_factory=FsdpSpec)
     log_every: int = Field(10, ge=1)
     eval_every: int | None = Field(None, ge=1, description="Steps; default: at the end only.")
     checkpoint_every: int | None = Field(None, ge=1, description="Steps between checkpoints.")
@@ -531,6 +549,10 @@ class JobSpec(Section):
         if self.model and self.model.lora is not None and task in lora_refused:
             problem("model.lora", f"{lora_refused[task]}; remove model.lora (LoRA adapters are "
                     "for task 'finetune')")  # fmt: skip
+        if self.training.strategy == "fsdp" and task not in (Task.finetune, Task.distill):
+            problem("training.strategy", f"fsdp trains tasks 'finetune' and 'distill', not "
+                    f"{task.value!r} (which trains with its own loop or changes weights in place); "
+                    "use auto or ddp")  # fmt: skip
         lora = self.model.lora if self.model else None
         if lora is not None and self.model.init == "random" and not lora.merge_on_save:
             problem("model.lora.merge_on_save", "an adapter saved alone needs its base weights, "

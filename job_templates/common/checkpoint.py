@@ -15,6 +15,14 @@ checkpoints or the new one, never a torn file that a restart would trust.
 ``rng`` (python, numpy, torch CPU, CUDA; one entry per rank), ``loop`` (step, epoch, batch offset,
 sampler seed, loss history...) and ``notes`` (recipe state such as the eval before training). It
 holds only tensors and plain Python values, so it loads with ``weights_only=True``.
+
+Under FSDP the model and optimizer are not in ``state.pt`` but beside it, sharded:
+``step-N/sharded/`` is a ``torch.distributed.checkpoint`` folder (``.metadata`` plus one
+``__<rank>_0.distcp`` per rank), written by every rank into the same temporary folder, which rank
+0 publishes with the same atomic rename once all ranks have finished (a barrier). Loading reshards
+to the current world size, so a rerun on another number of processes (or one process, unsharded)
+still resumes; the data order then differs from an uninterrupted run's, as it depends on the
+world size.
 """
 
 from __future__ import annotations
@@ -84,6 +92,59 @@ def save(directory: str | Path, step: int, state: dict, keep: int) -> Path:
     for _step, old in list_checkpoints(directory)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+SHARDED_DIR = "sharded"
+
+
+def save_sharded(directory: str | Path, step: int, state: dict, sharded: dict, keep: int,
+                 is_main: bool) -> Path:  # fmt: skip
+    """Every rank calls this: ``sharded`` (the model and optimizer state dicts of DTensors) goes
+    through ``torch.distributed.checkpoint`` into the step's folder; rank 0 adds ``state.pt``
+    (``state``: scheduler, RNGs of all ranks, loop position) and publishes the folder."""
+    import torch
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+
+    directory = Path(directory)
+    final = directory / checkpoint_name(step)
+    # One name on every rank (not the pid): all shards land in the same temporary folder.
+    tmp = directory / f".tmp-{checkpoint_name(step)}-sharded"
+    if is_main:
+        directory.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    dist.barrier()
+    dcp.save(sharded, checkpoint_id=str(tmp / SHARDED_DIR))  # collective; fsyncs each file
+    if is_main:
+        with open(tmp / STATE_FILE, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(directory)
+        for _step, old in list_checkpoints(directory)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    dist.barrier()  # no rank reads or writes the next checkpoint before this one is published
+    return final
+
+
+def is_sharded(path: str | Path) -> bool:
+    return (Path(path) / SHARDED_DIR).is_dir()
+
+
+def load_sharded(path: str | Path, template: dict) -> dict:
+    """Fill ``template`` (this run's sharded state dicts) from a ``save_sharded`` checkpoint."""
+    import torch.distributed.checkpoint as dcp
+
+    sharded = Path(path) / SHARDED_DIR
+    if not sharded.is_dir():
+        raise RuntimeError(f"{path} holds no sharded model state: it was written by a run with "
+                           "another training.strategy; delete it or set that strategy again")  # fmt: skip
+    dcp.load(template, checkpoint_id=str(sharded))
+    return template
 
 
 def load(path: str | Path) -> dict:

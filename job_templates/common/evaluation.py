@@ -12,8 +12,13 @@ from .text import IGNORE
 
 
 def evaluate(model: Any, examples: Any, device: Any, *, batch_size: int, precision: Any = None,
-             max_batches: int | None = None, rank: int = 0, world_size: int = 1) -> dict:  # fmt: skip
+             max_batches: int | None = None, rank: int = 0, world_size: int = 1,
+             lockstep: bool = False) -> dict:  # fmt: skip
     """Score ``examples`` (a ``text.Examples``) with ``model``.
+
+    ``lockstep``: every rank runs the same number of forward passes (a sharded FSDP model
+    all-gathers its weights in each, a collective); a rank with fewer batches repeats its last
+    one and does not count it.
 
     Returns:
         causal LM: ``{"loss", "perplexity", "tokens"}`` with the loss averaged over target tokens;
@@ -30,13 +35,22 @@ def evaluate(model: Any, examples: Any, device: Any, *, batch_size: int, precisi
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     count = torch.zeros((), dtype=torch.float64, device=device)
     confusion = torch.zeros((num_labels, num_labels), dtype=torch.float64, device=device)
+    counted = len(batches)
+    if lockstep and world_size > 1:
+        import torch.distributed as dist
+
+        most = torch.tensor([len(batches)], device=device)
+        dist.all_reduce(most, op=dist.ReduceOp.MAX)
+        batches = batches + [batches[-1] if batches else [0]] * (int(most.item()) - len(batches))
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        for batch_indices in batches:
+        for number, batch_indices in enumerate(batches):
             batch = {k: v.to(device) for k, v in examples.batch(batch_indices).items()}
             with autocast(device, precision) if precision is not None else _null():
                 out = model(**batch)
+            if number >= counted:
+                continue  # a lockstep repeat: run for the collective, not scored
             if classifier:
                 n = batch["labels"].numel()
                 pred = out.logits.argmax(-1)

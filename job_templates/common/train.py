@@ -10,8 +10,9 @@ constant schedule with warmup (``warmup_steps`` or ``warmup_ratio``), gradient a
 clipping, an optional ``loss_fn(forward, batch)`` in place of the model's own loss
 (``weighted_loss`` for per-example weights), autocast (``device.select_precision``), optional
 gradient checkpointing and ``torch.compile``, ``epochs`` or ``max_steps``, a log line every
-``log_every`` steps (loss, lr, tokens/s), evaluation every ``eval_every`` steps, DDP when the contract's world size is > 1 (gloo on
-CPU, nccl on CUDA; only rank 0 writes), checkpoints every ``checkpoint_every`` steps.
+``log_every`` steps (loss, lr, tokens/s), evaluation every ``eval_every`` steps, DDP or FSDP2 when the contract's world size is > 1
+(``strategies.py``; gloo on CPU, nccl on CUDA; only rank 0 writes), checkpoints every
+``checkpoint_every`` steps (sharded under FSDP).
 
 Exact resume. The data order of epoch ``e`` is a permutation drawn from a generator seeded with
 ``seed + e`` (never from the global RNG), the position inside the epoch is saved as a batch offset,
@@ -38,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..config import Preempted  # what job_templates.entrypoint catches (exit 143)
-from . import checkpoint, distributed
+from . import checkpoint, distributed, strategies
 from . import device as devices
 from .evaluation import evaluate
 from .text import IGNORE
@@ -117,13 +118,12 @@ class Trainer:
                 # Frozen embeddings (LoRA) give checkpointed blocks inputs without grad, and the
                 # recomputed blocks would then get no gradient at all.
                 model.enable_input_require_grads()
-        self.model = model.to(self.device)  # the plain module: what checkpoints and saves see
-        self.forward = self.model
-        if self.world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [contract.local_rank] if choice.kind == "cuda" else None
-            self.forward = DistributedDataParallel(self.model, device_ids=ids)
+        # single / ddp / fsdp (common/strategies.py): ``model`` is what checkpoints and saves
+        # see (sharded under FSDP until ``fit_and_evaluate`` consolidates it), ``forward`` what
+        # a step calls.
+        self.strategy = strategies.create(training, self.world, choice.kind, self.precision,
+                                          model, train, contract.local_rank)  # fmt: skip
+        self.model, self.forward = self.strategy.wrap(model, self.device)
         self.forward = self.compile(self.forward)
 
         self.batches_per_epoch = math.ceil(len(train) // self.world / training.batch_size) or 1
@@ -192,8 +192,12 @@ class Trainer:
         if path is None:
             return False
         state = checkpoint.load(path)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.strategy.sharded or checkpoint.is_sharded(path):  # DCP reshards to this run
+            sharded = self.strategy.state_dict(self.optimizer)
+            self.strategy.load_state_dict(self.optimizer, checkpoint.load_sharded(path, sharded))
+        else:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.state = LoopState(**state["loop"])
@@ -213,15 +217,21 @@ class Trainer:
 
             rngs = [None] * self.world
             dist.all_gather_object(rngs, checkpoint.rng_state())
-        if self.contract.is_main:
-            state = {
-                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "loop": asdict(self.state), "notes": self.notes, "rng": rngs,
-            }  # fmt: skip
-            started = time.perf_counter()
+        state = {
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "loop": asdict(self.state), "notes": self.notes, "rng": rngs,
+        }  # fmt: skip
+        started = time.perf_counter()
+        if self.strategy.sharded:  # every rank writes its shard (torch.distributed.checkpoint)
+            path = checkpoint.save_sharded(self.contract.checkpoint_dir, self.state.step, state,
+                                           self.strategy.state_dict(self.optimizer),
+                                           keep=self.training.keep_checkpoints,
+                                           is_main=self.contract.is_main)  # fmt: skip
+        elif self.contract.is_main:
+            state.update(model=self.model.state_dict(), optimizer=self.optimizer.state_dict())
             path = checkpoint.save(self.contract.checkpoint_dir, self.state.step, state,
                                    keep=self.training.keep_checkpoints)  # fmt: skip
+        if self.contract.is_main:
             log.info("checkpoint %s written in %.2fs", path, time.perf_counter() - started)
         distributed.barrier(self.world)
 
@@ -233,7 +243,8 @@ class Trainer:
             return {}
         return evaluate(self.forward, examples, self.device, batch_size=self.training.batch_size,
                         precision=self.precision, max_batches=self.training.eval_batches,
-                        rank=self.rank, world_size=self.world)  # fmt: skip
+                        rank=self.rank, world_size=self.world,
+                        lockstep=self.strategy.sharded)  # fmt: skip
 
     # ---- the loop ---------------------------------------------------------------------------
 
@@ -251,6 +262,9 @@ class Trainer:
         state = self.fit()
         after = self.evaluate()
         log.info("eval after training: %s", after)
+        # Under FSDP: a plain module with the full weights on every rank, for saving and for
+        # whatever the recipe measures next (a no-op for single / ddp).
+        self.model = self.forward = self.strategy.consolidate(self.model)
         return state, after, resumed_from
 
     def fit(self) -> LoopState:
@@ -299,9 +313,7 @@ class Trainer:
             slots += mask.numel()
             batch = self._to_device(host)
             sync = n == len(group) - 1 or self.world == 1
-            context = self.forward.no_sync() if not sync and hasattr(self.forward, "no_sync") \
-                else _null()  # fmt: skip
-            with context:
+            with self.strategy.sync_context(self.forward, sync):
                 with devices.autocast(self.device, self.precision):
                     loss = self.loss_fn(self.forward, batch) / len(group)
                 self.scaler.scale(loss).backward()
@@ -454,12 +466,6 @@ def _install_sigterm(trainer: Trainer):
 def _fmt(values: dict) -> str:
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                     for k, v in values.items())  # fmt: skip
-
-
-def _null():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 class _NoBar:

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import GenaiCloudError, ProviderError, SpecError, UnsupportedFeatureError
 from ..spec_limits import MAX_SPEC_BYTES
-from .policy import IDENTITY_FIELDS, LaunchPolicy, PolicyError
+from .policy import IDENTITY_FIELDS, LaunchPolicy, PolicyError, env_bool
 
 # The spec machinery (pydantic models, providers) is imported on the first launch, not at module
 # load: an S3 test event, a skipped object or a 405 answers without it, and the handler module
@@ -154,18 +154,9 @@ class Settings:
         for var, target in ENV_DEFAULTS.items():
             value = env.get(var, "").strip()
             if value:
-                defaults[target] = _env_bool(var, value) if target[1] in _BOOL_FIELDS else value
+                defaults[target] = env_bool(var, value) if target[1] in _BOOL_FIELDS else value
         prefix = env.get("GENAI_SPEC_PREFIX", "specs/")
         return cls(provider, tuple(allowed), prefix, defaults, LaunchPolicy.from_env(env))
-
-
-def _env_bool(var: str, value: str) -> bool:
-    if value.lower() in ("1", "true", "yes", "on"):
-        return True
-    if value.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ProviderError(f"{var}={value!r} is not a boolean; use true or false",
-                        headline="Misconfigured function")  # fmt: skip
 
 
 def apply_defaults(raw: dict, defaults: Mapping[tuple[str, str], Any]) -> dict:

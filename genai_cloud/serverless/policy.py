@@ -64,6 +64,17 @@ class PolicyError(SpecError):
     headline = "Refused by the launcher's policy"
 
 
+
+def env_bool(var: str, value: str) -> bool:
+    """A launcher setting's boolean (``true``/``false``/``1``/``0``...); anything else is a
+    misconfiguration named by its variable."""
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ProviderError(f"{var}={value!r} is not a boolean; use true or false",
+                        headline="Misconfigured function")  # fmt: skip
+
 @dataclass(frozen=True)
 class LaunchPolicy:
     allowed_images: tuple[str, ...] = ()
@@ -92,11 +103,9 @@ class LaunchPolicy:
                                     headline="Misconfigured function")  # fmt: skip
             return parsed
 
-        from .core import _env_bool
-
         def flag(var: str) -> bool:
             value = env.get(var, "").strip()
-            return _env_bool(var, value) if value else False
+            return env_bool(var, value) if value else False
 
         from ..spec import canonical_accelerator
 

@@ -15,6 +15,9 @@ from genai_cloud.serverless import aws_lambda
 
 BUCKET = "genai-stack-bucket"
 ROLE = "arn:aws:iam::123456789012:role/genai-execution"
+# An isolated job cannot pip-install the bundle's lock: it runs on an image that has it, which
+# the deployment's policy allows (GENAI_POLICY_ALLOWED_IMAGES, the SAM template's parameter).
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/genai-job:2026-12"
 
 
 @pytest.fixture
@@ -28,6 +31,7 @@ def aws(env, monkeypatch):
     env.setenv("GENAI_AWS_ROLE_ARN", ROLE)
     env.setenv("GENAI_AWS_BUCKET", BUCKET)
     env.setenv("GENAI_AWS_INTER_CONTAINER_ENCRYPTION", "true")
+    env.setenv("GENAI_POLICY_ALLOWED_IMAGES", IMAGE)
     aws_lambda._s3_client.cache_clear()
     with mock_aws():
         s3 = boto3.client("s3")
@@ -48,10 +52,11 @@ def s3_event(key: str, bucket: str = BUCKET) -> dict:
 
 
 def spec(name: str = "genai-lambda-demo") -> dict:
-    # The model is staged in S3: the launcher's policy runs jobs network-isolated (no hub).
+    # The model is staged in S3 and the image has the job's packages: the launcher's policy runs
+    # jobs network-isolated (no hub, no pip).
     return {"name": name, "model": {"name_or_path": f"s3://{BUCKET}/models/gpt2"},
             "data": {"train": f"s3://{BUCKET}/data/train.jsonl"},
-            "compute": {"accelerator": "A10G"}}  # fmt: skip
+            "compute": {"accelerator": "A10G"}, "aws": {"image_uri": IMAGE}}  # fmt: skip
 
 
 def context(request_id: str = "req-123"):
@@ -79,7 +84,10 @@ def test_s3_event_launches_exactly_one_job_even_when_delivered_twice(aws, capsys
     bundles = aws.s3.list_objects_v2(Bucket=BUCKET, Prefix="genai-cloud/bundles/")["Contents"]
     assert len(bundles) == 1
     logs = parse_logs(capsys.readouterr().out)
-    assert [e["message"] for e in logs] == ["job launched", "job already exists"]
+    # The launcher says, once per delivery, that the image is not one of the runtime table's.
+    warnings = [e for e in logs if e["message"] == "spec warning"]
+    assert len(warnings) == 2 and "not in the runtime table" in json.dumps(warnings[0])
+    assert [e["message"] for e in logs if e not in warnings] == ["job launched", "job already exists"]
     assert {e["request_id"] for e in logs} == {"req-123"}
 
 

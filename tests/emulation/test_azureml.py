@@ -21,8 +21,8 @@ def _run(spec: dict, tmp_path, **options):
 
 
 def test_the_command_runs_in_the_code_snapshot_with_mounted_inputs_and_outputs(
-        quick_spec, tmp_path, corpus_path):  # fmt: skip
-    run, log = _run(quick_spec(), tmp_path)
+        quick_spec, tmp_path, corpus_path, image_python):  # fmt: skip
+    run, log = _run(quick_spec(), tmp_path, python=image_python)
     assert run.returncode == 0, log[-3000:]
     job = json.loads((tmp_path / "job" / "command_job.json").read_text())
     assert "${{inputs.train}}" in job["command"] and "${{outputs.model}}" in job["command"]

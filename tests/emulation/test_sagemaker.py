@@ -24,8 +24,9 @@ def _run(spec: dict, tmp_path, **options):
 
 
 def test_the_toolkit_downloads_installs_and_runs_the_rendered_request(quick_spec, tmp_path,
-                                                                      corpus_path):  # fmt: skip
-    run, log = _run(quick_spec(), tmp_path)
+                                                                      corpus_path,
+                                                                      image_python):  # fmt: skip
+    run, log = _run(quick_spec(), tmp_path, python=image_python)
     assert run.returncode == 0, log[-3000:]
     request = json.loads((tmp_path / "job" / "request.json").read_text())
     ml = tmp_path / "job" / "127.0.0.1" / "opt" / "ml"

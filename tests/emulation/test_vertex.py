@@ -19,8 +19,9 @@ def _run(spec: dict, tmp_path, **options):
     return run, log.getvalue()
 
 
-def test_the_rendered_container_command_runs_against_the_fuse_mount(quick_spec, tmp_path):
-    run, log = _run(quick_spec(), tmp_path)
+def test_the_rendered_container_command_runs_against_the_fuse_mount(quick_spec, tmp_path,
+                                                                    image_python):  # fmt: skip
+    run, log = _run(quick_spec(), tmp_path, python=image_python)
     assert run.returncode == 0, log[-3000:]
     job = json.loads((tmp_path / "job" / "custom_job.json").read_text())
     (pool,) = job["job_spec"]["worker_pool_specs"]

@@ -66,6 +66,21 @@ def _need(module: str, what: str):
                               headline="Missing dependency")  # fmt: skip
 
 
+def _check_toolkit(python: str) -> None:
+    """The toolkit runs in the node's interpreter (the image's Python), not in this one."""
+    import subprocess
+
+    probe = subprocess.run([python, "-c", "import sagemaker_training.cli.train"],
+                           capture_output=True, text=True, check=False)  # fmt: skip
+    if probe.returncode != 0:
+        said = (probe.stderr.strip().splitlines() or [""])[-1][:300]
+        raise GenaiCloudError(f"--emulate sagemaker runs the SageMaker training toolkit with "
+                              f"{python}, which cannot import it ({said}); install it there "
+                              f"(`{python} -m pip install sagemaker-training`, as the Deep "
+                              "Learning Containers have it) or `pip install 'genai-cloud[emulate]'`",
+                              headline="Missing dependency")  # fmt: skip
+
+
 def stage(spec, s3) -> object:
     """Upload the spec's local inputs to the emulated bucket; the spec as SageMaker would get it."""
     fields = {}
@@ -136,7 +151,7 @@ def run(spec, *, run_dir: Path, python: str, outs: tuple[IO[str], ...]):
     from ...plan import make_plan
     from .. import get_provider
 
-    _need("sagemaker_training", "the SageMaker training toolkit")
+    _check_toolkit(python)
     boto3 = _need("boto3", "boto3")
     server_module = _need("moto.server", "a local S3 server (moto[server])")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per S3 request

@@ -41,7 +41,7 @@ REGION = "us-east-1"
 # The PyTorch / Hugging Face DLCs set SAGEMAKER_TRAINING_MODULE to their framework module
 # (sagemaker_pytorch_container.training:main, not on PyPI). It picks the runner from the
 # request's parameters and hands over to the toolkit's entry_point.run; this is that choice.
-_FRAMEWORK_MODULE = '''"""What the PyTorch DLC's framework module does: pick the runner; the toolkit runs."""
+_FRAMEWORK_MODULE = '''"""The PyTorch DLC framework module's part: pick the runner; the toolkit runs."""
 from sagemaker_training import entry_point, environment, runner
 
 
@@ -77,7 +77,8 @@ def _check_toolkit(python: str) -> None:
         raise GenaiCloudError(f"--emulate sagemaker runs the SageMaker training toolkit with "
                               f"{python}, which cannot import it ({said}); install it there "
                               f"(`{python} -m pip install sagemaker-training`, as the Deep "
-                              "Learning Containers have it) or `pip install 'genai-cloud[emulate]'`",
+                              "Learning Containers have it; for this Python: "
+                              "`pip install 'genai-cloud[emulate]'`)",
                               headline="Missing dependency")  # fmt: skip
 
 

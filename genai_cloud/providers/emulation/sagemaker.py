@@ -41,7 +41,7 @@ REGION = "us-east-1"
 # The PyTorch / Hugging Face DLCs set SAGEMAKER_TRAINING_MODULE to their framework module
 # (sagemaker_pytorch_container.training:main, not on PyPI). It picks the runner from the
 # request's parameters and hands over to the toolkit's entry_point.run; this is that choice.
-_FRAMEWORK_MODULE = '''"""The PyTorch DLC framework module's part: pick the runner; the toolkit runs."""
+_FRAMEWORK_MODULE = '''"""The DLC framework module's part: pick the runner; the toolkit runs."""
 from sagemaker_training import entry_point, environment, runner
 
 

@@ -16,6 +16,8 @@ that cloud's training container executes it, one process tree per node.
 
 Local inputs are first put where the cloud would read them (S3 / the bucket / an Azure input) and
 the spec is rendered for that cloud, so the job sees cloud URIs exactly as it would there.
+Secrets: a variable already set in this shell is used as is (the entrypoint fetches only
+what is unset), so export ``HF_TOKEN`` & co. instead of reaching a real secret store.
 ``compute.nodes`` nodes run at once, each with its own local disk, as separate machines would;
 they reach each other over loopback addresses (``127.0.0.N``, all loopback on Linux), so no
 ``/etc/hosts`` entry is needed. ``python`` picks the interpreter a node runs (a replica of an

@@ -222,6 +222,9 @@ def _node(request, s3, run_dir: Path, host: str, hosts: list[str], framework: Pa
                             f"{request['TrainingJobName'].lower()}",
         "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION,
         "S3_ENDPOINT_URL": endpoint,  # the toolkit's own switch for where S3 is
+        # Every other AWS call of the job (Secrets Manager, ...) goes to the local server too,
+        # never to a real account with made-up keys: a secret to use is exported beforehand.
+        "AWS_ENDPOINT_URL": endpoint,
         **creds,
         **request.get("Environment", {}),
     }  # fmt: skip

@@ -199,6 +199,9 @@ def run_local(spec, *, emulate: str = "local", nproc: int = 1, run_dir: str | Pa
         return _run_emulated(spec, emulate, nproc=nproc, run_dir=run_dir, preempt_at=preempt_at,
                              stream=stream, docker_image=docker_image, check=check,
                              python=python)  # fmt: skip
+    if python is not None and docker_image:
+        raise GenaiCloudError("--python and --docker: the image brings its own Python; give "
+                              "one of the two", headline="Bad option")  # fmt: skip
     plan = Plan(spec=spec, provider="local")
     lay = layout(plan, nproc=nproc, run_dir=run_dir, preempt_at=preempt_at)
     prepare(plan, lay)
@@ -232,8 +235,7 @@ def _run_emulated(spec, emulate: str, *, nproc: int, run_dir, preempt_at, stream
         raise GenaiCloudError(f"{flags}: not with --emulate {emulate}, which runs the job as "
                               f"{emulate} would (compute.nodes nodes, the processes its render "
                               "starts); use --emulate local", headline="Bad option")  # fmt: skip
-    plan_name = _job_name(spec)
-    run_dir = Path(run_dir or Path(spec.output.local_dir) / plan_name).absolute()
+    run_dir = Path(run_dir or Path(spec.output.local_dir) / _job_name(spec)).absolute()
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "job.log", "a", encoding="utf-8") as log:
         code, lay = run_as(emulate, spec, run_dir=run_dir, python=python,

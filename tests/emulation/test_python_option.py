@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
+from genai_cloud.errors import GenaiCloudError
 from genai_cloud.providers.local import run_local
 from genai_cloud.spec import load_spec
 
@@ -38,3 +41,9 @@ def test_a_bad_interpreter_is_a_bad_option(quick_spec, tmp_path, run_cli):
     code, _, err = run_cli(["run", str(spec), "--python", str(tmp_path / "nope")])
     assert code == 2 and "Bad option" in err and "not an executable interpreter" in err
     assert "Traceback" not in err
+
+
+def test_python_and_docker_are_one_too_many(quick_spec, tmp_path, image_python):
+    with pytest.raises(GenaiCloudError, match="--python and --docker"):
+        run_local(load_spec(quick_spec()), run_dir=tmp_path, python=image_python,
+                  docker_image="python:3.11")  # fmt: skip

@@ -47,3 +47,15 @@ def test_python_and_docker_are_one_too_many(quick_spec, tmp_path, image_python):
     with pytest.raises(GenaiCloudError, match="--python and --docker"):
         run_local(load_spec(quick_spec()), run_dir=tmp_path, python=image_python,
                   docker_image="python:3.11")  # fmt: skip
+
+
+def test_a_file_created_by_rank_1_is_found(image_python, created_by_other_ranks, tmp_path):
+    """The check the two-node tests use can fail: rank 1's file is found, rank 0's is not."""
+    import os
+    import subprocess
+
+    write = "import sys; open(sys.argv[1], 'w').write('x')"
+    for rank in ("0", "1"):
+        subprocess.run([str(image_python), "-c", write, str(tmp_path / f"by-rank-{rank}")],
+                       env={**os.environ, "RANK": rank}, check=True)  # fmt: skip
+    assert created_by_other_ranks(tmp_path) == [str(tmp_path / "by-rank-1")]

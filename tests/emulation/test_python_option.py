@@ -59,3 +59,18 @@ def test_a_file_created_by_rank_1_is_found(image_python, created_by_other_ranks,
         subprocess.run([str(image_python), "-c", write, str(tmp_path / f"by-rank-{rank}")],
                        env={**os.environ, "RANK": rank}, check=True)  # fmt: skip
     assert created_by_other_ranks(tmp_path) == [str(tmp_path / "by-rank-1")]
+
+
+def test_a_venv_interpreter_keeps_its_venv(tmp_path):
+    """Rendered commands say `python`: the run's bin/python must start the given venv's Python
+    with that venv's packages (a symlink would drop the venv)."""
+    import subprocess
+    import venv
+
+    from genai_cloud.providers.emulation import python_on_path
+
+    venv.create(tmp_path / "venv", with_pip=False)
+    bin_dir = python_on_path(tmp_path / "run", str(tmp_path / "venv" / "bin" / "python"))
+    prefix = subprocess.run([str(bin_dir / "python"), "-c", "import sys; print(sys.prefix)"],
+                            capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    assert prefix == str(tmp_path / "venv")

@@ -27,6 +27,7 @@ image's environment); the job then needs nothing from genai_cloud.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -84,14 +85,17 @@ def check_python(python: str | os.PathLike | None) -> str:
 
 def python_on_path(run_dir: Path, python: str) -> Path:
     """A folder whose ``python`` is the chosen interpreter: rendered commands say ``python``,
-    and in the image that is the image's Python."""
+    and in the image that is the image's Python. A script that execs it, not a symlink: a
+    symlinked venv interpreter does not find its venv (``pyvenv.cfg`` is looked up beside the
+    path it was started by)."""
     shim = run_dir / "bin"
     shim.mkdir(parents=True, exist_ok=True)
     for name in ("python", "python3"):
-        link = shim / name
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(python)
+        path = shim / name
+        if path.is_symlink() or path.exists():
+            path.unlink()
+        path.write_text(f'#!/bin/sh\nexec {shlex.quote(python)} "$@"\n')
+        path.chmod(0o755)
     return shim
 
 

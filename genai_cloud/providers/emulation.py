@@ -18,6 +18,8 @@ they share):
 
 Local inputs are first put where the cloud would read them (S3 / the bucket / an Azure input) and
 the spec is rendered for that cloud, so the job sees cloud URIs exactly as it would there.
+Secrets: a variable already set in this shell is used as is (the entrypoint fetches only
+what is unset), so export ``HF_TOKEN`` & co. instead of reaching a real secret store.
 ``compute.nodes`` nodes run at once, each with its own local disk, as separate machines would;
 they reach each other over loopback addresses (``127.0.0.N``, all loopback on Linux), so no
 ``/etc/hosts`` entry is needed. ``python`` picks the interpreter a node runs (a replica of an
@@ -27,6 +29,7 @@ image's environment); the job then needs nothing from genai_cloud.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -83,14 +86,17 @@ def check_python(python: str | os.PathLike | None) -> str:
 
 def python_on_path(run_dir: Path, python: str) -> Path:
     """A folder whose ``python`` is the chosen interpreter: rendered commands say ``python``,
-    and in the image that is the image's Python."""
+    and in the image that is the image's Python. A script that execs it, not a symlink: a
+    symlinked venv interpreter does not find its venv (``pyvenv.cfg`` is looked up beside the
+    path it was started by)."""
     shim = run_dir / "bin"
     shim.mkdir(parents=True, exist_ok=True)
     for name in ("python", "python3"):
-        link = shim / name
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(python)
+        path = shim / name
+        if path.is_symlink() or path.exists():
+            path.unlink()
+        path.write_text(f'#!/bin/sh\nexec {shlex.quote(python)} "$@"\n')
+        path.chmod(0o755)
     return shim
 
 

@@ -202,6 +202,9 @@ def run_local(spec, *, emulate: str = "local", nproc: int = 1, run_dir: str | Pa
         return _run_emulated(spec, emulate, runner, nproc=nproc, run_dir=run_dir,
                              preempt_at=preempt_at, stream=stream, docker_image=docker_image,
                              check=check, python=python)  # fmt: skip
+    if python is not None and docker_image:
+        raise GenaiCloudError("--python and --docker: the image brings its own Python; give "
+                              "one of the two", headline="Bad option")  # fmt: skip
     plan = Plan(spec=spec, provider="local")
     lay = layout(plan, emulate=emulate, nproc=nproc, run_dir=run_dir, preempt_at=preempt_at)
     prepare(plan, lay)
@@ -235,8 +238,7 @@ def _run_emulated(spec, emulate: str, runner, *, nproc: int, run_dir, preempt_at
         raise GenaiCloudError(f"{flags}: not with --emulate {emulate}, which runs the job as "
                               f"{emulate} would (compute.nodes nodes, the processes its render "
                               "starts); use --emulate local", headline="Bad option")  # fmt: skip
-    plan_name = _job_name(spec)
-    run_dir = Path(run_dir or Path(spec.output.local_dir) / plan_name).absolute()
+    run_dir = Path(run_dir or Path(spec.output.local_dir) / _job_name(spec)).absolute()
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "job.log", "a", encoding="utf-8") as log:
         code, lay = runner(spec, run_dir=run_dir, python=check_python(python),

@@ -24,6 +24,9 @@ sys.meta_path.insert(0, _NotInTheImage())
 '''
 
 
+OTHER_RANKS_GID = 4242  # any group no file here has
+
+
 @pytest.fixture
 def image_python(tmp_path_factory) -> Path:
     """An interpreter for ``--python``: this one, but without genai_cloud and pydantic, like a
@@ -33,10 +36,23 @@ def image_python(tmp_path_factory) -> Path:
     (root / "site").mkdir()
     (root / "site" / "sitecustomize.py").write_text(_BLOCKER)
     wrapper = root / "python"
-    # Each start is recorded in `invocations` beside it, so a test can tell it was used.
-    wrapper.write_text(f'#!/bin/sh\necho "$@" >> "{root / "invocations"}"\n'
-                       f'PYTHONPATH="{root / "site"}${{PYTHONPATH:+:$PYTHONPATH}}" '
-                       f'exec {sys.executable} "$@"\n')
+    # Each start is recorded in `invocations` beside it, so a test can tell it was used. As root,
+    # a process of a rank other than 0 (Azure sets RANK; a Vertex worker pool's CLUSTER_SPEC
+    # names it) runs with group OTHER_RANKS_GID, its children too: a file it creates is owned by
+    # that group, so a test can find rank > 0 writes in shared storage (`worker-*` markers beside
+    # the wrapper show it applied). Ownership, not mode: transformers writes 0600 files itself.
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" >> "{root / "invocations"}"\n'
+        'run=""\n'
+        'case "${RANK:-}${CLUSTER_SPEC:-}" in\n'
+        "  [1-9]*|*'\"type\": \"workerpool1\"'*)\n"
+        '    if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then\n'
+        f'      run="setpriv --regid {OTHER_RANKS_GID} --clear-groups"; $run touch "{root}/worker-$$"\n'
+        "    fi;;\n"
+        "esac\n"
+        f'PYTHONPATH="{root / "site"}${{PYTHONPATH:+:$PYTHONPATH}}" exec $run {sys.executable} "$@"\n'
+    )
     wrapper.chmod(0o755)
     return wrapper
 
@@ -51,3 +67,20 @@ def quick_spec(make_spec, tmp_path):
                          **sections)  # fmt: skip
 
     return build
+
+
+@pytest.fixture
+def created_by_other_ranks(image_python):
+    """``check(*folders)``: files under ``folders`` that a rank > 0 process created (owned by
+    group ``OTHER_RANKS_GID``); it also checks that such a process did run with that group, so
+    an empty answer means something. Skips where ranks cannot be told apart (not root)."""
+
+    def check(*folders: Path) -> list[str]:
+        markers = list(image_python.parent.glob("worker-*"))
+        if not markers:
+            pytest.skip("telling ranks' files apart needs root and setpriv")
+        assert all(m.stat().st_gid == OTHER_RANKS_GID for m in markers)
+        return [str(path) for folder in folders for path in folder.rglob("*")
+                if path.stat().st_gid == OTHER_RANKS_GID]  # fmt: skip
+
+    return check

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
+from genai_cloud.errors import GenaiCloudError
 from genai_cloud.providers.local import run_local
 from genai_cloud.spec import load_spec
 
@@ -38,3 +41,36 @@ def test_a_bad_interpreter_is_a_bad_option(quick_spec, tmp_path, run_cli):
     code, _, err = run_cli(["run", str(spec), "--python", str(tmp_path / "nope")])
     assert code == 2 and "Bad option" in err and "not an executable interpreter" in err
     assert "Traceback" not in err
+
+
+def test_python_and_docker_are_one_too_many(quick_spec, tmp_path, image_python):
+    with pytest.raises(GenaiCloudError, match="--python and --docker"):
+        run_local(load_spec(quick_spec()), run_dir=tmp_path, python=image_python,
+                  docker_image="python:3.11")  # fmt: skip
+
+
+def test_a_file_created_by_rank_1_is_found(image_python, created_by_other_ranks, tmp_path):
+    """The check the two-node tests use can fail: rank 1's file is found, rank 0's is not."""
+    import os
+    import subprocess
+
+    write = "import sys; open(sys.argv[1], 'w').write('x')"
+    for rank in ("0", "1"):
+        subprocess.run([str(image_python), "-c", write, str(tmp_path / f"by-rank-{rank}")],
+                       env={**os.environ, "RANK": rank}, check=True)  # fmt: skip
+    assert created_by_other_ranks(tmp_path) == [str(tmp_path / "by-rank-1")]
+
+
+def test_a_venv_interpreter_keeps_its_venv(tmp_path):
+    """Rendered commands say `python`: the run's bin/python must start the given venv's Python
+    with that venv's packages (a symlink would drop the venv)."""
+    import subprocess
+    import venv
+
+    from genai_cloud.providers.emulation import python_on_path
+
+    venv.create(tmp_path / "venv", with_pip=False)
+    bin_dir = python_on_path(tmp_path / "run", str(tmp_path / "venv" / "bin" / "python"))
+    prefix = subprocess.run([str(bin_dir / "python"), "-c", "import sys; print(sys.prefix)"],
+                            capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    assert prefix == str(tmp_path / "venv")

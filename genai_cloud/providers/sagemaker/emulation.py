@@ -41,7 +41,7 @@ REGION = "us-east-1"
 # The PyTorch / Hugging Face DLCs set SAGEMAKER_TRAINING_MODULE to their framework module
 # (sagemaker_pytorch_container.training:main, not on PyPI). It picks the runner from the
 # request's parameters and hands over to the toolkit's entry_point.run; this is that choice.
-_FRAMEWORK_MODULE = '''"""What the PyTorch DLC's framework module does: pick the runner; the toolkit runs."""
+_FRAMEWORK_MODULE = '''"""The DLC framework module's part: pick the runner; the toolkit runs."""
 from sagemaker_training import entry_point, environment, runner
 
 
@@ -63,6 +63,22 @@ def _need(module: str, what: str):
     except ImportError as exc:
         raise GenaiCloudError(f"--emulate sagemaker needs {what} ({exc.name} is not installed); "
                               "run `pip install 'genai-cloud[emulate]'`",
+                              headline="Missing dependency")  # fmt: skip
+
+
+def _check_toolkit(python: str) -> None:
+    """The toolkit runs in the node's interpreter (the image's Python), not in this one."""
+    import subprocess
+
+    probe = subprocess.run([python, "-c", "import sagemaker_training.cli.train"],
+                           capture_output=True, text=True, check=False)  # fmt: skip
+    if probe.returncode != 0:
+        said = (probe.stderr.strip().splitlines() or [""])[-1][:300]
+        raise GenaiCloudError(f"--emulate sagemaker runs the SageMaker training toolkit with "
+                              f"{python}, which cannot import it ({said}); install it there "
+                              f"(`{python} -m pip install sagemaker-training`, as the Deep "
+                              "Learning Containers have it; for this Python: "
+                              "`pip install 'genai-cloud[emulate]'`)",
                               headline="Missing dependency")  # fmt: skip
 
 
@@ -136,7 +152,7 @@ def run(spec, *, run_dir: Path, python: str, outs: tuple[IO[str], ...]):
     from ...plan import make_plan
     from ..base import get_provider
 
-    _need("sagemaker_training", "the SageMaker training toolkit")
+    _check_toolkit(python)
     boto3 = _need("boto3", "boto3")
     server_module = _need("moto.server", "a local S3 server (moto[server])")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per S3 request
@@ -206,6 +222,9 @@ def _node(request, s3, run_dir: Path, host: str, hosts: list[str], framework: Pa
                             f"{request['TrainingJobName'].lower()}",
         "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION,
         "S3_ENDPOINT_URL": endpoint,  # the toolkit's own switch for where S3 is
+        # Every other AWS call of the job (Secrets Manager, ...) goes to the local server too,
+        # never to a real account with made-up keys: a secret to use is exported beforehand.
+        "AWS_ENDPOINT_URL": endpoint,
         **creds,
         **request.get("Environment", {}),
     }  # fmt: skip

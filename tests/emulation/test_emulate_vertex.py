@@ -19,8 +19,9 @@ def _run(spec: dict, tmp_path, **options):
     return run, log.getvalue()
 
 
-def test_the_rendered_container_command_runs_against_the_fuse_mount(quick_spec, tmp_path):
-    run, log = _run(quick_spec(), tmp_path)
+def test_the_rendered_container_command_runs_against_the_fuse_mount(quick_spec, tmp_path,
+                                                                    image_python):  # fmt: skip
+    run, log = _run(quick_spec(), tmp_path, python=image_python)
     assert run.returncode == 0, log[-3000:]
     job = json.loads((tmp_path / "job" / "custom_job.json").read_text())
     (pool,) = job["job_spec"]["worker_pool_specs"]
@@ -58,8 +59,8 @@ def test_only_the_two_mount_points_move(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_replicas_rendezvous_from_cluster_spec_and_only_the_chief_writes(quick_spec, tmp_path,
-                                                                             image_python):  # fmt: skip
+def test_two_replicas_rendezvous_from_cluster_spec_and_only_the_chief_writes(
+        quick_spec, tmp_path, image_python, created_by_other_ranks):  # fmt: skip
     """Pool 0 (the chief) and pool 1 each run the rendered script, which reads its node rank and
     the chief's address from CLUSTER_SPEC and starts torchrun; the job's interpreter has neither
     genai_cloud nor pydantic."""
@@ -76,3 +77,6 @@ def test_two_replicas_rendezvous_from_cluster_spec_and_only_the_chief_writes(qui
     assert not any("checkpoint " in line and "written" in line for line in worker)
     assert not any("Writing model shards" in line for line in worker)
     assert (run.model_dir / "model.safetensors").is_file()
+    # On the filesystem: nothing under the job's outputs was created by the worker's processes.
+    shared = run.model_dir.parent
+    assert created_by_other_ranks(shared) == []

@@ -21,8 +21,8 @@ def _run(spec: dict, tmp_path, **options):
 
 
 def test_the_command_runs_in_the_code_snapshot_with_mounted_inputs_and_outputs(
-        quick_spec, tmp_path, corpus_path):  # fmt: skip
-    run, log = _run(quick_spec(), tmp_path)
+        quick_spec, tmp_path, corpus_path, image_python):  # fmt: skip
+    run, log = _run(quick_spec(), tmp_path, python=image_python)
     assert run.returncode == 0, log[-3000:]
     job = json.loads((tmp_path / "job" / "command_job.json").read_text())
     assert "${{inputs.train}}" in job["command"] and "${{outputs.model}}" in job["command"]
@@ -48,8 +48,8 @@ def test_an_undeclared_binding_is_refused():
 
 
 @pytest.mark.slow
-def test_two_nodes_get_the_pytorch_distribution_env_and_only_rank_0_writes(quick_spec, tmp_path,
-                                                                          image_python):  # fmt: skip
+def test_two_nodes_get_the_pytorch_distribution_env_and_only_rank_0_writes(
+        quick_spec, tmp_path, image_python, created_by_other_ranks):  # fmt: skip
     run, log = _run(quick_spec(compute={"accelerator": "T4", "nodes": 2}), tmp_path,
                     python=image_python)  # fmt: skip
     assert run.returncode == 0, log[-4000:]
@@ -61,5 +61,8 @@ def test_two_nodes_get_the_pytorch_distribution_env_and_only_rank_0_writes(quick
     assert not any("checkpoint " in line and "written" in line for line in second)
     assert not any("Writing model shards" in line for line in second)
     assert (run.model_dir / "model.safetensors").is_file()
+    # On the filesystem: nothing under the job's outputs was created by rank 1's process.
+    shared = (run.model_dir, run.layout.checkpoint_dir, run.output_dir)
+    assert created_by_other_ranks(*shared) == []
     # Each node ran from its own copy of the snapshot.
     assert (tmp_path / "job" / "node-1" / "code" / "run_job.py").is_file()

@@ -24,8 +24,9 @@ def _run(spec: dict, tmp_path, **options):
 
 
 def test_the_toolkit_downloads_installs_and_runs_the_rendered_request(quick_spec, tmp_path,
-                                                                      corpus_path):  # fmt: skip
-    run, log = _run(quick_spec(), tmp_path)
+                                                                      corpus_path,
+                                                                      image_python):  # fmt: skip
+    run, log = _run(quick_spec(), tmp_path, python=image_python)
     assert run.returncode == 0, log[-3000:]
     request = json.loads((tmp_path / "job" / "request.json").read_text())
     ml = tmp_path / "job" / "127.0.0.1" / "opt" / "ml"
@@ -94,13 +95,22 @@ def test_options_of_a_local_run_are_refused_with_the_reason(quick_spec, tmp_path
                   run_dir=tmp_path)  # fmt: skip
 
 
-def test_a_missing_toolkit_names_the_extra(monkeypatch):
+def test_a_missing_toolkit_or_server_names_the_install(tmp_path):
+    import sys
+
     from genai_cloud.providers.sagemaker import emulation as sagemaker
 
+    bare = tmp_path / "python"  # an image's Python without the toolkit
+    bare.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')  # -S: no site-packages
+    bare.chmod(0o755)
     with pytest.raises(GenaiCloudError) as info:
-        sagemaker._need("sagemaker_training_absent", "the SageMaker training toolkit")
+        sagemaker._check_toolkit(str(bare))
     assert info.value.headline == "Missing dependency"
-    assert "pip install 'genai-cloud[emulate]'" in info.value.message
+    assert f"{bare} -m pip install sagemaker-training" in info.value.message
+    assert "No module named 'sagemaker_training'" in info.value.message
+    sagemaker._check_toolkit(sys.executable)  # this one has it
+    with pytest.raises(GenaiCloudError, match=r"pip install 'genai-cloud\[emulate\]'"):
+        sagemaker._need("moto_server_absent", "a local S3 server (moto[server])")
 
 
 def test_file_mode_keeps_keys_relative_to_the_channel_prefix(tmp_path):

@@ -62,6 +62,12 @@ def is_remote_uri(path: str) -> bool:
     return path.startswith(URI_SCHEMES)
 
 
+def is_hub_dataset(value: str | None) -> bool:
+    """``hf://ORG/NAME[@REV]``: a dataset the job loads from the Hugging Face Hub by itself (no
+    provider uploads or mounts it)."""
+    return bool(value) and value.startswith("hf://")
+
+
 FIELD_PROBLEMS = "field_problems"
 
 
@@ -105,9 +111,27 @@ class ModelSpec(Section):
     lora: LoraSpec | None = None
 
 
+HUB_DATASET = re.compile(r"^hf://[^/@\s]+(/[^/@\s]+)?(@[^@\s]+)?$")  # hf://ORG/NAME[@REVISION]
+_HUB_ONLY = "applies to hub datasets (hf://ORG/NAME); {}"
+_STREAMING_CAP = ("required with data.streaming: the job holds the records it trains on in "
+                  "memory, and streaming fetches only those rows (e.g. 100000)")
+
+
 class DataSpec(Section):
-    train: str = Field(description="Training data: a file, a directory, or a cloud URI.")
+    train: str = Field(description="Training data: a file (JSONL, text, parquet, CSV, arrow), a "
+                       "directory, a save_to_disk folder, a cloud URI, or a Hugging Face Hub "
+                       "dataset hf://ORG/NAME[@REVISION].")  # fmt: skip
     eval: str | None = Field(None, description="Held-out data; default: a split of `train`.")
+    split: str = Field("train", description="The split of `train` to read when the source has "
+                       "several (a hub dataset, a DatasetDict folder); slices like "
+                       "'train[:1000]' work for hub datasets.")  # fmt: skip
+    eval_split: str | None = Field(None, description="The split of `eval`; default: its "
+                                   "'validation' split, else 'test'.")  # fmt: skip
+    config: str | None = Field(None, description="The hub dataset's configuration (subset).")
+    streaming: bool = Field(False, description="Fetch a hub dataset's rows as they are read "
+                            "instead of downloading it first; needs max_records.")  # fmt: skip
+    max_records: int | None = Field(None, ge=1, description="Read at most this many records of "
+                                    "each set.")  # fmt: skip
     eval_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     format: Literal["text", "jsonl", "instruction", "chat", "classification"] = "jsonl"
     text_field: str = "text"
@@ -121,6 +145,25 @@ class DataSpec(Section):
 
     @model_validator(mode="after")
     def _eval_needed(self) -> "DataSpec":
+        return self
+
+    @model_validator(mode="after")
+    def _hub_options(self) -> "DataSpec":
+        problems = []
+        for name in ("train", "eval"):
+            value = getattr(self, name)
+            if value and value.startswith("hf://") and not HUB_DATASET.match(value):
+                bad = f"{value!r} is not a hub dataset id; write hf://ORG/NAME[@REVISION]"
+                problems.append((name, bad))
+        hub = [v for v in (self.train, self.eval) if v and v.startswith("hf://")]
+        if self.streaming and not hub:
+            problems.append(("streaming", _HUB_ONLY.format("local files are read in place")))
+        elif self.streaming and self.max_records is None:
+            problems.append(("max_records", _STREAMING_CAP))
+        if self.config and not hub:
+            problems.append(("config", _HUB_ONLY.format("neither data.train nor data.eval is")))
+        if problems:
+            raise field_problems(problems)
         return self
 
 
@@ -514,6 +557,24 @@ class JobSpec(Section):
         from .catalog import substitution_notes
 
         notes += substitution_notes(self.compute, providers)
+        notes += self._hub_data_notes(providers)
+        return notes
+
+    def _hub_data_notes(self, providers: list[str] | None) -> list[str]:
+        """Where a cloud job gets an hf:// dataset: the hub, from inside the container."""
+        if providers == [] or self.data is None:  # a local run reads the hub (or its cache) here
+            return []
+        notes = []
+        for name in ("train", "eval"):
+            value = getattr(self.data, name)
+            if is_hub_dataset(value):
+                notes.append(
+                    f"data.{name}: the cloud job downloads {value} from the Hugging Face Hub "
+                    "itself, so it needs internet access (a NAT route with aws.subnets / "
+                    "gcp.network); without it, pre-stage a copy (save_to_disk or parquet) in the "
+                    f"job's storage and point data.{name} at that. Private or gated datasets "
+                    "need HF_TOKEN in secrets."
+                )
         return notes
 
 

@@ -65,9 +65,10 @@ def classifier_fairness(spec, contract, settings) -> dict:
     if spec.data.format != "classification":
         raise JobError("fairness mode 'classifier' needs data.format 'classification' (text + "
                        f"label), got {spec.data.format!r}", "data.format")  # fmt: skip
-    location = (contract.channel("eval") or spec.data.get("eval") or contract.channel("train")
-                or spec.data.train)  # fmt: skip
-    records = read_records(location, spec.data)
+    location = contract.channel("eval") or spec.data.get("eval")
+    role = "eval" if location else "train"
+    location = location or contract.channel("train") or spec.data.train
+    records = read_records(location, spec.data, role=role)
     texts = [str(r[spec.data.text_field]) for r in records]
     labels = [r[spec.data.label_field] for r in records]
     axes = group_axes(records, spec)

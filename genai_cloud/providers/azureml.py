@@ -25,7 +25,7 @@ from ..catalog import Instance, resolve_instance
 from ..cost import capped_runtime
 from ..errors import ProviderError
 from ..plan import NameRules
-from ..spec import is_remote_uri
+from ..spec import is_hub_dataset, is_remote_uri
 from .base import Feature, JobHandle, JobStatus, Provider, credentials_hint
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ JOB_FILE = "job.yml"
 # (azure.environment) or a ready image (azure.image) replaces it.
 BASE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04:latest"
 TORCH_REQUIREMENT = "torch>=2.2"
-_FILE_SUFFIXES = (".jsonl", ".json", ".txt", ".csv", ".tsv", ".parquet", ".gz", ".tar", ".zip",
+_FILE_SUFFIXES = (".jsonl", ".json", ".txt", ".csv", ".tsv", ".parquet", ".arrow", ".gz", ".tar", ".zip",
                   ".npy", ".pt")  # fmt: skip
 # Spec fields the job reads -> the input that delivers them, passed as ``--data NAME=PATH`` and
 # read as ``contract.channel(NAME)`` (one table with the job: contract.INPUT_CHANNELS).
@@ -217,6 +217,8 @@ def _input_type(location: str) -> str:
 def _input(field: str, value: str, *, model: bool, problems: list[str]) -> dict | None:
     """The job input that delivers ``value``; None when the job reads it by itself (a hub id,
     ``pkg://``) or when Azure cannot deliver it (then a problem naming ``field`` is added)."""
+    if is_hub_dataset(value):
+        return None  # hf://ORG/NAME: the job loads it from the hub
     readable = ("azureml://", "https://", "http://") + (("pkg://",) if model else ())
     if "://" in value and not value.startswith(readable):
         problems.append(f"{field}: Azure ML jobs read {_VALID['model' if model else 'data']}; "

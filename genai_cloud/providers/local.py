@@ -31,7 +31,7 @@ from ..contract import (
     ENV_SPEC,
 )
 from ..errors import DataError, GenaiCloudError, JobFailedError, ProviderError
-from ..spec import is_remote_uri
+from ..spec import is_hub_dataset, is_remote_uri
 from .base import JobHandle, JobState, JobStatus, Provider
 
 EMULATIONS = ("local", "sagemaker", "vertex", "azureml")
@@ -96,7 +96,7 @@ def _local_channels(spec) -> dict[str, Path]:
         return channels
     for name in ("train", "eval"):
         source = getattr(spec.data, name)
-        if source is None:
+        if source is None or is_hub_dataset(source):  # the job loads hf:// by itself
             continue
         if is_remote_uri(source):
             raise DataError(

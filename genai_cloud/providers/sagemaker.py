@@ -28,6 +28,7 @@ from ..cost import capped_runtime
 from ..errors import ProviderError
 from ..plan import SAGEMAKER_NAMES
 from ..regions import launch_region
+from ..spec import is_hub_dataset
 from .base import Feature, JobHandle, JobStatus, Provider
 
 if TYPE_CHECKING:
@@ -229,6 +230,12 @@ def input_channels(spec: JobSpec, problems: list[str]) -> list[dict]:
     for path, name in DATA_CHANNELS:
         value = _field(spec, path)
         if value is None:
+            continue
+        if is_hub_dataset(value):  # no channel: the job loads it from the hub
+            if spec.aws.network_isolation:
+                problems.append(f"{'.'.join(path)}: {value} cannot be downloaded under "
+                                "aws.network_isolation; pre-stage a copy in S3 (save_to_disk "
+                                "or parquet) and give its s3:// URI")  # fmt: skip
             continue
         if not value.startswith("s3://"):
             problems.append(f"{'.'.join(path)}: SageMaker reads inputs from S3; upload "

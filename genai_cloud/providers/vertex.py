@@ -27,7 +27,7 @@ from ..cost import capped_runtime
 from ..errors import ProviderError
 from ..plan import NameRules
 from ..regions import env_region, launch_region
-from ..spec import is_remote_uri
+from ..spec import is_hub_dataset, is_remote_uri
 from .base import Feature, JobHandle, JobStatus, Provider, credentials_hint
 
 if TYPE_CHECKING:
@@ -202,7 +202,7 @@ def _storage_problems(spec) -> list[str]:
                                                gcp.staging_bucket):  # fmt: skip
         problems.append(f"gcp.staging_bucket: {gcp.staging_bucket!r} is not a bucket name")
     for field, value in _read_locations(spec):
-        if value.startswith("gs://"):
+        if value.startswith("gs://") or is_hub_dataset(value):  # hf://: the job loads it
             continue
         if is_remote_uri(value):
             problems.append(f"{field}: Vertex jobs read Cloud Storage; copy {value!r} to a gs:// "
@@ -305,8 +305,9 @@ def container_spec(plan: Plan, instance: Instance) -> dict:
     if spec.data is not None:
         # The contract maps GENAI_CHANNEL_<NAME>=gs://... onto the /gcs FUSE mount.
         for name in ("train", "eval"):
-            if getattr(spec.data, name):
-                env[f"GENAI_CHANNEL_{name.upper()}"] = getattr(spec.data, name)
+            value = getattr(spec.data, name)
+            if value and not is_hub_dataset(value):  # hf:// is loaded by the job itself
+                env[f"GENAI_CHANNEL_{name.upper()}"] = value
     if _is_tpu(instance):
         env.setdefault("PJRT_DEVICE", "TPU")  # torch_xla's runtime selector
     # Secrets are deliberately absent: spec.json carries only their references, and the

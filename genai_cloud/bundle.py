@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import os
 import tarfile
 from dataclasses import dataclass
@@ -65,9 +66,20 @@ def _template_files(root: Path) -> list[tuple[str, bytes]]:
     return files
 
 
+def _tracking_requirements(spec_json: str) -> bytes:
+    """The packages ``tracking.backends`` needs, appended to the bundle's requirements.txt."""
+    from job_templates.common.tracking import requirements
+
+    needed = requirements(json.loads(spec_json).get("tracking"))
+    if not needed:
+        return b""
+    return "".join(f"{line}\n" for line in ["# tracking.backends", *needed]).encode()
+
+
 def build_bundle(spec_json: str, templates_dir: Path = TEMPLATES_DIR) -> Bundle:
     """Build the bundle for a spec (already canonical JSON)."""
     requirements = (templates_dir / "requirements.txt").read_bytes()
+    requirements += _tracking_requirements(spec_json)
     members = _template_files(templates_dir) + [
         ("spec.json", spec_json.encode()),
         ("requirements.txt", requirements),

@@ -353,6 +353,31 @@ class FairnessSpec(Section):
     mitigation: list[Literal["counterfactual", "reweight"]] = Field(default_factory=list)
 
 
+class TrackingSpec(Section):
+    """Experiment tracking (job_templates/common/tracking.py): rank 0 logs the spec, per-step
+    metrics, evaluations and the outputs; a failing backend is warned about and switched off."""
+
+    backends: list[Literal["mlflow", "tensorboard", "wandb"]] = Field(
+        default_factory=list, description="Where to log; none by default.")  # fmt: skip
+    experiment: str | None = Field(None, description="MLflow experiment; default: the spec name.")
+    mlflow_uri: str | None = Field(None, description="Tracking URI (http(s)://, file path, "
+                                   "databricks, a SageMaker MLflow tracking server ARN); default: "
+                                   "MLFLOW_TRACKING_URI (Azure ML sets the workspace's), else "
+                                   "runs/mlruns locally, <output>/mlruns in a cloud job.")  # fmt: skip
+    tensorboard_dir: str | None = Field(None, description="Event files; default: Vertex's "
+                                        "AIP_TENSORBOARD_LOG_DIR, SageMaker's TensorBoard output, "
+                                        "else <output>/tensorboard.")  # fmt: skip
+    wandb_project: str | None = Field(None, description="W&B project; default: the spec name.")
+    wandb_entity: str | None = None
+
+    @field_validator("backends")
+    @classmethod
+    def _once_each(cls, backends: list[str]) -> list[str]:
+        if len(set(backends)) != len(backends):
+            raise ValueError("name each backend once")
+        return backends
+
+
 # --------------------------------------------------------------------------------------------
 # Provider sections
 
@@ -426,6 +451,7 @@ class JobSpec(Section):
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     compute: ComputeSpec = Field(default_factory=ComputeSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     env: dict[str, str] = Field(default_factory=dict, description="Non-secret environment.")
     secrets: dict[str, str] = Field(

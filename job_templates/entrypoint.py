@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 
+from .common.tracking import tracked
 from .config import JobError, Preempted, load_config
 from .contract import resolve
 
@@ -56,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         if spec.get("secrets"):
             resolve_secrets(spec.secrets)
         recipe = importlib.import_module(RECIPES[spec.task])
-        recipe.run(spec, contract)
+        with tracked(spec, contract) as run:  # MLflow / TensorBoard / W&B when spec.tracking asks
+            run.log_results(recipe.run(spec, contract))
         return 0
     except JobError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)

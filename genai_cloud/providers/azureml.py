@@ -42,6 +42,7 @@ JOB_FILE = "job.yml"
 # (azure.environment) or a ready image (azure.image) replaces it.
 BASE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04:latest"
 TORCH_REQUIREMENT = "torch>=2.2"
+AZURE_MLFLOW = "azureml-mlflow>=1.55"  # the workspace's MLflow (MLFLOW_TRACKING_URI=azureml://...)
 _FILE_SUFFIXES = (".jsonl", ".json", ".txt", ".csv", ".tsv", ".parquet", ".arrow", ".gz", ".tar", ".zip",
                   ".npy", ".pt")  # fmt: skip
 # Spec fields the job reads -> the input that delivers them, passed as ``--data NAME=PATH`` and
@@ -280,6 +281,15 @@ def _requirements() -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
+def _tracking_requirements(spec) -> list[str]:
+    from job_templates.common.tracking import requirements
+
+    needed = requirements(spec.tracking.model_dump())
+    if "mlflow" in spec.tracking.backends:
+        needed.append(AZURE_MLFLOW)  # the azureml:// tracking URI the job's environment carries
+    return needed
+
+
 def environment(spec):
     azure = spec.azure
     if azure.environment:
@@ -290,7 +300,8 @@ def environment(spec):
     conda = {
         "name": "genai-cloud",
         "channels": ["conda-forge"],
-        "dependencies": ["python=3.11", "pip", {"pip": [TORCH_REQUIREMENT, *_requirements()]}],
+        "dependencies": ["python=3.11", "pip", {"pip": [TORCH_REQUIREMENT, *_requirements(),
+                                                        *_tracking_requirements(spec)]}],
     }
     return {"image": BASE_IMAGE, "conda_file": conda}
 

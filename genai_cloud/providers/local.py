@@ -117,6 +117,7 @@ def layout(plan, *, emulate: str = "local", nproc: int = 1, run_dir: str | Path 
     run_dir = Path(run_dir or Path(spec.output.local_dir) / plan.job_name).absolute()
     sources = _local_channels(spec)
     env = {"PYTHONUNBUFFERED": "1", "GENAI_JOB_NAME": plan.job_name, **spec.env}
+    env["GENAI_RUNS_DIR"] = str(run_dir.parent)  # tracking's default MLflow store: <runs>/mlruns
     extra_files: dict[Path, str] = {}
     args: list[str] = []
 

@@ -21,6 +21,8 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, ClassVar
 
+from job_templates.common import tracking
+
 from .. import contract
 from ..bundle import LAUNCHER
 from ..catalog import Instance, resolve_instance
@@ -257,6 +259,23 @@ def input_channels(spec: JobSpec, problems: list[str]) -> list[dict]:
     return channels
 
 
+def _tracking(spec: JobSpec, out: str | None, job_name: str, problems: list[str]) -> dict:
+    """TensorBoard event files uploaded from the job's TensorBoard folder; the trackers that an
+    isolated container cannot reach."""
+    backends = spec.tracking.backends
+    if spec.aws.network_isolation:
+        remote = [b for b in backends if b == "wandb" or (b == "mlflow" and spec.tracking.mlflow_uri
+                  and (spec.tracking.mlflow_uri.startswith(("http", "arn:", "databricks"))))]  # fmt: skip
+        if remote:
+            problems.append(f"tracking.backends: {', '.join(remote)} cannot be reached under "
+                            "aws.network_isolation; use tensorboard or an MLflow file store "
+                            "(no tracking.mlflow_uri)")  # fmt: skip
+    if "tensorboard" not in backends:
+        return {}
+    return {"TensorBoardOutputConfig": {"S3OutputPath": f"{out}/{job_name}/tensorboard",
+                                        "LocalPath": tracking.SAGEMAKER_TENSORBOARD_DIR}}  # fmt: skip
+
+
 def _resources(spec: JobSpec, instance: Instance, problems: list[str]) -> dict:
     config = {
         "InstanceType": instance.type,
@@ -372,6 +391,7 @@ def build_request(plan: Plan) -> dict:
         # the checkpoints of the interrupted attempt.
         request["CheckpointConfig"] = {"S3Uri": f"{out}/{plan.job_name}/checkpoints",
                                        "LocalPath": CHECKPOINT_LOCAL_PATH}  # fmt: skip
+    request.update(_tracking(spec, out, plan.job_name, problems))
     request.update(_security(spec, problems))
     environment = _environment(spec, problems)
     if environment:

@@ -49,10 +49,22 @@ def load_spec(source: str | Path | dict, *, overrides: dict | None = None) -> Jo
     if not isinstance(raw, dict):
         raise SpecError(["the top level must be a mapping of sections (name, task, model, ...)"],
                         source=name)  # fmt: skip
+    raw = _resolve_runs(raw, lines, overridden, name)
     try:
         return JobSpec.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(_describe(exc, lines, overridden), source=name) from None
+
+
+def _resolve_runs(raw: dict, lines: dict, overridden: set, name: str | None) -> dict:
+    """``run:NAME`` in the model / resume fields -> that local run's folder (see ``runs.py``)."""
+    from .runs import resolve_run_refs, runs_dir
+
+    raw, problems = resolve_run_refs(raw, runs_dir(raw))
+    if problems:
+        raise SpecError([f"{_where(field, lines, overridden)}: {message}"
+                         for field, message in problems], source=name)  # fmt: skip
+    return raw
 
 
 def _read_text(path: Path) -> str:
@@ -282,7 +294,8 @@ def _resolve_relative_paths(raw: Any, base: Path) -> Any:
         return raw
 
     def fix(value, always: bool):
-        if not isinstance(value, str) or not value or is_remote_uri(value) or "://" in value:
+        if not isinstance(value, str) or not value or is_remote_uri(value) or "://" in value \
+                or value.startswith("run:"):  # resolved by _resolve_runs  # fmt: skip
             return value
         if Path(value).is_absolute():
             return value
@@ -295,6 +308,7 @@ def _resolve_relative_paths(raw: Any, base: Path) -> Any:
     for section, keys, always in (
         ("data", ("train", "eval"), True),
         ("model", ("name_or_path",), False),
+        ("training", ("resume_from",), True),
         ("distill", ("teacher",), False),
         ("fairness", ("pairs",), True),
         ("audit", ("lexicon",), True),

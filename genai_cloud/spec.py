@@ -98,7 +98,8 @@ class LoraSpec(Section):
 
 class ModelSpec(Section):
     name_or_path: str = Field(
-        description="Hub id (e.g. gpt2), a local directory, or an s3:// gs:// azureml:// URI."
+        description="Hub id (e.g. gpt2), a local directory, an s3:// gs:// azureml:// URI, or "
+        "run:NAME (the model of a local run: a job name, or a spec name for its latest run)."
     )
     revision: str | None = None
     head: Literal["causal-lm", "sequence-classification"] = "causal-lm"
@@ -187,6 +188,10 @@ class TrainingSpec(Section):
     checkpoint_every: int | None = Field(None, ge=1, description="Steps between checkpoints.")
     keep_checkpoints: int = Field(2, ge=1)
     eval_batches: int | None = Field(None, ge=1, description="Cap on eval batches (None: all).")
+    resume_from: str | None = Field(None, description="Start from this checkpoint when the run "
+                                    "has none of its own: a checkpoint folder (step-N) or a "
+                                    "checkpoints folder (its newest), an s3:// gs:// azureml:// "
+                                    "URI, or run:NAME (a local run's checkpoints).")  # fmt: skip
 
     @model_validator(mode="after")
     def _length_given(self) -> "TrainingSpec":

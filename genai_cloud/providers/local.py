@@ -272,6 +272,11 @@ def run_local(spec, *, emulate: str = "local", nproc: int = 1, run_dir: str | Pa
     if code != 0 and preempted and nproc > 1:
         code = EXIT_PREEMPTED  # torchrun reports a child's 143 as its own failure (exit 1)
     result = LocalRun(run_dir=lay.run_dir, returncode=code, layout=lay)
+    root = Path(spec.output.local_dir).absolute()
+    if code == 0 and lay.run_dir.parent == root:  # runs/latest/<spec name>, for run:NAME
+        from ..runs import mark_latest
+
+        mark_latest(spec.name, lay.run_dir, root)
     if check and code != 0:
         raise JobFailedError(f"local job exited with status {code}; its log is above.")
     return result

@@ -189,6 +189,8 @@ class Trainer:
         if self.contract.is_main:
             checkpoint.remove_partials(directory)
         path = checkpoint.latest(directory)
+        if path is None:  # none of its own yet: start from training.resume_from, if set
+            path = checkpoint.resume_source(self.training.get("resume_from"))
         if path is None:
             return False
         state = checkpoint.load(path)

@@ -24,6 +24,9 @@ from .svg import bar_chart, line_chart
 COMPARED = ("task", "model", "steps", "final_train_loss", "eval_loss_after", "perplexity_after",
             "accuracy_after", "f1_macro_after", "tokens_per_s", "train_s", "wall_s", "params")  # fmt: skip
 _SKIP_DIRS = {"code", "checkpoints", "mlruns", "tensorboard", "input"}
+_SHORT = {"demographic_parity_difference": "dem. parity diff.",
+          "demographic_parity_ratio": "dem. parity ratio",
+          "equalized_odds_difference": "eq. odds diff."}  # fmt: skip
 
 
 @dataclass
@@ -111,7 +114,7 @@ def fairness_charts(result: dict) -> list[str]:
     charts = []
     for axis, res in (result.get("axes") or {}).items():
         ci = res.get("ci") or {}
-        bars = [(name, value, *(ci.get(name) or (None, None)))
+        bars = [(_SHORT.get(name, name), value, *(ci.get(name) or (None, None)))
                 for name, value in (res.get("metrics") or {}).items()]  # fmt: skip
         charts.append(bar_chart(f"Fairness, {axis}: disparities (95% bootstrap CI)", bars))
         for metric in ("selection_rate", "tpr", "fpr", "mean_loglik_per_token"):
@@ -129,8 +132,10 @@ def audit_charts(result: dict) -> list[str]:
         if rep.get("records_mentioning"):
             charts.append(bar_chart(f"Data audit: representation by {axis}", shares, "share"))
     failures = (result.get("quality") or {}).get("failures") or {}
-    charts.append(bar_chart("Data audit: quality-rule failures",
-                            [(k, v, None, None) for k, v in failures.items()], "records"))  # fmt: skip
+    # The rules that fired, most first: a bar per rule that never fired says nothing.
+    fired = sorted(((k, v) for k, v in failures.items() if v), key=lambda kv: -kv[1])[:8]
+    charts.append(bar_chart("Data audit: quality-rule failures (rules that fired)",
+                            [(k, v, None, None) for k, v in fired], "records"))  # fmt: skip
     return [c for c in charts if c]
 
 
@@ -138,6 +143,8 @@ def audit_charts(result: dict) -> list[str]:
 
 
 def _cell(value) -> str:
+    if isinstance(value, dict) and "total" in value:  # params: {"total", "trainable"}
+        value = value["total"]
     if isinstance(value, float):
         return f"{value:.4g}"
     return escape("" if value is None else str(value))

@@ -146,5 +146,5 @@ def bar_chart(title: str, bars: list[tuple[str, float, float | None, float | Non
                         f"L{middle + 6:.1f},{y_low:.1f} M{middle - 6:.1f},{y_high:.1f} "
                         f'L{middle + 6:.1f},{y_high:.1f}" stroke="#333" stroke-width="1.4"/>')  # fmt: skip
         body.append(f'<text class="tick" x="{middle:.1f}" y="{HEIGHT - MARGIN["bottom"] + 16}" '
-                    f'text-anchor="middle">{escape(label[:18])}</text>')  # fmt: skip
+                    f'text-anchor="middle">{escape(label[:22])}</text>')  # fmt: skip
     return _svg(title, body, "bar")

@@ -110,14 +110,14 @@ def test_one_run_page_has_its_curves_charts_card_and_spec(runs_root):
     charts = {a["aria-label"]: a for a in page.having("svg", "chart")}
     assert {"tiny-finetune-bbbb000002: loss", "tiny-finetune-bbbb000002: training throughput",
             "Fairness, group: disparities (95% bootstrap CI)",
-            "Data audit: quality-rule failures"} <= set(charts)  # fmt: skip
+            "Data audit: quality-rule failures (rules that fired)"} <= set(charts)  # fmt: skip
     [train] = [a for a in page.having("path", "series") if a["data-series"] == "train loss"]
     assert train["d"].count("L") == 8 - 1  # one vertex per step
     evals = [a for a in page.having("circle", "point") if a["data-series"] == "eval loss"]
     assert len(evals) == 3  # before, at step 4 (during), after
     ci = page.having("path", "ci")
-    assert {a["data-label"] for a in ci} == {"demographic_parity_difference",
-                                             "demographic_parity_ratio", "equalized_odds_difference"}
+    assert {a["data-label"] for a in ci} == {"dem. parity diff.", "dem. parity ratio",
+                                             "eq. odds diff."}
     assert page.having("details", "card") and page.having("details", "spec")
     assert not [t for t in page.having("table") if t.get("id") == "comparison"]  # one run
 

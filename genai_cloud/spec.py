@@ -265,11 +265,24 @@ class BudgetSpec(Section):
     )
 
 
+class PushToHubSpec(Section):
+    """The saved model (merged, or the adapter alone without model.lora.merge_on_save) to a Hugging
+    Face Hub model repository at the end of the job."""
+
+    repo_id: str = Field(pattern=r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", description="ORG/NAME.")
+    private: bool = True
+    revision: str | None = Field(None, description="Branch to push to (created if missing).")
+    token_env: str = Field("HF_TOKEN", description="The variable holding the token; give it in "
+                           "`secrets` (by reference).")  # fmt: skip
+    commit_message: str | None = None
+
+
 class OutputSpec(Section):
     uri: str | None = Field(
         None, description="Base output URI (s3:// gs:// azureml://) or local directory."
     )
     local_dir: str = Field("runs", description="Where local runs keep their run directories.")
+    push_to_hub: PushToHubSpec | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -549,6 +562,13 @@ class JobSpec(Section):
             if not self.evaluate.generated_images:
                 problem("evaluate.generated_images", "required when evaluate.image_metrics is "
                         "true: a folder of PNG/JPEG images, or a .npy / .pt uint8 array")
+        hub = self.output.push_to_hub
+        if hub is not None and task not in (Task.finetune, Task.distill, Task.prune):
+            problem("output.push_to_hub", f"task {task.value!r} saves no model to push")
+        elif hub is not None and hub.token_env not in self.secrets:
+            problem("output.push_to_hub.token_env", f"{hub.token_env} must be a `secrets` entry "
+                    "(a reference to a Hugging Face token with write access), so the job can "
+                    "read it and no token is written in the spec")  # fmt: skip
         spot = self.compute.spot or self.gcp.strategy == "SPOT" or self.azure.job_tier == "spot"
         if spot and not self.checkpointing() and not self.compute.allow_spot_without_checkpoints:
             problem("training.checkpoint_every", "required on spot capacity, or an eviction "

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 
+from .common.publish import push_to_hub
 from .common.tracking import tracked
 from .config import JobError, Preempted, load_config
 from .contract import resolve
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         recipe = importlib.import_module(RECIPES[spec.task])
         with tracked(spec, contract) as run:  # MLflow / TensorBoard / W&B when spec.tracking asks
             run.log_results(recipe.run(spec, contract))
+            push_to_hub(spec, contract)  # output.push_to_hub, when set
         return 0
     except JobError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)

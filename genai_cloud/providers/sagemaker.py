@@ -270,6 +270,9 @@ def _tracking(spec: JobSpec, out: str | None, job_name: str, problems: list[str]
             problems.append(f"tracking.backends: {', '.join(remote)} cannot be reached under "
                             "aws.network_isolation; use tensorboard or an MLflow file store "
                             "(no tracking.mlflow_uri)")  # fmt: skip
+    if spec.aws.network_isolation and spec.output.push_to_hub is not None:
+        problems.append("output.push_to_hub: the Hugging Face Hub cannot be reached under "
+                        "aws.network_isolation; push from outside the job instead")  # fmt: skip
     if "tensorboard" not in backends:
         return {}
     return {"TensorBoardOutputConfig": {"S3OutputPath": f"{out}/{job_name}/tensorboard",

@@ -84,3 +84,14 @@ def test_a_backend_named_twice_is_refused():
         spec({"backends": ["mlflow", "mlflow"]})
     with pytest.raises(SpecError, match=r"tracking\.backends\.0: Input should be 'mlflow'"):
         spec({"backends": ["neptune"]})
+
+
+def test_network_isolation_refuses_a_push_to_the_hub():
+    secret = "arn:aws:secretsmanager:us-east-1:123456789012:secret:hf-write-AbCdEf"
+    isolated = spec({}, network_isolation=True)
+    isolated = load_spec({**isolated.model_dump(mode="json"), "secrets": {"HF_TOKEN": secret},
+                          "output": {"uri": "s3://genai-out/runs",
+                                     "push_to_hub": {"repo_id": "my-org/x"}}})  # fmt: skip
+    with pytest.raises(SageMakerRenderError) as info:
+        get_provider("sagemaker").render(make_plan(isolated, "sagemaker"))
+    assert "output.push_to_hub: the Hugging Face Hub cannot be reached" in info.value.message

@@ -489,6 +489,30 @@ def package(target: str, out_dir: str) -> None:
 
 
 @cli.command()
+@spec_argument
+@place_option
+@click.option("--job", "job_name", help="The training job whose model to register (default: "
+              "the job this spec launched; needed when output.register was added afterwards, "
+              "since the spec is part of a job's name).")  # fmt: skip
+@set_option
+def register(spec_path: str, provider: str, job_name: str | None,
+             overrides: tuple[str, ...]) -> None:  # fmt: skip
+    """Register the finished job's model in the provider's model registry (output.register)."""
+    from .plan import make_plan
+    from .providers import get_provider
+
+    spec = _load(spec_path, overrides, provider)
+    plan = make_plan(spec, _place(spec, provider, configured_only=False))
+    if job_name:
+        plan.__dict__["job_name"] = job_name  # the cached_property's slot: that job, this spec
+    impl = get_provider(plan.provider)
+    if not hasattr(impl, "register"):
+        raise GenaiCloudError(f"registering models is not built for {plan.provider} yet; "
+                              "providers that can: sagemaker", headline="Not supported")  # fmt: skip
+    click.echo(impl.register(plan))
+
+
+@cli.command()
 @click.argument("runs", nargs=-1, required=True, metavar="RUN [RUN...]")
 @click.option("--output", "-o", type=click.Path(dir_okay=False),
               help="Default: <run folder>/report.html for one run, ./report.html for several.")

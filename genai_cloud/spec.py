@@ -277,12 +277,24 @@ class PushToHubSpec(Section):
     commit_message: str | None = None
 
 
+class RegisterSpec(Section):
+    """Register the finished job's model in the provider's model registry (`genai-cloud register`);
+    SageMaker: a model package version in the group `name`."""
+
+    name: str = Field(pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$",
+                      description="Model package group (SageMaker).")  # fmt: skip
+    image_uri: str = Field(description="The serving container image the registered model runs in.")
+    approval: Literal["PendingManualApproval", "Approved", "Rejected"] = "PendingManualApproval"
+    description: str | None = Field(None, max_length=900)
+
+
 class OutputSpec(Section):
     uri: str | None = Field(
         None, description="Base output URI (s3:// gs:// azureml://) or local directory."
     )
     local_dir: str = Field("runs", description="Where local runs keep their run directories.")
     push_to_hub: PushToHubSpec | None = None
+    register: RegisterSpec | None = None
 
 
 # --------------------------------------------------------------------------------------------

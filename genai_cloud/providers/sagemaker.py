@@ -133,6 +133,10 @@ class SageMakerProvider(Provider):
     def submit(self, plan: Plan) -> JobHandle:
         return self.ops.submit(plan, self.render(plan))
 
+    def register(self, plan: Plan) -> str:
+        """Register the finished job's model (``output.register``); returns the package ARN."""
+        return self.ops.register(plan)
+
     def status(self, job_id: str) -> JobStatus:
         return self.ops.status(job_id)
 
@@ -402,3 +406,40 @@ def build_request(plan: Plan) -> dict:
     if problems:
         raise SageMakerRenderError(problems)
     return request
+
+
+# ---- the model registry ------------------------------------------------------------------------
+
+_TASKS = {"causal-lm": "TEXT_GENERATION", "sequence-classification": "CLASSIFICATION"}
+
+
+def model_package_request(plan: Plan, model_data_url: str, metrics: dict | None = None) -> dict:
+    """The CreateModelPackage request registering ``plan``'s model (``output.register``): a new
+    version in the package group, idempotent per job (``ClientToken`` from the plan's key)."""
+    import hashlib
+
+    spec, settings = plan.spec, plan.spec.output.register
+    head = spec.model.head if spec.model else "causal-lm"
+    described = f"genai-cloud job {plan.job_name}" + (f": {settings.description}"
+                                                      if settings.description else "")  # fmt: skip
+    properties = {"genai-cloud:job": plan.job_name, "genai-cloud:spec": spec.name,
+                  "genai-cloud:task": str(spec.task),
+                  "model_card": f"{model_data_url} (README.md)"}  # fmt: skip
+    for key, value in sorted((metrics or {}).items())[:40]:  # the API takes at most 50
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            properties[f"metric:{key}"[:128]] = f"{value:.6g}"
+    return {
+        "ModelPackageGroupName": settings.name,
+        "ModelPackageDescription": described[:1024],
+        "InferenceSpecification": {
+            "Containers": [{"Image": settings.image_uri, "ModelDataUrl": model_data_url}],
+            "SupportedContentTypes": ["application/json"],
+            "SupportedResponseMIMETypes": ["application/json"],
+        },
+        "ModelApprovalStatus": settings.approval,
+        "Domain": "NATURAL_LANGUAGE_PROCESSING",
+        "Task": _TASKS.get(head, "OTHER"),
+        "CustomerMetadataProperties": properties,
+        "ClientToken": hashlib.sha256(plan.job_name.encode()).hexdigest()[:36],
+        "Tags": [{"Key": KEY_TAG, "Value": plan.key}],
+    }

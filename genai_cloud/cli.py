@@ -508,7 +508,7 @@ def register(spec_path: str, provider: str, job_name: str | None,
     impl = get_provider(plan.provider)
     if not hasattr(impl, "register"):
         raise GenaiCloudError(f"registering models is not built for {plan.provider} yet; "
-                              "providers that can: sagemaker", headline="Not supported")  # fmt: skip
+                              "providers that can: sagemaker, vertex, azureml", headline="Not supported")  # fmt: skip
     click.echo(impl.register(plan))
 
 

@@ -278,12 +278,13 @@ class PushToHubSpec(Section):
 
 
 class RegisterSpec(Section):
-    """Register the finished job's model in the provider's model registry (`genai-cloud register`);
-    SageMaker: a model package version in the group `name`."""
+    """Register the finished job's model in the provider's model registry (`genai-cloud register`):
+    a version of `name` (SageMaker: a model package group; Vertex / Azure ML: a model)."""
 
     name: str = Field(pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$",
-                      description="Model package group (SageMaker).")  # fmt: skip
-    image_uri: str = Field(description="The serving container image the registered model runs in.")
+                      description="The registered model (SageMaker: model package group).")  # fmt: skip
+    image_uri: str | None = Field(None, description="The serving container image the model runs "
+                                  "in (SageMaker and Vertex need one; Azure ML does not).")  # fmt: skip
     approval: Literal["PendingManualApproval", "Approved", "Rejected"] = "PendingManualApproval"
     description: str | None = Field(None, max_length=900)
 

@@ -101,6 +101,13 @@ class AzureMLProvider(Provider):
         return render_yaml(plan, path)
 
     @_LOGIN
+    def register(self, plan: Plan) -> str:
+        """Register the finished job's model (``output.register``) in the workspace."""
+        from . import azureml_ops
+
+        return azureml_ops.register(plan)
+
+    @_LOGIN
     def submit(self, plan: Plan) -> JobHandle:
         from . import azureml_ops
 

@@ -261,6 +261,10 @@ class SageMakerOps:
         if settings is None:
             raise ProviderError("output.register is not set: name the model package group "
                                 "and the serving image", headline="Nothing to register")  # fmt: skip
+        if not settings.image_uri:
+            raise ProviderError("output.register.image_uri: required on SageMaker, the serving "
+                                "container image of the model package", headline="Nothing to "
+                                "register")  # fmt: skip
         region = region_of(plan.spec)
         described = self.describe(plan.job_name, region)
         if described is None or described.get("TrainingJobStatus") != "Completed":

@@ -75,9 +75,17 @@ def test_the_request_passes_the_service_model_and_is_idempotent_per_job():
     assert request["ClientToken"] == model_package_request(plan, "s3://other")["ClientToken"]
 
 
+def test_register_needs_the_serving_image_on_sagemaker(aws):
+    plan = plan_for(image_uri=None)
+    provider = SageMakerProvider()
+    aws.create_training_job(**provider.render(plan))
+    with pytest.raises(ProviderError, match=r"output\.register\.image_uri: required on SageMaker"):
+        provider.register(plan)
+
+
 def test_register_on_a_provider_without_a_registry_says_so(run_cli, tmp_path):
     path = tmp_path / "spec.yaml"
-    path.write_text("name: demo\nmodel: {name_or_path: gpt2}\ndata: {train: 'gs://b/t.jsonl'}\n"
-                    "output: {uri: 'gs://b/runs', register: {name: demo, image_uri: img}}\n")  # fmt: skip
-    code, _, err = run_cli(["register", str(path), "-p", "vertex"])
-    assert code == 2 and "registering models is not built for vertex yet" in err
+    path.write_text("name: demo\nmodel: {name_or_path: gpt2}\ndata: {train: /t.jsonl}\n"
+                    "output: {register: {name: demo}}\n")  # fmt: skip
+    code, _, err = run_cli(["register", str(path), "-p", "local"])
+    assert code == 2 and "registering models is not built for local yet" in err

@@ -202,3 +202,38 @@ def test_requirements_follow_the_backends():
     arn = "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/team"
     assert tracking.requirements({"backends": ["mlflow"], "mlflow_uri": arn})[-1] == \
         tracking.SAGEMAKER_MLFLOW  # fmt: skip
+
+
+def test_a_task_without_training_logs_its_results_and_reports(tmp_path, monkeypatch):
+    """The audit recipe has no Trainer: the entrypoint still logs the spec, the final numbers
+    and the report files."""
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    spec = load_spec({"name": "audit-reviews", "task": "audit",
+                      "data": {"train": str(examples / "data" / "audit_reviews.jsonl"),
+                               "format": "classification", "group_field": "group"},
+                      "tracking": {"backends": ["mlflow"], "experiment": "audits"}})  # fmt: skip
+    monkeypatch.setenv("GENAI_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(spec.to_json())
+    assert entrypoint.main([f"--spec={spec_path}", f"--model-dir={tmp_path / 'model'}",
+                            f"--checkpoint-dir={tmp_path / 'ckpt'}",
+                            f"--output-dir={tmp_path / 'out'}"]) == 0  # fmt: skip
+    client = mlflow.MlflowClient((tmp_path / "runs" / "mlruns").as_uri())
+    [run] = client.search_runs([client.get_experiment_by_name("audits").experiment_id])
+    audit = json.loads((tmp_path / "out" / "audit.json").read_text())
+    assert run.data.metrics["final/pii_rate"] == pytest.approx(audit["metrics"]["pii_rate"])
+    assert run.data.params["task"] == "audit"
+    assert {"output/audit.json", "output/audit.md"} <= _artifacts(client, run.info.run_id)
+
+
+def test_the_local_runner_points_tracking_at_its_runs_folder(tmp_path):
+    from genai_cloud.plan import Plan
+    from genai_cloud.providers.local import layout
+
+    spec = load_spec({"name": "demo", "model": {"name_or_path": "gpt2"},
+                      "data": {"train": "/data/train.jsonl"},
+                      "output": {"local_dir": str(tmp_path / "runs")}})  # fmt: skip
+    lay = layout(Plan(spec=spec, provider="local"))
+    assert lay.env["GENAI_RUNS_DIR"] == str(tmp_path / "runs")

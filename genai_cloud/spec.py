@@ -400,6 +400,10 @@ class TrackingSpec(Section):
                                         "else <output>/tensorboard.")  # fmt: skip
     wandb_project: str | None = Field(None, description="W&B project; default: the spec name.")
     wandb_entity: str | None = None
+    vertex_tensorboard: str | None = Field(
+        None, pattern=r"^projects/[^/]+/locations/[^/]+/tensorboards/[^/]+$",
+        description="A Vertex AI TensorBoard instance to show a Vertex job's event files in "
+        "(needs gcp.service_account).")  # fmt: skip
 
     @field_validator("backends")
     @classmethod

@@ -156,6 +156,8 @@ def render_custom_job(plan: Plan) -> dict:
         job_spec["service_account"] = spec.gcp.service_account
     if spec.gcp.network:
         job_spec["network"] = spec.gcp.network
+    if spec.tracking.vertex_tensorboard:  # AIP_TENSORBOARD_LOG_DIR's files shown in that instance
+        job_spec["tensorboard"] = spec.tracking.vertex_tensorboard
     job: dict = {"display_name": plan.job_name, "job_spec": job_spec, "labels": labels(plan)}
     if spec.gcp.kms_key_name:
         job["encryption_spec"] = {"kms_key_name": spec.gcp.kms_key_name}
@@ -188,6 +190,10 @@ def _check(plan: Plan, instance: Instance) -> None:
     for key in spec.labels:
         if not _LABEL_KEY.match(key):
             problems.append(f"labels.{key}: GCP label keys start with a lowercase letter")
+    if spec.tracking.vertex_tensorboard and not gcp.service_account:
+        # Vertex uploads the event files to a TensorBoard instance only as a service account.
+        problems.append("gcp.service_account: required with tracking.vertex_tensorboard (the "
+                        "account needs roles/aiplatform.user and write access to output.uri)")  # fmt: skip
     if problems:
         raise ProviderError(
             "the spec cannot run on Vertex AI:\n" + "\n".join(f"  - {p}" for p in problems),

@@ -95,3 +95,24 @@ def test_network_isolation_refuses_a_push_to_the_hub():
     with pytest.raises(SageMakerRenderError) as info:
         get_provider("sagemaker").render(make_plan(isolated, "sagemaker"))
     assert "output.push_to_hub: the Hugging Face Hub cannot be reached" in info.value.message
+
+
+def test_vertex_shows_the_event_files_in_a_tensorboard_instance():
+    from google.cloud import aiplatform_v1
+    from google.protobuf import json_format
+
+    from genai_cloud.errors import ProviderError
+
+    board = "projects/proj/locations/us-central1/tensorboards/123"
+    base = {"name": "tracked", "model": {"name_or_path": "gpt2"},
+            "data": {"train": "gs://bkt/train.jsonl"}, "output": {"uri": "gs://bkt/runs"},
+            "tracking": {"backends": ["tensorboard"], "vertex_tensorboard": board}}
+    with pytest.raises(ProviderError, match=r"gcp\.service_account: required with "
+                       "tracking.vertex_tensorboard"):  # fmt: skip
+        get_provider("vertex").render(make_plan(load_spec(base), "vertex"))
+    spec = load_spec({**base, "gcp": {"service_account": "trainer@proj.iam.gserviceaccount.com"}})
+    job = get_provider("vertex").render(make_plan(spec, "vertex"))
+    assert job["job_spec"]["tensorboard"] == board
+    message = aiplatform_v1.CustomJob.pb()()
+    json_format.ParseDict(job, message)  # a real CustomJob field
+    assert message.job_spec.tensorboard == board

@@ -169,6 +169,8 @@ class Run:
                         name, what, type(exc).__name__, exc, hint)  # fmt: skip
             if sink in self.sinks:
                 self.sinks.remove(sink)
+                with contextlib.suppress(Exception):  # close it (an MLflow run stays active)
+                    sink.finish("FAILED")
             return None
 
 

@@ -108,6 +108,9 @@ def test_a_failing_tracker_warns_and_training_finishes(make_spec, tmp_path, monk
     reader = event_accumulator.EventAccumulator(str(tmp_path / "out" / "tensorboard"))
     reader.Reload()
     assert [e.step for e in reader.Scalars("train/loss")] == [3, 6]  # the others went on
+    assert mlflow.active_run() is None  # the switched-off run was ended, not left open
+    [run] = _mlflow_run(tmp_path)[1:]
+    assert run.info.status == "FAILED"
 
 
 # ---- the run object, without a training job -----------------------------------------------------

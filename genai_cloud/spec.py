@@ -295,7 +295,8 @@ class OutputSpec(Section):
     )
     local_dir: str = Field("runs", description="Where local runs keep their run directories.")
     push_to_hub: PushToHubSpec | None = None
-    register: RegisterSpec | None = None
+    # Spelt `register` in a spec; a field of that name would shadow pydantic's ABC `register`.
+    register_model: RegisterSpec | None = Field(None, alias="register")
 
 
 # --------------------------------------------------------------------------------------------

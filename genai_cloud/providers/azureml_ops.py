@@ -423,7 +423,7 @@ def register(plan: Plan) -> str:
 
     from .azureml import KEY_TAG
 
-    settings = plan.spec.output.register
+    settings = plan.spec.output.register_model
     if settings is None:
         raise ProviderError("output.register is not set: name the model",
                             headline="Nothing to register")  # fmt: skip

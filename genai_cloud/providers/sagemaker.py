@@ -418,7 +418,7 @@ def model_package_request(plan: Plan, model_data_url: str, metrics: dict | None 
     version in the package group, idempotent per job (``ClientToken`` from the plan's key)."""
     import hashlib
 
-    spec, settings = plan.spec, plan.spec.output.register
+    spec, settings = plan.spec, plan.spec.output.register_model
     head = spec.model.head if spec.model else "causal-lm"
     described = f"genai-cloud job {plan.job_name}" + (f": {settings.description}"
                                                       if settings.description else "")  # fmt: skip

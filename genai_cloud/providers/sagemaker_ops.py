@@ -257,7 +257,7 @@ class SageMakerOps:
         version registered before (same ClientToken)."""
         from .sagemaker import model_package_request
 
-        settings = plan.spec.output.register
+        settings = plan.spec.output.register_model
         if settings is None:
             raise ProviderError("output.register is not set: name the model package group "
                                 "and the serving image", headline="Nothing to register")  # fmt: skip

@@ -345,7 +345,7 @@ def register(plan: Plan) -> str:
     """
     from .vertex import output_base
 
-    settings = plan.spec.output.register
+    settings = plan.spec.output.register_model
     if settings is None:
         raise ProviderError("output.register is not set: name the model and the serving image",
                             headline="Nothing to register")  # fmt: skip

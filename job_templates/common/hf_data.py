@@ -98,10 +98,10 @@ def read_table_records(location: str | Path, data: Any, role: str = "train") -> 
 def _import_datasets():
     try:
         import datasets
-    except ImportError:
+    except ImportError as exc:  # missing, or installed against an incompatible huggingface_hub
         raise JobError(f"reading hub datasets, parquet, CSV and arrow data needs the `datasets` "
-                       f"library; run `{_INSTALL}` (job_templates/requirements.txt lists it)") \
-            from None  # fmt: skip
+                       f"library ({exc}); run `{_INSTALL}` (job_templates/requirements.txt lists "
+                       "it)") from None  # fmt: skip
     datasets.logging.set_verbosity_error()  # its progress bars and cache notes flood job logs
     datasets.disable_progress_bars()
     return datasets

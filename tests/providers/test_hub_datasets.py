@@ -101,3 +101,18 @@ def test_spec_checks_hub_ids_and_their_options():
     spec = load_spec({**base, "data": {"train": HUB, "streaming": True, "max_records": 1000,
                                        "config": "plain_text", "split": "train[:50%]"}})  # fmt: skip
     assert (spec.data.train, spec.data.max_records) == (HUB, 1000)
+
+
+def test_without_the_datasets_library_a_table_source_says_what_to_install(monkeypatch, tmp_path):
+    import sys
+
+    from job_templates.common.records import read_records
+    from job_templates.config import Config, JobError
+
+    monkeypatch.setitem(sys.modules, "datasets", None)  # not importable
+    data = Config.wrap(load_spec({"name": "x", "model": {"name_or_path": "gpt2"},
+                                  "data": {"train": HUB}}).data.model_dump())  # fmt: skip
+    with pytest.raises(JobError, match=r"needs the `datasets` library .*pip install 'datasets>=3.0'"):
+        read_records(HUB, data)
+    (tmp_path / "d.jsonl").write_text('{"text": "still read without it"}\n')
+    assert read_records(tmp_path / "d.jsonl", data)[0]["text"] == "still read without it"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import os
 import tarfile
 from dataclasses import dataclass
@@ -65,17 +66,27 @@ def _template_files(root: Path) -> list[tuple[str, bytes]]:
     return files
 
 
+def _tracking_requirements(spec_json: str) -> str:
+    """The packages ``tracking.backends`` needs, appended to the bundle's requirements.txt."""
+    from job_templates.common.tracking import requirements
+
+    needed = requirements(json.loads(spec_json).get("tracking"))
+    if not needed:
+        return ""
+    return "".join(f"{line}\n" for line in ["# tracking.backends", *needed])
+
+
 def build_bundle(spec_json: str, templates_dir: Path = TEMPLATES_DIR,
                  requirements: str | None = None) -> Bundle:  # fmt: skip
     """Build the bundle for a spec (already canonical JSON).
 
     ``requirements``: the bundle's ``requirements.txt``, what the container pip-installs (the
     runtime's pinned lock, ``genai_cloud.runtimes``); default the unpinned
-    ``job_templates/requirements.txt`` (local runs install nothing)."""
+    ``job_templates/requirements.txt`` (local runs install nothing). The packages the spec's
+    ``tracking`` backends need are added to either."""
     if requirements is None:
-        requirements_bytes = (templates_dir / "requirements.txt").read_bytes()
-    else:
-        requirements_bytes = requirements.encode()
+        requirements = (templates_dir / "requirements.txt").read_text()
+    requirements_bytes = (requirements + _tracking_requirements(spec_json)).encode()
     members = _template_files(templates_dir) + [
         ("spec.json", spec_json.encode()),
         ("requirements.txt", requirements_bytes),

@@ -523,6 +523,47 @@ def package(target: str, out_dir: str) -> None:
     click.echo(f"Wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 
+@cli.command()
+@spec_argument
+@place_option
+@click.option("--job", "job_name", help="The training job whose model to register (default: "
+              "the job this spec launched; needed when output.register was added afterwards, "
+              "since the spec is part of a job's name).")  # fmt: skip
+@set_option
+def register(spec_path: str, provider: str, job_name: str | None,
+             overrides: tuple[str, ...]) -> None:  # fmt: skip
+    """Register the finished job's model in the provider's model registry (output.register)."""
+    from .plan import make_plan
+    from .providers import get_provider
+
+    spec = _load(spec_path, overrides, provider)
+    plan = make_plan(spec, _place(spec, provider, configured_only=False))
+    if job_name:
+        plan.__dict__["job_name"] = job_name  # the cached_property's slot: that job, this spec
+    impl = get_provider(plan.provider)
+    if not hasattr(impl, "register"):
+        raise GenaiCloudError(f"registering models is not built for {plan.provider} yet; "
+                              "providers that can: sagemaker, vertex, azureml", headline="Not supported")  # fmt: skip
+    click.echo(impl.register(plan))
+
+
+@cli.command()
+@click.argument("runs", nargs=-1, required=True, metavar="RUN [RUN...]")
+@click.option("--output", "-o", type=click.Path(dir_okay=False),
+              help="Default: <run folder>/report.html for one run, ./report.html for several.")
+@click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
+              help="Where job and spec names are looked up (output.local_dir).")  # fmt: skip
+def report(runs: tuple[str, ...], output: str | None, runs_dir: str) -> None:
+    """Write one self-contained HTML page about runs: curves, charts, model card, spec.
+
+    RUN is a run folder, a job name or a spec name (its newest finished run); several runs get a
+    comparison table."""
+    from .report import write_report
+
+    path = write_report(list(runs), output, runs_dir)
+    click.echo(f"Wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     # pydantic looks for plugins by scanning every installed distribution's entry points on the
     # first model it builds (tens of ms); the CLI uses none, and start-up time is a feature here.

@@ -58,6 +58,7 @@ def load_spec(source: str | Path | dict, *, overrides: dict | None = None) -> Jo
                         source=name)  # fmt: skip
     if isinstance(source, dict):
         _check_tree(raw, lines, name, overridden)
+    raw = _resolve_runs(raw, lines, overridden, name)
     try:
         return JobSpec.model_validate(raw)
     except ValidationError as exc:
@@ -85,6 +86,15 @@ def _check_tree(raw: Any, lines: dict[tuple, int], name: str | None,
                 for path, message in tree_problems(raw)]  # fmt: skip
     if problems:
         raise SpecError(problems, source=name)
+def _resolve_runs(raw: dict, lines: dict, overridden: set, name: str | None) -> dict:
+    """``run:NAME`` in the model / resume fields -> that local run's folder (see ``runs.py``)."""
+    from .runs import resolve_run_refs, runs_dir
+
+    raw, problems = resolve_run_refs(raw, runs_dir(raw))
+    if problems:
+        raise SpecError([f"{_where(field, lines, overridden)}: {message}"
+                         for field, message in problems], source=name)  # fmt: skip
+    return raw
 
 
 def _read_text(path: Path) -> str:
@@ -353,7 +363,8 @@ def _resolve_relative_paths(raw: Any, base: Path) -> Any:
         return raw
 
     def fix(value, always: bool):
-        if not isinstance(value, str) or not value or is_remote_uri(value) or "://" in value:
+        if not isinstance(value, str) or not value or is_remote_uri(value) or "://" in value \
+                or value.startswith("run:"):  # resolved by _resolve_runs  # fmt: skip
             return value
         if Path(value).is_absolute():
             return value

@@ -66,6 +66,12 @@ def is_remote_uri(path: str) -> bool:
     return path.startswith(URI_SCHEMES)
 
 
+def is_hub_dataset(value: str | None) -> bool:
+    """``hf://ORG/NAME[@REV]``: a dataset the job loads from the Hugging Face Hub by itself (no
+    provider uploads or mounts it)."""
+    return bool(value) and value.startswith("hf://")
+
+
 FIELD_PROBLEMS = "field_problems"
 
 
@@ -96,7 +102,8 @@ class LoraSpec(Section):
 
 class ModelSpec(Section):
     name_or_path: str = Field(
-        description="Hub id (e.g. gpt2), a local directory, or an s3:// gs:// azureml:// URI."
+        description="Hub id (e.g. gpt2), a local directory, an s3:// gs:// azureml:// URI, or "
+        "run:NAME (the model of a local run: a job name, or a spec name for its latest run)."
     )
     revision: str | None = None
     head: Literal["causal-lm", "sequence-classification"] = "causal-lm"
@@ -109,9 +116,27 @@ class ModelSpec(Section):
     lora: LoraSpec | None = None
 
 
+HUB_DATASET = re.compile(r"^hf://[^/@\s]+(/[^/@\s]+)?(@[^@\s]+)?$")  # hf://ORG/NAME[@REVISION]
+_HUB_ONLY = "applies to hub datasets (hf://ORG/NAME); {}"
+_STREAMING_CAP = ("required with data.streaming: the job holds the records it trains on in "
+                  "memory, and streaming fetches only those rows (e.g. 100000)")
+
+
 class DataSpec(Section):
-    train: str = Field(description="Training data: a file, a directory, or a cloud URI.")
+    train: str = Field(description="Training data: a file (JSONL, text, parquet, CSV, arrow), a "
+                       "directory, a save_to_disk folder, a cloud URI, or a Hugging Face Hub "
+                       "dataset hf://ORG/NAME[@REVISION].")  # fmt: skip
     eval: str | None = Field(None, description="Held-out data; default: a split of `train`.")
+    split: str = Field("train", description="The split of `train` to read when the source has "
+                       "several (a hub dataset, a DatasetDict folder); slices like "
+                       "'train[:1000]' work for hub datasets.")  # fmt: skip
+    eval_split: str | None = Field(None, description="The split of `eval`; default: its "
+                                   "'validation' split, else 'test'.")  # fmt: skip
+    config: str | None = Field(None, description="The hub dataset's configuration (subset).")
+    streaming: bool = Field(False, description="Fetch a hub dataset's rows as they are read "
+                            "instead of downloading it first; needs max_records.")  # fmt: skip
+    max_records: int | None = Field(None, ge=1, description="Read at most this many records of "
+                                    "each set.")  # fmt: skip
     eval_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     format: Literal["text", "jsonl", "instruction", "chat", "classification", "preference"] = "jsonl"
     text_field: str = "text"
@@ -132,6 +157,25 @@ class DataSpec(Section):
 
     @model_validator(mode="after")
     def _eval_needed(self) -> "DataSpec":
+        return self
+
+    @model_validator(mode="after")
+    def _hub_options(self) -> "DataSpec":
+        problems = []
+        for name in ("train", "eval"):
+            value = getattr(self, name)
+            if value and value.startswith("hf://") and not HUB_DATASET.match(value):
+                bad = f"{value!r} is not a hub dataset id; write hf://ORG/NAME[@REVISION]"
+                problems.append((name, bad))
+        hub = [v for v in (self.train, self.eval) if v and v.startswith("hf://")]
+        if self.streaming and not hub:
+            problems.append(("streaming", _HUB_ONLY.format("local files are read in place")))
+        elif self.streaming and self.max_records is None:
+            problems.append(("max_records", _STREAMING_CAP))
+        if self.config and not hub:
+            problems.append(("config", _HUB_ONLY.format("neither data.train nor data.eval is")))
+        if problems:
+            raise field_problems(problems)
         return self
 
 
@@ -173,6 +217,10 @@ class TrainingSpec(Section):
     checkpoint_every: int | None = Field(None, ge=1, description="Steps between checkpoints.")
     keep_checkpoints: int = Field(2, ge=1)
     eval_batches: int | None = Field(None, ge=1, description="Cap on eval batches (None: all).")
+    resume_from: str | None = Field(None, description="Start from this checkpoint when the run "
+                                    "has none of its own: a checkpoint folder (step-N) or a "
+                                    "checkpoints folder (its newest), an s3:// gs:// azureml:// "
+                                    "URI, or run:NAME (a local run's checkpoints).")  # fmt: skip
 
     @model_validator(mode="after")
     def _length_given(self) -> "TrainingSpec":
@@ -246,11 +294,38 @@ class BudgetSpec(Section):
     )
 
 
+class PushToHubSpec(Section):
+    """The saved model (merged, or the adapter alone without model.lora.merge_on_save) to a Hugging
+    Face Hub model repository at the end of the job."""
+
+    repo_id: str = Field(pattern=r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", description="ORG/NAME.")
+    private: bool = True
+    revision: str | None = Field(None, description="Branch to push to (created if missing).")
+    token_env: str = Field("HF_TOKEN", description="The variable holding the token; give it in "
+                           "`secrets` (by reference).")  # fmt: skip
+    commit_message: str | None = None
+
+
+class RegisterSpec(Section):
+    """Register the finished job's model in the provider's model registry (`genai-cloud register`):
+    a version of `name` (SageMaker: a model package group; Vertex / Azure ML: a model)."""
+
+    name: str = Field(pattern=r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$",
+                      description="The registered model (SageMaker: model package group).")  # fmt: skip
+    image_uri: str | None = Field(None, description="The serving container image the model runs "
+                                  "in (SageMaker and Vertex need one; Azure ML does not).")  # fmt: skip
+    approval: Literal["PendingManualApproval", "Approved", "Rejected"] = "PendingManualApproval"
+    description: str | None = Field(None, max_length=900)
+
+
 class OutputSpec(Section):
     uri: str | None = Field(
         None, description="Base output URI (s3:// gs:// azureml://) or local directory."
     )
     local_dir: str = Field("runs", description="Where local runs keep their run directories.")
+    push_to_hub: PushToHubSpec | None = None
+    # Spelt `register` in a spec; a field of that name would shadow pydantic's ABC `register`.
+    register_model: RegisterSpec | None = Field(None, alias="register")
 
 
 # --------------------------------------------------------------------------------------------
@@ -355,6 +430,35 @@ class DpoSpec(Section):
                                   "the starting model); its log-probs are computed once.")  # fmt: skip
     debias: bool = Field(False, description="Add pairs built from the bundled stereotype "
                          "sentence pairs and counterfactual templates (anti-stereotype preferred).")  # fmt: skip
+
+
+class TrackingSpec(Section):
+    """Experiment tracking (job_templates/common/tracking.py): rank 0 logs the spec, per-step
+    metrics, evaluations and the outputs; a failing backend is warned about and switched off."""
+
+    backends: list[Literal["mlflow", "tensorboard", "wandb"]] = Field(
+        default_factory=list, description="Where to log; none by default.")  # fmt: skip
+    experiment: str | None = Field(None, description="MLflow experiment; default: the spec name.")
+    mlflow_uri: str | None = Field(None, description="Tracking URI (http(s)://, file path, "
+                                   "databricks, a SageMaker MLflow tracking server ARN); default: "
+                                   "MLFLOW_TRACKING_URI (Azure ML sets the workspace's), else "
+                                   "runs/mlruns locally, <output>/mlruns in a cloud job.")  # fmt: skip
+    tensorboard_dir: str | None = Field(None, description="Event files; default: Vertex's "
+                                        "AIP_TENSORBOARD_LOG_DIR, SageMaker's TensorBoard output, "
+                                        "else <output>/tensorboard.")  # fmt: skip
+    wandb_project: str | None = Field(None, description="W&B project; default: the spec name.")
+    wandb_entity: str | None = None
+    vertex_tensorboard: str | None = Field(
+        None, pattern=r"^projects/[^/]+/locations/[^/]+/tensorboards/[^/]+$",
+        description="A Vertex AI TensorBoard instance to show a Vertex job's event files in "
+        "(needs gcp.service_account).")  # fmt: skip
+
+    @field_validator("backends")
+    @classmethod
+    def _once_each(cls, backends: list[str]) -> list[str]:
+        if len(set(backends)) != len(backends):
+            raise ValueError("name each backend once")
+        return backends
 
 
 # --------------------------------------------------------------------------------------------
@@ -464,6 +568,7 @@ class JobSpec(Section):
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     compute: ComputeSpec = Field(default_factory=ComputeSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     env: dict[str, str] = Field(default_factory=dict, description="Non-secret environment.")
     secrets: dict[str, str] = Field(
@@ -566,6 +671,13 @@ class JobSpec(Section):
             if not self.evaluate.generated_images:
                 problem("evaluate.generated_images", "required when evaluate.image_metrics is "
                         "true: a folder of PNG/JPEG images, or a .npy / .pt uint8 array")
+        hub = self.output.push_to_hub
+        if hub is not None and task not in (Task.finetune, Task.distill, Task.prune):
+            problem("output.push_to_hub", f"task {task.value!r} saves no model to push")
+        elif hub is not None and hub.token_env not in self.secrets:
+            problem("output.push_to_hub.token_env", f"{hub.token_env} must be a `secrets` entry "
+                    "(a reference to a Hugging Face token with write access), so the job can "
+                    "read it and no token is written in the spec")  # fmt: skip
         spot = self.compute.spot or self.gcp.strategy == "SPOT" or self.azure.job_tier == "spot"
         if spot and not self.checkpointing() and not self.compute.allow_spot_without_checkpoints:
             problem("training.checkpoint_every", "required on spot capacity, or an eviction "
@@ -621,6 +733,24 @@ class JobSpec(Section):
         from .runtimes import override_notes
 
         notes += override_notes(self, providers)
+        notes += self._hub_data_notes(providers)
+        return notes
+
+    def _hub_data_notes(self, providers: list[str] | None) -> list[str]:
+        """Where a cloud job gets an hf:// dataset: the hub, from inside the container."""
+        if providers == [] or self.data is None:  # a local run reads the hub (or its cache) here
+            return []
+        notes = []
+        for name in ("train", "eval"):
+            value = getattr(self.data, name)
+            if is_hub_dataset(value):
+                notes.append(
+                    f"data.{name}: the cloud job downloads {value} from the Hugging Face Hub "
+                    "itself, so it needs internet access (a NAT route with aws.subnets / "
+                    "gcp.network); without it, pre-stage a copy (save_to_disk or parquet) in the "
+                    f"job's storage and point data.{name} at that. Private or gated datasets "
+                    "need HF_TOKEN in secrets."
+                )
         return notes
 
 

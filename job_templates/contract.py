@@ -59,6 +59,7 @@ FILE_CHANNELS = {
     ("evaluate", "feature_extractor"): "feature_extractor",
     ("audit", "lexicon"): "lexicon",
     ("fairness", "pairs"): "pairs",
+    ("training", "resume_from"): "resume",
 }
 INPUT_CHANNELS = {**DATA_CHANNELS, **MODEL_CHANNELS, **FILE_CHANNELS}
 

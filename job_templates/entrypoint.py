@@ -13,6 +13,8 @@ import logging
 import os
 import sys
 
+from .common.publish import push_to_hub
+from .common.tracking import tracked
 from .config import JobError, Preempted, load_config
 from .contract import resolve
 
@@ -57,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         if spec.get("secrets"):
             resolve_secrets(spec.secrets)
         recipe = importlib.import_module(RECIPES[spec.task])
-        recipe.run(spec, contract)
+        with tracked(spec, contract) as run:  # MLflow / TensorBoard / W&B when spec.tracking asks
+            run.log_results(recipe.run(spec, contract))
+            push_to_hub(spec, contract)  # output.push_to_hub, when set
         return 0
     except JobError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)

@@ -85,8 +85,10 @@ def run(spec: Any, contract: Any) -> dict:
 
 def eval_records(data: Any, contract: Any) -> list[dict]:
     """All records of ``data.eval`` when given, else of ``data.train`` (nothing is trained on)."""
-    location = data_location(data, contract, "eval") or data_location(data, contract, "train")
-    return read_records(location, data)
+    location = data_location(data, contract, "eval")
+    if location is not None:
+        return read_records(location, data, role="eval")
+    return read_records(data_location(data, contract, "train"), data)
 
 
 def token_stream(records: list[dict], tokenizer: Any, data: Any) -> tuple[list[int], list[int]]:

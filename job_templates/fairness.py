@@ -103,9 +103,10 @@ def classifier_fairness(spec, contract, settings) -> dict:
     if spec.data.format != "classification":
         raise JobError("fairness mode 'classifier' needs data.format 'classification' (text + "
                        f"label), got {spec.data.format!r}", "data.format")  # fmt: skip
-    location = (contract.channel("eval") or spec.data.get("eval") or contract.channel("train")
-                or spec.data.train)  # fmt: skip
-    records = read_records(location, spec.data)
+    location = contract.channel("eval") or spec.data.get("eval")
+    role = "eval" if location else "train"
+    location = location or contract.channel("train") or spec.data.train
+    records = read_records(location, spec.data, role=role)
     model, tokenizer = models.load_classifier(spec.model.name_or_path, contract)
     named = spec.data.get("eval") or spec.data.train  # what the spec calls it, not a channel dir
     return score_classifier(model, tokenizer, records, spec, settings, str(named))

@@ -85,7 +85,7 @@ def record_pairs(spec, contract) -> tuple[list, list | None, Vocab]:
         )  # fmt: skip
     train = read_records(contract.channel("train") or data.train, data)
     eval_location = contract.channel("eval") or data.eval
-    held_out = read_records(eval_location, data) if eval_location else None
+    held_out = read_records(eval_location, data, role="eval") if eval_location else None
     texts = [(r[data.prompt_field], r[data.response_field]) for r in train]
     chars = sorted({ch for prompt, response in texts for ch in prompt + response})
     vocab = Vocab(list(SPECIALS) + chars, "char")

@@ -31,7 +31,7 @@ from ..contract import (
     ENV_SPEC,
 )
 from ..errors import DataError, GenaiCloudError, JobFailedError, ProviderError
-from ..spec import is_remote_uri
+from ..spec import is_hub_dataset, is_remote_uri
 from .base import Emulation, JobHandle, JobState, JobStatus, Provider, get_provider, provider_names
 
 EXIT_PREEMPTED = 143  # the entrypoint's status after flushing a checkpoint on SIGTERM
@@ -94,7 +94,7 @@ def _local_channels(spec) -> dict[str, Path]:
         return channels
     for name in ("train", "eval"):
         source = getattr(spec.data, name)
-        if source is None:
+        if source is None or is_hub_dataset(source):  # the job loads hf:// by itself
             continue
         if is_remote_uri(source):
             raise DataError(
@@ -117,6 +117,7 @@ def layout(plan, *, emulate: str = "local", nproc: int = 1, run_dir: str | Path 
     run_dir = Path(run_dir or Path(spec.output.local_dir) / plan.job_name).absolute()
     sources = _local_channels(spec)
     env = {"PYTHONUNBUFFERED": "1", "GENAI_JOB_NAME": plan.job_name, **spec.env}
+    env["GENAI_RUNS_DIR"] = str(run_dir.parent)  # tracking's default MLflow store: <runs>/mlruns
     emulation = get_provider(emulate).emulation(plan, run_dir, sources)
     if emulation is None:
         raise GenaiCloudError(f"provider {emulate!r} has no local emulation", headline="Bad option")
@@ -222,6 +223,11 @@ def run_local(spec, *, emulate: str = "local", nproc: int = 1, run_dir: str | Pa
     if code != 0 and preempted and nproc > 1:
         code = EXIT_PREEMPTED  # torchrun reports a child's 143 as its own failure (exit 1)
     result = LocalRun(run_dir=lay.run_dir, returncode=code, layout=lay)
+    root = Path(spec.output.local_dir).absolute()
+    if code == 0 and lay.run_dir.parent == root:  # runs/latest/<spec name>, for run:NAME
+        from ..runs import mark_latest
+
+        mark_latest(spec.name, lay.run_dir, root)
     if check and code != 0:
         raise JobFailedError(f"local job exited with status {code}; its log is above.")
     return result

@@ -203,3 +203,24 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def resume_source(location: str | Path | None) -> Path | None:
+    """The checkpoint ``training.resume_from`` names: a ``step-N`` folder, or the newest one in a
+    checkpoints folder. None when it is not set.
+
+    Raises:
+        JobError: naming ``training.resume_from`` when there is no complete checkpoint there.
+    """
+    if not location:
+        return None
+    from ..config import JobError
+
+    path = Path(location)
+    if (path / STATE_FILE).is_file():
+        return path
+    found = latest(path)
+    if found is None:
+        raise JobError(f"no complete checkpoint (step-N/{STATE_FILE}) at {path}",
+                       "training.resume_from")  # fmt: skip
+    return found

@@ -2,7 +2,8 @@
 
 The contract's data channels win (``train`` and ``eval``: SageMaker ``SM_CHANNEL_*``, Vertex /
 local ``GENAI_CHANNEL_*``, Azure ``--data``); otherwise the spec's ``data.train`` / ``data.eval``
-paths are read (``gs://`` through the FUSE mount). Without an eval set, ``data.eval_fraction`` of
+paths are read (``gs://`` through the FUSE mount; ``hf://`` hub datasets by the job itself, see
+``hf_data.py``). Without an eval set, ``data.eval_fraction`` of
 the training records is held out by a split seeded with ``training.seed``, so every rank and every
 restart holds out the same records.
 """
@@ -15,6 +16,7 @@ from typing import Any
 
 from ..config import JobError
 from ..contract import gcs_to_fuse
+from .hf_data import is_hub
 from .records import read_records
 
 log = logging.getLogger("genai")
@@ -28,6 +30,8 @@ def data_location(data: Any, contract: Any, name: str):
     value = data.get(name)
     if value is None:
         return None
+    if is_hub(value):
+        return value  # the job loads it from the hub (no platform delivers it)
     if value.startswith(("s3://", "azureml://", "http://", "https://")):
         raise JobError(f"{value!r} must reach the job as its '{name}' input channel (the cloud "
                        "adapters set that up); it cannot be read directly here", f"data.{name}")  # fmt: skip
@@ -45,7 +49,7 @@ def load_splits(data: Any, contract: Any, seed: int) -> tuple[list[dict], list[d
     train = read_records(data_location(data, contract, "train"), data)
     eval_location = data_location(data, contract, "eval")
     if eval_location is not None:
-        return train, read_records(eval_location, data)
+        return train, read_records(eval_location, data, role="eval")
     fraction = data.get("eval_fraction", 0.0)
     if not fraction:
         return train, []

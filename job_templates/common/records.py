@@ -16,6 +16,10 @@ Files are read a line at a time, and a record (a JSON line, or a text block) lon
 ``data.max_record_bytes`` is an error naming its file:line before it is held in memory whole:
 one stray 50 MB line would otherwise grow the job by gigabytes while it is tokenized. Lines end
 at ``\n`` (``\r\n`` too), never inside a JSON string that holds U+2028 and the like.
+
+Hub datasets (``hf://ORG/NAME``), parquet / CSV / arrow files and ``save_to_disk`` folders are
+read through the ``datasets`` library (``hf_data.py``); their rows are checked the same way
+(``check_record``) and keep ``_source`` as ``file:row N``. ``data.max_records`` caps any source.
 """
 
 from __future__ import annotations
@@ -45,22 +49,32 @@ def data_files(location: str | Path) -> list[Path]:
     raise JobError(f"data file not found: {path}")
 
 
-def read_records(location: str | Path, data: Any) -> list[dict]:
+def read_records(location: str | Path, data: Any, role: str = "train") -> list[dict]:
     """All records at ``location`` in the spec's ``data`` format, validated.
+
+    ``role`` (``train`` / ``eval``) picks ``data.split`` or ``data.eval_split`` for a source with
+    several splits (a hub dataset, a ``DatasetDict`` folder).
 
     Raises:
         JobError: naming file:line for malformed JSON, a missing field, bad encoding, a record
             over ``data.max_record_bytes``, or an empty dataset.
     """
+    from .hf_data import is_table_source, read_table_records
+
     records: list[dict] = []
     limit = max_record_bytes(data)
-    for file in data_files(location):
-        if data.format == "text" and file.suffix not in (".jsonl", ".json"):
-            records.extend(_read_text(file, limit))
-        else:
-            records.extend(_read_jsonl(file, data, limit))
+    if is_table_source(location):
+        records = read_table_records(location, data, role)
+    else:
+        for file in data_files(location):
+            if data.format == "text" and file.suffix not in (".jsonl", ".json"):
+                records.extend(_read_text(file, limit))
+            else:
+                records.extend(_read_jsonl(file, data, limit))
     if not records:
         raise JobError(f"the dataset at {location} is empty (no records)")
+    if data.get("max_records") is not None:
+        records = records[: data.max_records]
     return records
 
 
@@ -113,15 +127,6 @@ def _read_text(file: Path, limit: int) -> list[dict]:
 
 
 def _read_jsonl(file: Path, data: Any, limit: int) -> list[dict]:
-    required = {
-        "text": [data.text_field],
-        "jsonl": [data.text_field],
-        "instruction": [data.prompt_field, data.response_field],
-        "chat": [data.messages_field],
-        "classification": [data.text_field, data.label_field],
-        "preference": [data.prompt_field, data.get("chosen_field", "chosen"),
-                       data.get("rejected_field", "rejected")],
-    }[data.format]
     records = []
     for number, line in _read_lines(file, limit):
         if not line.strip():
@@ -133,20 +138,39 @@ def _read_jsonl(file: Path, data: Any, limit: int) -> list[dict]:
             raise JobError(f"malformed JSON ({exc.msg} at column {exc.colno})", where) from None
         if not isinstance(row, dict):
             raise JobError(f"expected a JSON object, got {type(row).__name__}", where)
-        missing = [f for f in required if f not in row]
-        if missing:
-            raise JobError(
-                f"missing field(s) {', '.join(map(repr, missing))} for format {data.format!r} "
-                f"(fields present: {', '.join(map(repr, row)) or 'none'})",
-                where,
-            )
-        if data.format == "chat":
-            _check_messages(row[data.messages_field], where)
-        elif not all(isinstance(row[f], str) for f in required if f != data.label_field):
-            raise JobError(f"fields {', '.join(map(repr, required))} must be strings", where)
-        row["_source"] = where
+        check_record(row, data, where)
         records.append(row)
     return records
+
+
+def check_record(row: dict, data: Any, where: str) -> None:
+    """Check one record has the fields ``data.format`` needs, of the right types; set its
+    ``_source`` to ``where``.
+
+    Raises:
+        JobError: at ``where``, naming the missing fields and those present.
+    """
+    required = {
+        "text": [data.text_field],
+        "jsonl": [data.text_field],
+        "instruction": [data.prompt_field, data.response_field],
+        "chat": [data.messages_field],
+        "classification": [data.text_field, data.label_field],
+        "preference": [data.prompt_field, data.get("chosen_field", "chosen"),
+                       data.get("rejected_field", "rejected")],
+    }[data.format]
+    missing = [f for f in required if f not in row]
+    if missing:
+        raise JobError(
+            f"missing field(s) {', '.join(map(repr, missing))} for format {data.format!r} "
+            f"(fields present: {', '.join(map(repr, row)) or 'none'})",
+            where,
+        )
+    if data.format == "chat":
+        _check_messages(row[data.messages_field], where)
+    elif not all(isinstance(row[f], str) for f in required if f != data.label_field):
+        raise JobError(f"fields {', '.join(map(repr, required))} must be strings", where)
+    row["_source"] = where
 
 
 def _check_messages(messages: Any, where: str) -> None:

@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..config import Preempted  # what job_templates.entrypoint catches (exit 143)
-from . import checkpoint, distributed, strategies
+from . import checkpoint, distributed, strategies, tracking
 from . import device as devices
 from .evaluation import evaluate
 from .text import IGNORE
@@ -189,6 +189,8 @@ class Trainer:
         if self.contract.is_main:
             checkpoint.remove_partials(directory)
         path = checkpoint.latest(directory)
+        if path is None:  # none of its own yet: start from training.resume_from, if set
+            path = checkpoint.resume_source(self.training.get("resume_from"))
         if path is None:
             return False
         state = checkpoint.load(path)
@@ -241,10 +243,12 @@ class Trainer:
         examples = examples if examples is not None else self.eval_set
         if examples is None or len(examples) == 0:
             return {}
-        return evaluate(self.forward, examples, self.device, batch_size=self.training.batch_size,
-                        precision=self.precision, max_batches=self.training.eval_batches,
-                        rank=self.rank, world_size=self.world,
-                        lockstep=self.strategy.sharded)  # fmt: skip
+        result = evaluate(self.forward, examples, self.device, batch_size=self.training.batch_size,
+                          precision=self.precision, max_batches=self.training.eval_batches,
+                          rank=self.rank, world_size=self.world,
+                          lockstep=self.strategy.sharded)  # fmt: skip
+        tracking.current().log_metrics({f"eval/{k}": v for k, v in result.items()}, self.state.step)
+        return result
 
     # ---- the loop ---------------------------------------------------------------------------
 
@@ -398,6 +402,8 @@ class Trainer:
                 "lr": self.scheduler.get_last_lr()[0],
                 "tokens_per_s": s.tokens / s.train_seconds if s.train_seconds else 0.0}  # fmt: skip
         s.history.append(line)
+        tracking.current().log_metrics({f"train/{k}": v for k, v in line.items() if k != "step"},
+                                       s.step)  # fmt: skip
         if self.contract.is_main:
             log.info("step %d/%d %s", s.step, self.total_steps, _fmt(line))
 

@@ -408,3 +408,45 @@ def logs(job_id: str, follow: bool = False) -> Iterator[str]:
         files = sorted(Path(tmp).rglob("*.txt"), key=lambda p: (not p.name.startswith("std_"), p))
         for path in files:
             yield from path.read_text(errors="replace").splitlines()
+
+
+# ---- the model registry ------------------------------------------------------------------------
+
+
+@_quiet
+def register(plan: Plan) -> str:
+    """Register the plan's completed job's ``model`` output as a version of the workspace model
+    ``output.register.name`` (versions count up); registering the same job again returns the
+    version made before (found by the plan's key tag). Returns ``azureml:<name>:<version>``."""
+    from azure.ai.ml.constants import AssetTypes
+    from azure.ai.ml.entities import Model
+
+    from .azureml import KEY_TAG
+
+    settings = plan.spec.output.register_model
+    if settings is None:
+        raise ProviderError("output.register is not set: name the model",
+                            headline="Nothing to register")  # fmt: skip
+    client = _workspace_client(plan)
+    job = _get(client, plan.job_name)
+    if job is None or job.status != "Completed":
+        state = job.status if job is not None else "not launched"
+        raise ProviderError(f"job {plan.job_name} is {state}; register its model once it has "
+                            "completed", headline="Not ready")  # fmt: skip
+    not_found = _not_found()
+
+    def versions() -> list:
+        try:
+            return list(client.models.list(name=settings.name))  # paged: requests while read
+        except not_found:
+            return []  # no model of that name yet
+
+    for model in _call(f"listing model {settings.name!r}", versions):
+        if (model.tags or {}).get(KEY_TAG) == plan.key:
+            return f"azureml:{model.name}:{model.version}"
+    entity = Model(name=settings.name, type=AssetTypes.CUSTOM_MODEL,
+                   path=f"azureml://jobs/{plan.job_name}/outputs/model",
+                   description=settings.description or f"genai-cloud job {plan.job_name}",
+                   tags={KEY_TAG: plan.key, "genai-cloud-job": plan.job_name})  # fmt: skip
+    made = _call(f"registering model {settings.name!r}", client.models.create_or_update, entity)
+    return f"azureml:{made.name}:{made.version}"

@@ -93,6 +93,13 @@ class AzureMLProvider(Provider):
         return azureml_ops.submit(plan, self.render(plan))
 
     @_LOGIN
+    def register(self, plan: Plan) -> str:
+        """Register the finished job's model (``output.register``) in the workspace."""
+        from . import ops as azureml_ops
+
+        return azureml_ops.register(plan)
+
+    @_LOGIN
     def status(self, job_id: str) -> JobStatus:
         from . import ops as azureml_ops
 

@@ -24,7 +24,7 @@ from ...catalog import Instance
 from ...cost import capped_runtime
 from ...errors import ProviderError
 from ...naming import NameRules
-from ...spec import is_remote_uri
+from ...spec import is_hub_dataset, is_remote_uri
 
 if TYPE_CHECKING:
     from ...plan import Plan
@@ -36,7 +36,8 @@ SCHEMA = "https://azuremlschemas.azureedge.net/latest/commandJob.schema.json"
 KEY_TAG = "genai-cloud-key"
 INSTANCE_TAG = "genai-cloud-instance-type"  # the job table prices a cluster job by it
 JOB_FILE = "job.yml"
-_FILE_SUFFIXES = (".jsonl", ".json", ".txt", ".csv", ".tsv", ".parquet", ".gz", ".tar", ".zip",
+AZURE_MLFLOW = "azureml-mlflow>=1.55"  # the workspace's MLflow (MLFLOW_TRACKING_URI=azureml://...)
+_FILE_SUFFIXES = (".jsonl", ".json", ".txt", ".csv", ".tsv", ".parquet", ".arrow", ".gz", ".tar", ".zip",
                   ".npy", ".pt")  # fmt: skip
 # Spec fields the job reads -> the input that delivers them, passed as ``--data NAME=PATH`` and
 # read as ``contract.channel(NAME)`` (one table with the job: contract.INPUT_CHANNELS).
@@ -142,6 +143,8 @@ def _input_type(location: str) -> str:
 def _input(field: str, value: str, *, model: bool, problems: list[str]) -> dict | None:
     """The job input that delivers ``value``; None when the job reads it by itself (a hub id,
     ``pkg://``) or when Azure cannot deliver it (then a problem naming ``field`` is added)."""
+    if is_hub_dataset(value):
+        return None  # hf://ORG/NAME: the job loads it from the hub
     readable = ("azureml://", "https://", "http://") + (("pkg://",) if model else ())
     if "://" in value and not value.startswith(readable):
         problems.append(f"{field}: Azure ML jobs read {_VALID['model' if model else 'data']}; "
@@ -196,6 +199,15 @@ def command_line(inputs: dict) -> str:
     return " ".join(parts)
 
 
+def _tracking_requirements(spec) -> list[str]:
+    from job_templates.common.tracking import requirements
+
+    needed = requirements(spec.tracking.model_dump())
+    if "mlflow" in spec.tracking.backends:
+        needed.append(AZURE_MLFLOW)  # the azureml:// tracking URI the job's environment carries
+    return needed
+
+
 def environment(spec):
     """azure.environment / azure.image, else the runtime table's row as a conda spec on Azure's
     OpenMPI base image (Azure builds it once and caches it): the row's Python, torch and lock."""
@@ -212,7 +224,8 @@ def environment(spec):
         "name": "genai-cloud",
         "channels": ["conda-forge"],
         "dependencies": [f"python={row.python}", "pip",
-                         {"pip": [f"torch=={row.torch}", *row.lock_lines()]}],
+                         {"pip": [f"torch=={row.torch}", *row.lock_lines(),
+                                  *_tracking_requirements(spec)]}],
     }  # fmt: skip
     return {"image": row.image, "conda_file": conda}
 

@@ -248,6 +248,48 @@ class SageMakerOps:
         return _handle({"TrainingJobName": name, "TrainingJobArn": answer["TrainingJobArn"]},
                        region, created=True)  # fmt: skip
 
+    # ---- register ----------------------------------------------------------------------------
+
+    def register(self, plan: Plan) -> str:
+        """A model package version for the plan's finished job in ``output.register.name``
+        (the group is created when missing); the package ARN. Registering again returns the
+        version registered before (same ClientToken)."""
+        from .sagemaker import model_package_request
+
+        settings = plan.spec.output.register_model
+        if settings is None:
+            raise ProviderError("output.register is not set: name the model package group "
+                                "and the serving image", headline="Nothing to register")  # fmt: skip
+        if not settings.image_uri:
+            raise ProviderError("output.register.image_uri: required on SageMaker, the serving "
+                                "container image of the model package", headline="Nothing to "
+                                "register")  # fmt: skip
+        region = region_of(plan.spec)
+        described = self.describe(plan.job_name, region)
+        if described is None or described.get("TrainingJobStatus") != "Completed":
+            state = described.get("TrainingJobStatus") if described else "not launched"
+            raise ProviderError(f"training job {plan.job_name} is {state}; register its model "
+                                "once it has completed", headline="Not ready")  # fmt: skip
+        artifacts = (described.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
+        sagemaker = self.client("sagemaker", region)
+        try:
+            try:
+                sagemaker.describe_model_package_group(ModelPackageGroupName=settings.name)
+            except AWS_ERRORS as exc:
+                if error_code(exc) not in ("ValidationException", "ResourceNotFound"):
+                    raise
+                sagemaker.create_model_package_group(
+                    ModelPackageGroupName=settings.name,
+                    ModelPackageGroupDescription=f"genai-cloud models of spec {plan.spec.name}")
+            metrics = (described.get("FinalMetricDataList") or [])
+            answer = sagemaker.create_model_package(**model_package_request(
+                plan, artifacts or f"{described['OutputDataConfig']['S3OutputPath'].rstrip('/')}"
+                f"/{plan.job_name}/output/model.tar.gz",
+                {m["MetricName"]: m["Value"] for m in metrics}))  # fmt: skip
+        except AWS_ERRORS as exc:
+            raise _aws_error(exc, f"registering {plan.job_name} in {settings.name!r}") from None
+        return answer["ModelPackageArn"]
+
     # ---- operate -----------------------------------------------------------------------------
 
     def _describe_or_fail(self, job_id: str) -> tuple[dict, str | None]:

@@ -86,6 +86,10 @@ class SageMakerProvider(Provider):
     def submit(self, plan: Plan) -> JobHandle:
         return self.ops.submit(plan, self.render(plan))
 
+    def register(self, plan: Plan) -> str:
+        """Register the finished job's model (``output.register``); returns the package ARN."""
+        return self.ops.register(plan)
+
     def status(self, job_id: str) -> JobStatus:
         return self.ops.status(job_id)
 

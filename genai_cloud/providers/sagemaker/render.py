@@ -21,6 +21,8 @@ import os
 import shlex
 from typing import TYPE_CHECKING
 
+from job_templates.common import tracking
+
 from ... import contract
 from ...bundle import LAUNCHER
 from ...catalog import Instance
@@ -28,6 +30,7 @@ from ...cost import capped_runtime
 from ...errors import ProviderError
 from ...naming import NameRules
 from ...regions import launch_region
+from ...spec import is_hub_dataset
 
 if TYPE_CHECKING:
     from ...plan import Plan
@@ -181,6 +184,12 @@ def input_channels(spec: JobSpec, problems: list[str]) -> list[dict]:
         value = _field(spec, path)
         if value is None:
             continue
+        if is_hub_dataset(value):  # no channel: the job loads it from the hub
+            if spec.aws.network_isolation:
+                problems.append(f"{'.'.join(path)}: {value} cannot be downloaded under "
+                                "aws.network_isolation; pre-stage a copy in S3 (save_to_disk "
+                                "or parquet) and give its s3:// URI")  # fmt: skip
+            continue
         if not value.startswith("s3://"):
             problems.append(f"{'.'.join(path)}: SageMaker reads inputs from S3; upload "
                             f"{value!r} and give its s3:// URI")  # fmt: skip
@@ -199,6 +208,26 @@ def input_channels(spec: JobSpec, problems: list[str]) -> list[dict]:
             problems.append(f"{'.'.join(path)}: hub id {value!r} cannot be downloaded under "
                             "aws.network_isolation; stage the model in S3 and give its s3:// URI")  # fmt: skip
     return channels
+
+
+def _tracking(spec: JobSpec, out: str | None, job_name: str, problems: list[str]) -> dict:
+    """TensorBoard event files uploaded from the job's TensorBoard folder; the trackers that an
+    isolated container cannot reach."""
+    backends = spec.tracking.backends
+    if spec.aws.network_isolation:
+        remote = [b for b in backends if b == "wandb" or (b == "mlflow" and spec.tracking.mlflow_uri
+                  and (spec.tracking.mlflow_uri.startswith(("http", "arn:", "databricks"))))]  # fmt: skip
+        if remote:
+            problems.append(f"tracking.backends: {', '.join(remote)} cannot be reached under "
+                            "aws.network_isolation; use tensorboard or an MLflow file store "
+                            "(no tracking.mlflow_uri)")  # fmt: skip
+    if spec.aws.network_isolation and spec.output.push_to_hub is not None:
+        problems.append("output.push_to_hub: the Hugging Face Hub cannot be reached under "
+                        "aws.network_isolation; push from outside the job instead")  # fmt: skip
+    if "tensorboard" not in backends:
+        return {}
+    return {"TensorBoardOutputConfig": {"S3OutputPath": f"{out}/{job_name}/tensorboard",
+                                        "LocalPath": tracking.SAGEMAKER_TENSORBOARD_DIR}}  # fmt: skip
 
 
 def _resources(spec: JobSpec, instance: Instance, problems: list[str]) -> dict:
@@ -327,6 +356,7 @@ def build_request(plan: Plan) -> dict:
         # the checkpoints of the interrupted attempt.
         request["CheckpointConfig"] = {"S3Uri": f"{out}/{plan.job_name}/checkpoints",
                                        "LocalPath": CHECKPOINT_LOCAL_PATH}  # fmt: skip
+    request.update(_tracking(spec, out, plan.job_name, problems))
     request.update(_security(spec, problems))
     environment = _environment(spec, problems)
     if environment:
@@ -334,3 +364,40 @@ def build_request(plan: Plan) -> dict:
     if problems:
         raise SageMakerRenderError(problems)
     return request
+
+
+# ---- the model registry ------------------------------------------------------------------------
+
+_TASKS = {"causal-lm": "TEXT_GENERATION", "sequence-classification": "CLASSIFICATION"}
+
+
+def model_package_request(plan: Plan, model_data_url: str, metrics: dict | None = None) -> dict:
+    """The CreateModelPackage request registering ``plan``'s model (``output.register``): a new
+    version in the package group, idempotent per job (``ClientToken`` from the plan's key)."""
+    import hashlib
+
+    spec, settings = plan.spec, plan.spec.output.register_model
+    head = spec.model.head if spec.model else "causal-lm"
+    described = f"genai-cloud job {plan.job_name}" + (f": {settings.description}"
+                                                      if settings.description else "")  # fmt: skip
+    properties = {"genai-cloud:job": plan.job_name, "genai-cloud:spec": spec.name,
+                  "genai-cloud:task": str(spec.task),
+                  "model_card": f"{model_data_url} (README.md)"}  # fmt: skip
+    for key, value in sorted((metrics or {}).items())[:40]:  # the API takes at most 50
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            properties[f"metric:{key}"[:128]] = f"{value:.6g}"
+    return {
+        "ModelPackageGroupName": settings.name,
+        "ModelPackageDescription": described[:1024],
+        "InferenceSpecification": {
+            "Containers": [{"Image": settings.image_uri, "ModelDataUrl": model_data_url}],
+            "SupportedContentTypes": ["application/json"],
+            "SupportedResponseMIMETypes": ["application/json"],
+        },
+        "ModelApprovalStatus": settings.approval,
+        "Domain": "NATURAL_LANGUAGE_PROCESSING",
+        "Task": _TASKS.get(head, "OTHER"),
+        "CustomerMetadataProperties": properties,
+        "ClientToken": hashlib.sha256(plan.job_name.encode()).hexdigest()[:36],
+        "Tags": [{"Key": KEY_TAG, "Value": plan.key}],
+    }

@@ -325,3 +325,59 @@ def logs(job_id: str, follow: bool = False) -> Iterator[str]:
         if done:
             return
         _sleep(LOG_POLL_S)
+
+
+# ---- the model registry ------------------------------------------------------------------------
+
+
+def model_client(region: str):
+    return _aiplatform().ModelServiceClient(
+        client_options={"api_endpoint": f"{region}-aiplatform.googleapis.com"}
+    )
+
+
+def register(plan: Plan) -> str:
+    """Upload the plan's finished job's model (``<output>/<job>/model/``, what AIP_MODEL_DIR
+    named) to the Vertex Model Registry as ``output.register.name``: a new version when a model
+    of that name exists. Registering the same job again returns the version made before (found
+    by the plan's key label). Returns the model's resource name with its version
+    (``projects/P/locations/R/models/M@V``).
+    """
+    from .vertex import output_base
+
+    settings = plan.spec.output.register_model
+    if settings is None:
+        raise ProviderError("output.register is not set: name the model and the serving image",
+                            headline="Nothing to register")  # fmt: skip
+    if not settings.image_uri:
+        raise ProviderError("output.register.image_uri: required on Vertex AI, the serving "
+                            "container image of the model", headline="Nothing to register")
+    project, region = _parent(plan)
+    parent = f"projects/{project}/locations/{region}"
+    job = find_by_key(job_client(region), parent, plan.key)
+    if job is None or job.state.name != "JOB_STATE_SUCCEEDED":
+        state = job.state.name if job is not None else "not launched"
+        raise ProviderError(f"job {plan.job_name} is {state}; register its model once it has "
+                            "succeeded", headline="Not ready")  # fmt: skip
+    models = model_client(region)
+    done = _call("looking up registered models", models.list_models,
+                 request={"parent": parent, "filter": f'labels.{KEY_LABEL}="{plan.key}"'})  # fmt: skip
+    for model in done:
+        return f"{model.name}@{model.version_id}"
+    same_name = list(_call("looking up models by name", models.list_models,
+                           request={"parent": parent,
+                                    "filter": f'display_name="{settings.name}"'}))  # fmt: skip
+    aip = _aiplatform()
+    model = aip.Model(
+        display_name=settings.name,
+        description=(settings.description or f"genai-cloud job {plan.job_name}")[:2048],
+        artifact_uri=f"{output_base(plan.spec, plan.job_name)}/model/",
+        container_spec=aip.ModelContainerSpec(image_uri=settings.image_uri),
+        labels={KEY_LABEL: plan.key},
+    )  # fmt: skip
+    request = {"parent": parent, "model": model}
+    if same_name:
+        request["parent_model"] = same_name[0].name  # a new version of that model
+    operation = _call(f"uploading model {settings.name!r}", models.upload_model, request=request)
+    answer = operation.result()
+    return f"{answer.model}@{answer.model_version_id}"

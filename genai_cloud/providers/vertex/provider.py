@@ -64,6 +64,13 @@ class VertexProvider(Provider):
         return vertex_ops.submit(plan, self.render(plan))
 
     @_LOGIN
+    def register(self, plan: Plan) -> str:
+        """Register the finished job's model (``output.register``) in the Model Registry."""
+        from . import ops as vertex_ops
+
+        return vertex_ops.register(plan)
+
+    @_LOGIN
     def status(self, job_id: str) -> JobStatus:
         from . import ops as vertex_ops
 

@@ -25,7 +25,7 @@ from ...cost import capped_runtime
 from ...errors import ProviderError
 from ...naming import NameRules
 from ...regions import env_region, launch_region
-from ...spec import is_remote_uri
+from ...spec import is_hub_dataset, is_remote_uri
 
 if TYPE_CHECKING:
     from ...plan import Plan
@@ -81,6 +81,8 @@ def render_custom_job(plan: Plan) -> dict:
         job_spec["service_account"] = spec.gcp.service_account
     if spec.gcp.network:
         job_spec["network"] = spec.gcp.network
+    if spec.tracking.vertex_tensorboard:  # AIP_TENSORBOARD_LOG_DIR's files shown in that instance
+        job_spec["tensorboard"] = spec.tracking.vertex_tensorboard
     job: dict = {"display_name": plan.job_name, "job_spec": job_spec, "labels": labels(plan)}
     if spec.gcp.kms_key_name:
         job["encryption_spec"] = {"kms_key_name": spec.gcp.kms_key_name}
@@ -113,6 +115,10 @@ def _check(plan: Plan, instance: Instance) -> None:
     for key in spec.labels:
         if not _LABEL_KEY.match(key):
             problems.append(f"labels.{key}: GCP label keys start with a lowercase letter")
+    if spec.tracking.vertex_tensorboard and not gcp.service_account:
+        # Vertex uploads the event files to a TensorBoard instance only as a service account.
+        problems.append("gcp.service_account: required with tracking.vertex_tensorboard (the "
+                        "account needs roles/aiplatform.user and write access to output.uri)")  # fmt: skip
     if problems:
         raise ProviderError(
             "the spec cannot run on Vertex AI:\n" + "\n".join(f"  - {p}" for p in problems),
@@ -134,7 +140,7 @@ def _storage_problems(spec) -> list[str]:
                                                gcp.staging_bucket):  # fmt: skip
         problems.append(f"gcp.staging_bucket: {gcp.staging_bucket!r} is not a bucket name")
     for field, value in _read_locations(spec):
-        if value.startswith("gs://"):
+        if value.startswith("gs://") or is_hub_dataset(value):  # hf://: the job loads it
             continue
         if is_remote_uri(value):
             problems.append(f"{field}: Vertex jobs read Cloud Storage; copy {value!r} to a gs:// "
@@ -240,8 +246,9 @@ def container_spec(plan: Plan, instance: Instance) -> dict:
     if spec.data is not None:
         # The contract maps GENAI_CHANNEL_<NAME>=gs://... onto the /gcs FUSE mount.
         for name in ("train", "eval"):
-            if getattr(spec.data, name):
-                env[f"GENAI_CHANNEL_{name.upper()}"] = getattr(spec.data, name)
+            value = getattr(spec.data, name)
+            if value and not is_hub_dataset(value):  # hf:// is loaded by the job itself
+                env[f"GENAI_CHANNEL_{name.upper()}"] = value
     if _is_tpu(instance):
         env.setdefault("PJRT_DEVICE", "TPU")  # torch_xla's runtime selector
     # Secrets are deliberately absent: spec.json carries only their references, and the

@@ -12,7 +12,8 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from genai_cloud.errors import ProviderError
 from genai_cloud.plan import make_plan
-from genai_cloud.providers import azureml_ops, get_provider
+from genai_cloud.providers import get_provider
+from genai_cloud.providers.azureml import ops as azureml_ops
 from genai_cloud.spec import load_spec
 
 

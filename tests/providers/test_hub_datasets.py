@@ -8,7 +8,7 @@ import pytest
 from genai_cloud.plan import make_plan
 from genai_cloud.providers import get_provider
 from genai_cloud.providers.local import layout
-from genai_cloud.providers.sagemaker import SageMakerRenderError
+from genai_cloud.providers.sagemaker.render import SageMakerRenderError
 from genai_cloud.spec import load_spec
 
 HUB = "hf://stanfordnlp/imdb@main"

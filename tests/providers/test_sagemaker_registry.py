@@ -9,7 +9,8 @@ from moto import mock_aws
 
 from genai_cloud.errors import ProviderError
 from genai_cloud.plan import make_plan
-from genai_cloud.providers.sagemaker import SageMakerProvider, model_package_request
+from genai_cloud.providers.sagemaker import SageMakerProvider
+from genai_cloud.providers.sagemaker.render import model_package_request
 from genai_cloud.spec import load_spec
 
 REGION = "us-east-1"

@@ -10,7 +10,7 @@ import pytest
 
 from genai_cloud.plan import make_plan
 from genai_cloud.providers import get_provider
-from genai_cloud.providers.sagemaker import SageMakerRenderError
+from genai_cloud.providers.sagemaker.render import SageMakerRenderError
 from genai_cloud.spec import load_spec
 
 ROLE = "arn:aws:iam::123456789012:role/genai-sagemaker"
@@ -41,14 +41,15 @@ def test_sagemaker_uploads_tensorboard_event_files_under_the_job():
 
 
 def test_network_isolation_refuses_remote_trackers():
-    plan = make_plan(spec({"backends": ["mlflow", "wandb"], "mlflow_uri": ARN},
-                          network_isolation=True), "sagemaker")  # fmt: skip
+    # An isolated job runs on an image that already has its packages (it cannot pip-install).
+    image = {"network_isolation": True, "image_uri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/genai:1"}
+    plan = make_plan(spec({"backends": ["mlflow", "wandb"], "mlflow_uri": ARN}, **image),
+                     "sagemaker")  # fmt: skip
     with pytest.raises(SageMakerRenderError) as info:
         get_provider("sagemaker").render(plan)
     assert "tracking.backends: mlflow, wandb cannot be reached under aws.network_isolation" in \
         info.value.message  # fmt: skip
-    isolated_ok = make_plan(spec({"backends": ["mlflow", "tensorboard"]}, network_isolation=True),
-                            "sagemaker")  # fmt: skip
+    isolated_ok = make_plan(spec({"backends": ["mlflow", "tensorboard"]}, **image), "sagemaker")
     assert get_provider("sagemaker").render(isolated_ok)["EnableNetworkIsolation"] is True
 
 
@@ -67,7 +68,7 @@ def test_the_bundle_installs_the_trackers_it_uses():
 
 
 def test_azure_environment_carries_the_workspace_mlflow_plugin():
-    from genai_cloud.providers.azureml import environment
+    from genai_cloud.providers.azureml.render import environment
 
     azure = load_spec({"name": "tracked", "model": {"name_or_path": "gpt2"},
                        "data": {"train": "azureml://datastores/d/paths/train.jsonl"},

@@ -12,7 +12,8 @@ from google.cloud import aiplatform_v1
 
 from genai_cloud.errors import ProviderError
 from genai_cloud.plan import make_plan
-from genai_cloud.providers import get_provider, vertex_ops
+from genai_cloud.providers import get_provider
+from genai_cloud.providers.vertex import ops as vertex_ops
 from genai_cloud.spec import load_spec
 
 PARENT = "projects/proj/locations/us-central1"

@@ -421,7 +421,7 @@ def register(plan: Plan) -> str:
     from azure.ai.ml.constants import AssetTypes
     from azure.ai.ml.entities import Model
 
-    from .azureml import KEY_TAG
+    from .render import KEY_TAG
 
     settings = plan.spec.output.register_model
     if settings is None:

@@ -254,7 +254,7 @@ class SageMakerOps:
         """A model package version for the plan's finished job in ``output.register.name``
         (the group is created when missing); the package ARN. Registering again returns the
         version registered before (same ClientToken)."""
-        from .sagemaker import model_package_request
+        from .render import model_package_request
 
         settings = plan.spec.output.register_model
         if settings is None:

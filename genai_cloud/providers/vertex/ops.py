@@ -343,7 +343,7 @@ def register(plan: Plan) -> str:
     by the plan's key label). Returns the model's resource name with its version
     (``projects/P/locations/R/models/M@V``).
     """
-    from .vertex import output_base
+    from .render import output_base
 
     settings = plan.spec.output.register_model
     if settings is None:

@@ -89,6 +89,7 @@ def python_on_path(run_dir: Path, python: str) -> Path:
     and in the image that is the image's Python. A script that execs it, not a symlink: a
     symlinked venv interpreter does not find its venv (``pyvenv.cfg`` is looked up beside the
     path it was started by)."""
+    python = image_environment(run_dir, python)
     shim = run_dir / "bin"
     shim.mkdir(parents=True, exist_ok=True)
     for name in ("python", "python3"):
@@ -98,6 +99,24 @@ def python_on_path(run_dir: Path, python: str) -> Path:
         path.write_text(f'#!/bin/sh\nexec {shlex.quote(python)} "$@"\n')
         path.chmod(0o755)
     return shim
+
+
+def image_environment(run_dir: Path, python: str) -> str:
+    """The interpreter of the emulated image's environment: ``python`` itself when it is a
+    virtualenv (a replica of an image), else a virtualenv over it (``--system-site-packages``:
+    everything this machine has, plus what the job installs). The toolkits pip-install the
+    bundle's pinned lock into the image; without this layer that install would change this
+    machine's own packages (a lock pinning transformers 4.x would downgrade the 5.x here)."""
+    probe = subprocess.run([python, "-c", "import sys; print(sys.prefix != sys.base_prefix)"],
+                           capture_output=True, text=True, check=False)  # fmt: skip
+    if probe.stdout.strip() == "True":
+        return python
+    env_dir = run_dir / "image-env"
+    layered = env_dir / "bin" / "python"
+    if not layered.exists():
+        subprocess.run([python, "-m", "venv", "--system-site-packages", str(env_dir)],
+                       check=True, capture_output=True)  # fmt: skip
+    return str(layered)
 
 
 def local_inputs(spec) -> dict[tuple[str, str], Path]:

@@ -156,8 +156,8 @@ def test_logs_follow_polls_until_the_job_ends_without_repeating_lines(clients, m
     logging_client.list_entries.side_effect = lambda filter_, order_by: reads.pop(0)
     monkeypatch.setattr("google.cloud.logging.Client", mock.Mock(return_value=logging_client))
     states = iter([JobState.RUNNING, JobState.RUNNING, JobState.SUCCEEDED])
-    monkeypatch.setattr(vertex_ops, "status",
-                        lambda job_id: SimpleNamespace(state=next(states)))  # fmt: skip
+    monkeypatch.setattr(vertex_ops.VertexOps, "status",
+                        lambda self, job_id: SimpleNamespace(state=next(states)))  # fmt: skip
     lines = list(get_provider("vertex").logs(JOB_ID, follow=True))
     assert lines == ["step 1", "step 2", "step 3", "done"]
     filters = [c.kwargs["filter_"] for c in logging_client.list_entries.call_args_list]

@@ -478,6 +478,17 @@ def test_a_partial_workspace_config_is_an_error(ml):
         get_provider("azureml").submit(make({"azure": {"subscription_id": "s", "workspace": "w"}}))
 
 
+def test_one_provider_makes_one_client_per_workspace(ml):
+    provider = get_provider("azureml")
+    provider.submit(make(WS))
+    for _ in range(3):
+        assert provider.status(ARM).native_state == "Queued"
+    other = ARM.replace("/workspaces/ws/", "/workspaces/ws2/")
+    provider.status(other)
+    assert [c.args[1:] for c in ml.factory.call_args_list] == [("sub", "rg", "ws"),
+                                                             ("sub", "rg", "ws2")]  # fmt: skip
+
+
 def test_status_cancel_and_logs(ml):
     get_provider("azureml").submit(make(WS))
     job = ml.store["demo-0123456789"]

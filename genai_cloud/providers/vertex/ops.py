@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from ...errors import ProviderError, require
 from ..base import JobHandle, JobState, JobStatus
 from ..retry import call_with_retries
-from .render import KEY_LABEL, bundle_uri, default_region, region_of
+from .render import KEY_LABEL, bundle_uri, default_region
 
 if TYPE_CHECKING:
     from ...plan import Plan
@@ -177,7 +177,7 @@ def _handle(job, *, created: bool, uploaded: bool) -> JobHandle:
 
 
 def _parent(plan: Plan) -> tuple[str, str]:
-    return resolve_project(plan.spec.gcp.project), region_of(plan.spec)
+    return resolve_project(plan.spec.gcp.project), plan.placement.region
 
 
 def _status_of(job) -> JobStatus:

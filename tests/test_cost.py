@@ -8,11 +8,11 @@ import pytest
 from genai_cloud import cost
 from genai_cloud.cost import BudgetError, capped_runtime, cheapest, estimate
 from genai_cloud.errors import GenaiCloudError, ProviderError
+from genai_cloud.loading import load_spec
 from genai_cloud.plan import Plan, make_plan
 from genai_cloud.providers import get_provider
 from genai_cloud.providers.vertex import VertexProvider
 from genai_cloud.regions import launch_region
-from genai_cloud.spec import load_spec
 
 ROLE = "arn:aws:iam::123456789012:role/genai-sagemaker"
 

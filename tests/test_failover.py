@@ -21,13 +21,13 @@ from genai_cloud.failover import (
     placement_of,
     submit_with_fallback,
 )
+from genai_cloud.loading import load_spec
 from genai_cloud.plan import make_plan
 from genai_cloud.providers import JobState, JobStatus, get_provider
 from genai_cloud.providers.azureml import ops as azureml_ops
 from genai_cloud.providers.sagemaker import ops as sagemaker_ops
 from genai_cloud.providers.vertex import VertexProvider
 from genai_cloud.providers.vertex import ops as vertex_ops
-from genai_cloud.spec import load_spec
 
 ROLE = "arn:aws:iam::123456789012:role/genai-sagemaker"
 AWS = {"name": "fo", "model": {"name_or_path": "gpt2"},

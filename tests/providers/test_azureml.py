@@ -16,11 +16,11 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from genai_cloud.bundle import Bundle
 from genai_cloud.errors import ProviderError, UnsupportedFeatureError
+from genai_cloud.loading import load_spec
 from genai_cloud.plan import make_plan
 from genai_cloud.providers import JobState, get_provider
 from genai_cloud.providers.azureml import ops as azureml_ops
 from genai_cloud.providers.azureml.render import write_job_files
-from genai_cloud.spec import load_spec
 from job_templates.contract import resolve
 
 DATA = "azureml://datastores/workspaceblobstore/paths/data/train.jsonl"

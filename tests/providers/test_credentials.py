@@ -4,9 +4,9 @@ traceback. The SDKs' real exception classes are raised at the client boundary (n
 import pytest
 
 from genai_cloud.errors import ProviderError
+from genai_cloud.loading import load_spec
 from genai_cloud.plan import make_plan
 from genai_cloud.providers import get_provider
-from genai_cloud.spec import load_spec
 
 VERTEX = {"name": "demo", "model": {"name_or_path": "gpt2"},
           "data": {"train": "gs://b/train.jsonl"}, "output": {"uri": "gs://b/out"},

@@ -264,7 +264,7 @@ def test_feature_matrix_refuses_before_rendering(overrides, feature):
 # --------------------------------------------------------------------------------------------
 # Everything the job reads reaches it as an input (channel), or the render says why not
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 REGISTRY_MODEL = "azureml://registries/r/models/m/versions/1"
 WS_MODEL = ("azureml://subscriptions/s/resourceGroups/rg/providers/"
             "Microsoft.MachineLearningServices/workspaces/w/models/m/versions/2")  # fmt: skip

@@ -79,8 +79,8 @@ def reset(url: str) -> None:
 
 
 def sweep_plans(n: int, tag: str):
+    from genai_cloud.loading import load_spec
     from genai_cloud.plan import make_plan
-    from genai_cloud.spec import load_spec
 
     plans = []
     for i in range(n):

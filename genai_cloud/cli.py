@@ -373,7 +373,7 @@ def submit(spec_path: str, provider: str, overrides: tuple[str, ...]) -> None:
     if spec.budget.max_usd is not None and get_provider(plan.provider).billed:
         from .cost import worst_case
 
-        worst = worst_case(spec, plan.provider)  # BudgetError refuses the launch here
+        worst = worst_case(plan)  # BudgetError refuses the launch here
         click.echo(f"Budget: at most ${worst.usd:,.2f} of ${spec.budget.max_usd:,.2f} "
                    f"(runtime capped at {worst.seconds} s)", err=True)  # fmt: skip
     if spec.compute.fallback:

@@ -4,7 +4,8 @@ Pure arithmetic on the catalogs (``data/catalog/<provider>.json``, each naming i
 and date): no network, no credentials, no cloud SDK. A run costs ``hourly price x machines x
 hours``: the catalog's on-demand ``price``, or its ``spot_price`` (an estimate) when the spec runs
 on spot capacity there; machines = ``compute.nodes`` (x the hosts of a multi-host TPU slice on
-Vertex); the region, spot and machines are resolved in ``regions.py``; hours = ``compute.max_runtime`` (the worst case: every provider stops the job there), or
+Vertex); the region, instance, spot and machines are the plan's (``Plan.placement``, resolved
+once); hours = ``compute.max_runtime`` (the worst case: every provider stops the job there), or
 ``tokens / throughput`` when both are given.
 
 ``budget.max_usd`` becomes each provider's hard runtime cap (``capped_runtime``). When the spec
@@ -22,9 +23,10 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from .catalog import CatalogError, Instance, catalog, resolve_instance
+from .catalog import CatalogError, Instance, catalog
 from .errors import GenaiCloudError, ProviderError
-from .regions import launch_region, machines, pinned_region, uses_spot
+from .plan import Plan, make_plan
+from .regions import pinned_region
 
 if TYPE_CHECKING:
     from .spec import JobSpec
@@ -100,20 +102,19 @@ class Quote:
         return self.spot_usd if self.spot else self.on_demand_usd
 
 
-def quote(spec: JobSpec, provider: str, region: str | None = None,
-          seconds: int | None = None) -> Quote:  # fmt: skip
-    """Price ``seconds`` (default ``compute.max_runtime``) of the spec on ``provider``.
+def quote(plan: Plan, region: str | None = None, seconds: int | None = None) -> Quote:
+    """Price ``seconds`` (default ``compute.max_runtime``) of the plan's placement, in ``region``
+    (default: where it launches).
 
     Raises:
         CatalogError: the provider has no instance for ``compute`` (the message lists options).
     """
-    instance = resolve_instance(provider, spec.compute)
-    region = region or launch_region(spec, provider)
+    placement = plan.placement
+    instance, region = placement.instance, region or placement.region
     return Quote(
-        provider=provider, region=region, instance=instance,
-        machines=machines(spec, provider, instance),
-        seconds=spec.compute.max_runtime if seconds is None else seconds,
-        spot=uses_spot(spec, provider),
+        provider=plan.provider, region=region, instance=instance, machines=placement.machines,
+        seconds=plan.spec.compute.max_runtime if seconds is None else seconds,
+        spot=placement.spot,
         on_demand_hourly=instance.hourly(region), spot_hourly=instance.hourly(region, spot=True),
     )  # fmt: skip
 
@@ -134,8 +135,8 @@ def _affordable_seconds(budget: float, hourly: float) -> int:
     return int(budget * HOUR / hourly) if hourly > 0 else 2**31
 
 
-def capped_runtime(spec: JobSpec, provider: str) -> int:
-    """The hard runtime cap (seconds) to render for ``provider``: ``compute.max_runtime``, or
+def capped_runtime(plan: Plan) -> int:
+    """The hard runtime cap (seconds) to render for the plan: ``compute.max_runtime``, or
     less when ``budget.max_usd`` buys less (``budget / hourly cost``).
 
     Each provider's render passes this to its own cap (SageMaker ``MaxRuntimeInSeconds``,
@@ -148,11 +149,12 @@ def capped_runtime(spec: JobSpec, provider: str) -> int:
             than ``MIN_CAPPED_RUNTIME_S``; or the catalog has no price to enforce it with.
         CatalogError: no instance fits ``compute``.
     """
+    spec, provider = plan.spec, plan.provider
     runtime = spec.compute.max_runtime
     budget = spec.budget.max_usd
     if budget is None:
         return runtime
-    q = quote(spec, provider)
+    q = quote(plan)
     if q.hourly is None:
         raise BudgetError(f"budget.max_usd cannot be enforced: {_no_price(q)}. Pick a priced "
                           "region or drop budget.max_usd.")  # fmt: skip
@@ -178,13 +180,13 @@ def capped_runtime(spec: JobSpec, provider: str) -> int:
     return affordable
 
 
-def worst_case(spec: JobSpec, provider: str) -> Quote:
+def worst_case(plan: Plan) -> Quote:
     """The run priced at its hard cap (``capped_runtime``): what the provider bills at most.
 
     Raises:
         BudgetError, CatalogError: as ``capped_runtime``.
     """
-    return quote(spec, provider, seconds=capped_runtime(spec, provider))
+    return quote(plan, seconds=capped_runtime(plan))
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,10 +238,10 @@ def _regions(spec: JobSpec, provider: str, instance: Instance) -> list[str]:
 
 
 def _quotes_for(spec: JobSpec, provider: str, seconds: int) -> list[Quote]:
-    instance = resolve_instance(provider, spec.compute)
+    plan = Plan(spec=spec, provider=provider)  # priced, not launched: no feature check
     quotes = []
-    for region in _regions(spec, provider, instance):
-        q = quote(spec, provider, region, seconds)
+    for region in _regions(spec, provider, plan.placement.instance):
+        q = quote(plan, region, seconds)
         run, notes = seconds, []
         if run > spec.compute.max_runtime:
             run = spec.compute.max_runtime
@@ -387,11 +389,9 @@ class Placement:
         return text
 
 
-def _can_render(spec: JobSpec, provider: str) -> None:
-    from .plan import make_plan
+def _can_render(plan: Plan) -> None:
     from .providers import get_provider
 
-    plan = make_plan(spec, provider)
     get_provider(plan.provider).render(plan)
 
 
@@ -413,15 +413,14 @@ def cheapest(spec: JobSpec, providers: list[str] | None = None, *,
     skipped: dict[str, str] = {}
     for name in providers or catalog_providers():
         try:
-            impl = get_provider(name)
-            name = impl.name
-            impl.check_features(spec)
-            q = worst_case(spec, name)
+            name = get_provider(name).name
+            plan = make_plan(spec, name)  # checks the provider's features
+            q = worst_case(plan)
             if q.hourly is None:
                 skipped[name] = _no_price(q)
                 continue
             if check_render:
-                _can_render(spec, name)
+                _can_render(plan)
         except GenaiCloudError as exc:
             skipped[name] = _reason(name, exc)
             continue

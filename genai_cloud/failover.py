@@ -37,7 +37,6 @@ from .providers.base import (
     get_provider,
     provider_class,
 )
-from .regions import pinned_region
 
 if TYPE_CHECKING:
     from .spec import FallbackSpec, JobSpec
@@ -77,9 +76,12 @@ class Placement:
 
 
 def placement_of(plan: Plan) -> Placement:
-    compute = plan.spec.compute
-    return Placement(plan.provider, pinned_region(plan.spec, plan.provider) or compute.region,
-                     compute.accelerator, compute.count, compute.spot)  # fmt: skip
+    """Where the plan launches (``Plan.placement``: the region its render and submit use, and
+    whether it runs on spot), with the accelerator and count as the spec asks for them. A
+    provider whose region is not the spec's to choose (Azure ML: the workspace's) names none."""
+    compute, resolved = plan.spec.compute, plan.placement
+    region = None if provider_class(plan.provider).fixed_region else resolved.region
+    return Placement(plan.provider, region, compute.accelerator, compute.count, resolved.spot)
 
 
 def fallback_spec(spec: JobSpec, entry: FallbackSpec, index: int) -> tuple[JobSpec, str | None]:

@@ -1,8 +1,8 @@
 """The provider-agnostic JobSpec: what to train, on what data, on what compute, where.
 
 One pydantic v2 model tree with ``extra="forbid"`` everywhere, so a misspelt key is an error that
-names its path. ``load_spec`` reads YAML or JSON and reports *every* problem at once, each with its
-field path, the YAML line it sits on and what would be valid.
+names its path. ``loading.load_spec`` reads YAML or JSON and reports *every* problem at once, each
+with its field path, the YAML line it sits on and what would be valid.
 
 Adding a task is one ``Task`` member, one optional section below and one recipe module in
 ``job_templates/``.
@@ -770,13 +770,3 @@ def json_schema() -> dict:
     schema["title"] = "genai-cloud JobSpec"
     return schema
 
-
-def __getattr__(name: str):
-    """``from genai_cloud.spec import load_spec`` keeps working while callers move to
-    ``genai_cloud.loading`` (which imports this module: a top-level re-export here was an
-    import circle, and ``import genai_cloud.loading`` failed)."""
-    if name == "load_spec":
-        from .loading import load_spec
-
-        return load_spec
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

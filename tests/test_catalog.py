@@ -125,7 +125,7 @@ def test_unknown_provider_catalog():
 
 
 def _spec(**compute):
-    from genai_cloud.spec import load_spec
+    from genai_cloud.loading import load_spec
 
     return load_spec({"name": "demo", "model": {"name_or_path": "gpt2"},
                       "data": {"train": "s3://b/train.jsonl"}, "compute": compute})  # fmt: skip

@@ -8,10 +8,11 @@ import pytest
 from genai_cloud import cost
 from genai_cloud.cost import BudgetError, capped_runtime, cheapest, estimate
 from genai_cloud.errors import GenaiCloudError, ProviderError
-from genai_cloud.plan import make_plan
+from genai_cloud.loading import load_spec
+from genai_cloud.plan import Plan, make_plan
 from genai_cloud.providers import get_provider
 from genai_cloud.providers.vertex import VertexProvider
-from genai_cloud.spec import load_spec
+from genai_cloud.regions import launch_region
 
 ROLE = "arn:aws:iam::123456789012:role/genai-sagemaker"
 
@@ -137,14 +138,18 @@ def test_estimate_cli_prints_the_table_and_the_reasons(tmp_path, run_cli):
 # ---- budget: worst case, refusal and the hard runtime cap ----------------------------------
 
 
+def sagemaker_cap(job) -> int:
+    return capped_runtime(Plan(spec=job, provider="sagemaker"))
+
+
 def test_no_budget_keeps_max_runtime():
-    assert capped_runtime(spec(compute={"max_runtime": "5h"}), "sagemaker") == 5 * 3600
+    assert sagemaker_cap(spec(compute={"max_runtime": "5h"})) == 5 * 3600
 
 
 def test_budget_lowers_the_default_runtime_in_every_provider_render():
     toy = spec(budget={"max_usd": 5})
     # int(5 USD * 3600 / hourly): sagemaker 0.736, azureml 0.526
-    assert capped_runtime(toy, "sagemaker") == 24456
+    assert sagemaker_cap(toy) == 24456
     request = get_provider("sagemaker").render(make_plan(toy, "sagemaker"))
     assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 24456}
     job = get_provider("azureml").render(make_plan(toy, "azureml"))
@@ -157,7 +162,7 @@ def test_budget_lowers_the_default_runtime_in_every_provider_render():
 def test_spot_budget_uses_the_spot_price_and_max_wait_follows_the_cap():
     toy = spec(compute={"accelerator": "A10G", "spot": True}, training={"checkpoint_every": 5},
                budget={"max_usd": 10})  # fmt: skip
-    assert capped_runtime(toy, "sagemaker") == 85308  # 10 * 3600 / 0.422 < 86,400 default
+    assert sagemaker_cap(toy) == 85308  # 10 * 3600 / 0.422 < 86,400 default
     stopping = get_provider("sagemaker").render(make_plan(toy, "sagemaker"))["StoppingCondition"]
     # Waiting for spot capacity is not billed: MaxWait may exceed the billed cap.
     assert stopping == {"MaxRuntimeInSeconds": 85308, "MaxWaitTimeInSeconds": 2 * 85308}
@@ -165,13 +170,13 @@ def test_spot_budget_uses_the_spot_price_and_max_wait_follows_the_cap():
 
 def test_nodes_halve_the_cap():
     two = spec(compute={"nodes": 2, "accelerator": "A10G"}, budget={"max_usd": 10})
-    assert capped_runtime(two, "sagemaker") == 12784  # 10 * 3600 / (1.408 * 2)
+    assert sagemaker_cap(two) == 12784  # 10 * 3600 / (1.408 * 2)
 
 
 def test_an_explicit_max_runtime_over_budget_is_refused_with_the_fix():
     toy = spec(compute={"accelerator": "A10G", "max_runtime": "10h"}, budget={"max_usd": 10})
     with pytest.raises(BudgetError) as info:
-        capped_runtime(toy, "sagemaker")
+        sagemaker_cap(toy)
     message = info.value.message
     assert "worst case $14.08" in message and "budget.max_usd $10.00" in message
     assert "Lower compute.max_runtime to 25568 s" in message and "14.08" in message
@@ -181,19 +186,19 @@ def test_an_explicit_max_runtime_over_budget_is_refused_with_the_fix():
 
 def test_an_explicit_max_runtime_within_budget_is_kept():
     toy = spec(compute={"accelerator": "A10G", "max_runtime": "5h"}, budget={"max_usd": 10})
-    assert capped_runtime(toy, "sagemaker") == 5 * 3600  # 5 h x 1.408 = 7.04 <= 10
+    assert sagemaker_cap(toy) == 5 * 3600  # 5 h x 1.408 = 7.04 <= 10
 
 
 def test_a_budget_that_buys_minutes_is_refused():
     big = spec(compute={"accelerator": "H100", "count": 8}, budget={"max_usd": 15})
     with pytest.raises(BudgetError, match=r"buys only 477 s"):  # 15 * 3600 / 113.07
-        capped_runtime(big, "sagemaker")
+        sagemaker_cap(big)
 
 
 def test_a_budget_without_a_price_cannot_be_enforced():
     toy = spec(aws={"region": "ap-south-1"}, budget={"max_usd": 10})
     with pytest.raises(BudgetError, match="no price for ml.g4dn.xlarge in ap-south-1"):
-        capped_runtime(toy, "sagemaker")
+        sagemaker_cap(toy)
 
 
 def test_submit_over_budget_exits_2_before_any_call(tmp_path, run_cli, monkeypatch):
@@ -280,9 +285,9 @@ def test_launch_region_matches_the_sagemaker_render(monkeypatch):
 
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-2")
     toy = spec()
-    assert cost.launch_region(toy, "sagemaker") == region_of(toy) == "us-west-2"
+    assert launch_region(toy, "sagemaker") == region_of(toy) == "us-west-2"
     pinned = spec(compute={"region": "eu-west-1"})
-    assert cost.launch_region(pinned, "sagemaker") == region_of(pinned) == "eu-west-1"
+    assert launch_region(pinned, "sagemaker") == region_of(pinned) == "eu-west-1"
 
 
 def test_launch_region_matches_the_vertex_render_and_submit(monkeypatch):
@@ -294,18 +299,18 @@ def test_launch_region_matches_the_vertex_render_and_submit(monkeypatch):
     for var in VertexProvider.region_env:
         monkeypatch.delenv(var, raising=False)
     staged = {"gcp": {"staging_bucket": "stage"}}
-    assert cost.launch_region(spec(**staged), "vertex") == "us-central1"
+    assert launch_region(spec(**staged), "vertex") == "us-central1"
     monkeypatch.setenv("CLOUD_ML_REGION", "asia-east1")
-    assert cost.launch_region(spec(**staged), "vertex") == "asia-east1"
+    assert launch_region(spec(**staged), "vertex") == "asia-east1"
     moved = spec(compute={"region": "europe-west4"}, **staged)
-    assert cost.launch_region(moved, "vertex") == vertex.region_of(moved) == "europe-west4"
+    assert launch_region(moved, "vertex") == vertex.region_of(moved) == "europe-west4"
     plan = make_plan(moved, "vertex")
     assert "--region=europe-west4" in get_provider("vertex").render_native(plan)
     monkeypatch.setattr(vertex_ops, "resolve_project", lambda project: "proj")
     assert vertex_ops._parent(plan) == ("proj", "europe-west4")
     both = spec(compute={"region": "europe-west4"}, gcp={"region": "us-east4",
                                                          "staging_bucket": "stage"})  # fmt: skip
-    assert cost.launch_region(both, "vertex") == "us-east4"
+    assert launch_region(both, "vertex") == "us-east4"
 
 
 def test_an_aws_shaped_compute_region_is_refused_on_vertex():

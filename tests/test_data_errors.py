@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from genai_cloud.loading import load_spec
 from genai_cloud.providers.local import run_local
-from genai_cloud.spec import load_spec
 from job_templates.common.records import read_records
 from job_templates.config import Config, JobError
 from job_templates.entrypoint import EXIT_INPUT_ERROR

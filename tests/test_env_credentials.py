@@ -4,7 +4,7 @@ import pytest
 
 from genai_cloud.credentials import credential_reason
 from genai_cloud.errors import SpecError
-from genai_cloud.spec import load_spec
+from genai_cloud.loading import load_spec
 
 BASE = {"name": "x", "model": {"name_or_path": "gpt2"}, "data": {"train": "s3://b/t.jsonl"}}
 HF = "hf_" + "aB3" * 12

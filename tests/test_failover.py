@@ -18,13 +18,16 @@ from genai_cloud.failover import (
     PlacementError,
     candidate_plans,
     fallback_spec,
+    placement_of,
     submit_with_fallback,
 )
+from genai_cloud.loading import load_spec
+from genai_cloud.plan import make_plan
 from genai_cloud.providers import JobState, JobStatus, get_provider
 from genai_cloud.providers.azureml import ops as azureml_ops
 from genai_cloud.providers.sagemaker import ops as sagemaker_ops
+from genai_cloud.providers.vertex import VertexProvider
 from genai_cloud.providers.vertex import ops as vertex_ops
-from genai_cloud.spec import load_spec
 
 ROLE = "arn:aws:iam::123456789012:role/genai-sagemaker"
 AWS = {"name": "fo", "model": {"name_or_path": "gpt2"},
@@ -368,3 +371,19 @@ def test_sagemaker_classifier():
     assert sagemaker_ops.placement_problem_in_status(spot).startswith("spot: ")
     done = JobStatus("j", JobState.SUCCEEDED, "Completed", None)
     assert sagemaker_ops.placement_problem_in_status(done) is None
+
+
+def test_a_placement_names_where_the_plan_launches_as_its_render_does(monkeypatch):
+    """The region and spot of Plan.placement: an unpinned Vertex job launches in aiplatform's
+    environment region, gcp.strategy SPOT is spot; an Azure ML job's region is its workspace's."""
+    for var in VertexProvider.region_env:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("CLOUD_ML_REGION", "europe-west4")
+    unpinned = load_spec({**GCP, "gcp": {"project": "proj", "strategy": "SPOT"},
+                          "compute": {"accelerator": "L4"}})  # fmt: skip
+    plan = make_plan(unpinned, "vertex")
+    assert str(placement_of(plan)) == "vertex/europe-west4 1xL4 spot"
+    assert get_provider("vertex").render(plan)["job_spec"]["scheduling"]["strategy"] == "SPOT"
+    assert "--region=europe-west4" in get_provider("vertex").render_native(plan)
+    azure = load_spec({**AZ, "compute": {"accelerator": "T4"}})
+    assert str(placement_of(make_plan(azure, "azureml"))) == "azureml 1xT4"

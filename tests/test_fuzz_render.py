@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 
 from genai_cloud.bundle import Bundle
 from genai_cloud.errors import GenaiCloudError, SpecError
+from genai_cloud.loading import load_spec
 from genai_cloud.plan import make_plan
 from genai_cloud.providers import get_provider
-from genai_cloud.spec import JobSpec, load_spec
+from genai_cloud.spec import JobSpec
 
 PROVIDERS = ("sagemaker", "vertex", "azureml")
 FAKE_BUNDLE = Bundle(data=b"", sha256="ab" * 32)  # render needs its name, not 33 ms of tar.gz

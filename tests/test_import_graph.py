@@ -15,10 +15,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "genai_cloud"
-# Edges left out on purpose, each with the reason. spec.__getattr__ hands out load_spec for the
-# callers that still import it from genai_cloud.spec; genai_cloud itself imports it from
-# loading. Drop the entry (and the shim) once no caller imports it from spec.
-TRANSITIONAL = {("genai_cloud.spec", "genai_cloud.loading")}
 
 
 def module_name(path: Path) -> str:
@@ -128,7 +124,5 @@ def test_the_graph_sees_relative_lazy_and_package_imports():
 
 def test_genai_cloud_has_no_import_circle():
     graph = import_graph()
-    for source, target in TRANSITIONAL:
-        graph[source].discard(target)
     cycle = find_cycle(graph)
     assert cycle is None, "import circle: " + " -> ".join(cycle)

@@ -293,8 +293,8 @@ TOY = {"name": "toy", "task": "pretrain-scratch", "scratch": {"toy_task": "copy"
 
 
 def _plan(provider: str, **sections):
+    from genai_cloud.loading import load_spec
     from genai_cloud.plan import make_plan
-    from genai_cloud.spec import load_spec
 
     return make_plan(load_spec({**TOY, **sections}), provider)
 

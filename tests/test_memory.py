@@ -10,7 +10,7 @@ import yaml
 
 from genai_cloud import memory
 from genai_cloud.errors import SpecError
-from genai_cloud.spec import load_spec
+from genai_cloud.loading import load_spec
 
 
 def _spec(model: str = "meta-llama/Llama-3.1-8B", accelerator: str = "A10G", count: int = 1,

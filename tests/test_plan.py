@@ -5,10 +5,10 @@ import re
 import pytest
 
 from genai_cloud.errors import ProviderError
+from genai_cloud.loading import load_spec
 from genai_cloud.plan import Plan, job_name
 from genai_cloud.providers import Feature, get_provider, provider_names, required_features
 from genai_cloud.providers.sagemaker.render import SAGEMAKER_NAMES
-from genai_cloud.spec import load_spec
 
 SPEC = {"name": "demo", "model": {"name_or_path": "gpt2"}, "data": {"train": "s3://b/t.jsonl"}}
 

@@ -17,7 +17,7 @@ import pytest
 
 from genai_cloud.report import load_run, render, write_report
 from genai_cloud.runs import mark_latest
-from genai_cloud.spec import load_spec
+from genai_cloud.loading import load_spec
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="needs chromium (apt-get install "

@@ -26,11 +26,11 @@ from moto.core.botocore_stubber import MockRawResponse
 from moto.core.models import botocore_stubber as moto_send
 
 from genai_cloud.errors import GenaiCloudError
+from genai_cloud.loading import load_spec
 from genai_cloud.plan import make_plan
 from genai_cloud.providers import get_provider
 from genai_cloud.providers.azureml import ops as azureml_ops
 from genai_cloud.providers.vertex import ops as vertex_ops
-from genai_cloud.spec import load_spec
 
 FAILURE_RATE = 0.3
 SPECS, COPIES = 10, 10

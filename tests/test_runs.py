@@ -10,7 +10,7 @@ import pytest
 
 from genai_cloud.errors import SpecError
 from genai_cloud.runs import find_run, mark_latest
-from genai_cloud.spec import load_spec
+from genai_cloud.loading import load_spec
 
 
 def _fake_run(root, job: str):

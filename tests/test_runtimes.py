@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import tomllib
 
+from genai_cloud.loading import load_spec
 from genai_cloud.plan import Plan
 from genai_cloud.providers import get_provider
 from genai_cloud.providers.sagemaker import render as sagemaker
 from genai_cloud.providers.vertex import render as vertex
 from genai_cloud.runtimes import RUNTIMES, SOURCE_REQUIREMENTS, runtime, stacks
-from genai_cloud.spec import load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 PIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[0-9][A-Za-z0-9.+!-]*$")

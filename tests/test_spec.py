@@ -5,7 +5,8 @@ import json
 import pytest
 
 from genai_cloud.errors import SpecError
-from genai_cloud.spec import JobSpec, json_schema, load_spec, parse_duration
+from genai_cloud.loading import load_spec
+from genai_cloud.spec import JobSpec, json_schema, parse_duration
 
 MINIMAL = {"name": "demo", "model": {"name_or_path": "gpt2"}, "data": {"train": "s3://b/t.jsonl"}}
 

@@ -7,7 +7,8 @@ from fuzz_specs import documents, hostile_texts
 from hypothesis import HealthCheck, given, settings
 
 from genai_cloud.errors import GenaiCloudError, SpecError
-from genai_cloud.spec import JobSpec, load_spec
+from genai_cloud.loading import load_spec
+from genai_cloud.spec import JobSpec
 
 FIELDS = tuple(JobSpec.model_fields)
 FIELD_AND_LINE = re.compile(r"^(\(top level\): |.+? \(line \d+\): )")

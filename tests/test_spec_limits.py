@@ -4,8 +4,8 @@ import pytest
 import yaml
 
 from genai_cloud.errors import SpecError
+from genai_cloud.loading import load_spec
 from genai_cloud.serverless.core import parse_document
-from genai_cloud.spec import load_spec
 from genai_cloud.spec_limits import MAX_DEPTH, MAX_SPEC_BYTES, MAX_VALUES
 
 BASE = "name: x\nmodel: {name_or_path: gpt2}\ndata: {train: s3://b/t.jsonl}\n"

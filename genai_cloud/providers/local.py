@@ -190,8 +190,9 @@ def run_local(spec, *, emulate: str = "local", nproc: int = 1, run_dir: str | Pa
         python: the interpreter the job runs with (a replica of an image's environment);
             default: this one.
     """
+    from ..loading import load_spec
     from ..plan import Plan
-    from ..spec import JobSpec, load_spec
+    from ..spec import JobSpec
 
     if not isinstance(spec, JobSpec):
         spec = load_spec(spec)

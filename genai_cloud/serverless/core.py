@@ -275,13 +275,17 @@ def launch(raw: dict, settings: Settings, *, source: str, provider: str | None =
     from ..providers.base import Feature
 
     name = resolve_provider(provider, settings)
-    isolation = Feature.NETWORK_ISOLATION not in get_provider(name).unsupported
+    # Why this provider cannot isolate a job's network (None: it can, per job).
+    gap = get_provider(name).unsupported.get(Feature.NETWORK_ISOLATION)
     raw = settings.policy.apply_defaults(apply_defaults(raw, settings.defaults),
-                                         isolation=isolation)  # fmt: skip
+                                         isolation_gap=gap)  # fmt: skip
     spec = api.load_spec(raw)
     identity = {f: v for f, v in settings.defaults.items() if f in IDENTITY_FIELDS}
-    settings.policy.check(spec, isolation=isolation, identity=identity, source=source,
+    settings.policy.check(spec, isolation_gap=gap, identity=identity, source=source,
                           allowed_providers=tuple(settings.allowed_providers))  # fmt: skip
+    if gap and not settings.policy.allow_no_isolation:
+        log(logging.WARNING, "job not network-isolated", source=source, provider=name,
+            reason=gap)  # fmt: skip
     for note in spec.warnings():
         log(logging.WARNING, "spec warning", source=source, spec=spec.name, warning=note)
     handle = api.submit(spec, name)

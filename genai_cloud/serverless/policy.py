@@ -21,7 +21,16 @@ templates render (infra/aws/template.yaml, infra/gcp/main.tf, infra/azure/main.t
                                        ``PYTHONPATH``, ``PIP_INDEX_URL`` through.
 ``GENAI_POLICY_ALLOW_NO_ISOLATION``    ``true`` lets ``aws.network_isolation: false`` through;
                                        otherwise a spec that leaves it unset gets ``true``.
+                                       Only where the provider isolates each job (SageMaker):
+                                       see below.
 =====================================  ==========================================================
+
+Network isolation is a per-job switch on SageMaker only. Vertex AI and Azure ML isolate a network
+(a VPC Service Controls perimeter, a workspace's managed virtual network), not a job, so a
+launcher for them cannot turn isolation on for a job: there the rule does not apply, each launch
+logs that its job is not network-isolated (unless the policy allows that), and a spec that asks
+for ``aws.network_isolation: true`` is refused with the provider's reason instead of running
+without it. Isolate those deployments' jobs with the network the IaC puts them in.
 
 A refusal is a ``PolicyError`` listing every problem with its field; the HTTP caller gets it as
 a 403 body, and a spec dropped into storage gets it written beside the spec as
@@ -125,12 +134,12 @@ class LaunchPolicy:
             allow_no_isolation=flag("GENAI_POLICY_ALLOW_NO_ISOLATION"),
         )
 
-    def apply_defaults(self, raw: dict, *, isolation: bool) -> dict:
+    def apply_defaults(self, raw: dict, *, isolation_gap: str | None) -> dict:
         """The policy's values where the spec leaves them unset: the budget, and network
-        isolation where the provider has it (``isolation``) and the policy requires it."""
+        isolation where the provider has it (no ``isolation_gap``) and the policy requires it."""
         merged = dict(raw)
         defaults = [("budget", "max_usd", self.max_budget_usd)]
-        if isolation and not self.allow_no_isolation:
+        if isolation_gap is None and not self.allow_no_isolation:
             defaults.append(("aws", "network_isolation", True))
         for section, key, value in defaults:
             part = merged.get(section)
@@ -139,21 +148,22 @@ class LaunchPolicy:
                 merged[section] = {**part, key: value}
         return merged
 
-    def check(self, spec, *, isolation: bool, allowed_providers: tuple[str, ...] = (),
+    def check(self, spec, *, isolation_gap: str | None, allowed_providers: tuple[str, ...] = (),
               identity: Mapping[tuple[str, str], Any] | None = None,
               source: str | None = None) -> None:  # fmt: skip
         """Raise ``PolicyError`` with every problem of a validated spec.
 
-        ``isolation``: the target provider can isolate the job's network (SageMaker);
+        ``isolation_gap``: why the target provider cannot isolate a job's network (its
+        ``unsupported`` reason), None where it can (SageMaker);
         ``allowed_providers`` bounds the failover placements; ``identity`` holds the
         deployment's own role / service account (a spec may not name another).
         """
         problems = [f"{field}: {message}" for field, message
-                    in self.problems(spec, isolation, allowed_providers, identity or {})]  # fmt: skip
+                    in self.problems(spec, isolation_gap, allowed_providers, identity or {})]  # fmt: skip
         if problems:
             raise PolicyError(problems, source=source)
 
-    def problems(self, spec, isolation, allowed_providers, identity) -> list[tuple[str, str]]:
+    def problems(self, spec, isolation_gap, allowed_providers, identity) -> list[tuple[str, str]]:
         found: list[tuple[str, str]] = []
         if spec.model is not None and spec.model.trust_remote_code and \
                 not self.allow_trust_remote_code:  # fmt: skip
@@ -166,10 +176,14 @@ class LaunchPolicy:
                     found.append((f"env.{name}", ("changes which code the job loads or where it "
                                   "downloads code from; this launcher refuses it "
                                   "(GENAI_POLICY_ALLOW_CODE_ENV)")))  # fmt: skip
-        if isolation and not spec.aws.network_isolation and not self.allow_no_isolation:
-            found.append(("aws.network_isolation", ("false lets the job reach the internet with "
-                          "the launcher's role; this launcher requires isolation "
-                          "(GENAI_POLICY_ALLOW_NO_ISOLATION)")))  # fmt: skip
+        if isolation_gap is None:
+            if not spec.aws.network_isolation and not self.allow_no_isolation:
+                found.append(("aws.network_isolation", ("false lets the job reach the internet "
+                              "with the launcher's role; this launcher requires isolation "
+                              "(GENAI_POLICY_ALLOW_NO_ISOLATION)")))  # fmt: skip
+        elif spec.aws.network_isolation:
+            found.append(("aws.network_isolation", (f"this launcher cannot isolate a job: "
+                          f"{isolation_gap}; leave it unset")))  # fmt: skip
         for section, key in _IMAGE_FIELDS:
             image = getattr(getattr(spec, section), key)
             if image and not any(_matches(image, p) for p in self.allowed_images):

@@ -8,9 +8,9 @@ import json
 import pytest
 
 from genai_cloud.errors import GenaiCloudError
+from genai_cloud.loading import load_spec
 from genai_cloud.providers.azureml.emulation import resolve_command
 from genai_cloud.providers.local import run_local
-from genai_cloud.spec import load_spec
 
 
 def _run(spec: dict, tmp_path, **options):

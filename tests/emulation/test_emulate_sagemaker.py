@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from genai_cloud.errors import GenaiCloudError
+from genai_cloud.loading import load_spec
 from genai_cloud.providers.local import run_local
-from genai_cloud.spec import load_spec
 
 pytest.importorskip("sagemaker_training", reason="needs genai-cloud[emulate]")
 pytest.importorskip("moto.server", reason="needs genai-cloud[emulate]")

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from genai_cloud.providers.vertex.emulation import cluster_spec, relocate
+from genai_cloud.loading import load_spec
 from genai_cloud.providers.local import run_local
-from genai_cloud.spec import load_spec
+from genai_cloud.providers.vertex.emulation import cluster_spec, relocate
 
 
 def _run(spec: dict, tmp_path, **options):

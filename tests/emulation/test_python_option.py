@@ -7,8 +7,8 @@ import io
 import pytest
 
 from genai_cloud.errors import GenaiCloudError
+from genai_cloud.loading import load_spec
 from genai_cloud.providers.local import run_local
-from genai_cloud.spec import load_spec
 
 
 def test_a_local_run_uses_the_given_interpreter_without_genai_cloud(quick_spec, tmp_path,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from genai_cloud.spec import load_spec
+from genai_cloud.loading import load_spec
 from job_templates import entrypoint
 
 torch = pytest.importorskip("torch")

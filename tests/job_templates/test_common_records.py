@@ -8,7 +8,7 @@ import json
 import pytest
 
 from genai_cloud.errors import SpecError
-from genai_cloud.spec import load_spec
+from genai_cloud.loading import load_spec
 from job_templates.common import text as text_module
 from job_templates.common.records import DEFAULT_MAX_RECORD_BYTES, read_records
 from job_templates.config import Config, JobError

@@ -57,8 +57,8 @@ def _files(folder: Path) -> list[str]:
 @pytest.mark.slow
 def test_two_processes_match_one_with_the_same_global_batch(make_spec, no_dropout_gpt2,
                                                           small_corpus, tmp_path):  # fmt: skip
+    from genai_cloud.loading import load_spec
     from genai_cloud.providers.local import run_local
-    from genai_cloud.spec import load_spec
     from job_templates import entrypoint
 
     # The 1-process reference runs in this process (no second interpreter start-up to pay for).

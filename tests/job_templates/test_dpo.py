@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from genai_cloud.errors import SpecError
-from genai_cloud.spec import load_spec
+from genai_cloud.loading import load_spec
 from job_templates import entrypoint
 from job_templates.common.preference import batch_loss, encode_pairs, preference_metrics
 from job_templates.config import Config

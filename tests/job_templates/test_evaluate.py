@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from genai_cloud.spec import load_spec
+from genai_cloud.loading import load_spec
 from job_templates import entrypoint
 from job_templates import evaluate as recipe
 from job_templates.common.image_metrics import MIN_STABLE_FID_SAMPLES, image_scores

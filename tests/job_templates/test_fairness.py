@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from genai_cloud.spec import load_spec
+from genai_cloud.loading import load_spec
 from job_templates import fairness
 from job_templates.config import Config, JobError
 from job_templates.contract import Contract

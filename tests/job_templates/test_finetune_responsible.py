@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from genai_cloud.spec import load_spec
+from genai_cloud.loading import load_spec
 from job_templates import entrypoint
 from job_templates.common.text import IGNORE, Examples, example_weights, pack, tokenize
 from job_templates.common.train import weighted_loss

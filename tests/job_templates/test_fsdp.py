@@ -63,7 +63,7 @@ def _weights(model_dir: Path) -> dict:
 
 def _in_process(spec: dict, folder: Path, exists_ok: bool = False) -> dict:
     """The 1-process reference, run in this process (no second interpreter start-up)."""
-    from genai_cloud.spec import load_spec
+    from genai_cloud.loading import load_spec
     from job_templates import entrypoint
 
     folder.mkdir(exist_ok=exists_ok)

@@ -191,7 +191,7 @@ def test_max_records_caps_every_source(tmp_path):
 def test_finetune_on_a_hub_dataset_under_the_sagemaker_contract(make_spec, offline_hub, tmp_path):
     """The bundle's job (a subprocess, SageMaker's paths) loads hf:// itself: no channel."""
     from genai_cloud.providers.local import run_local
-    from genai_cloud.spec import load_spec
+    from genai_cloud.loading import load_spec
 
     spec = load_spec(make_spec(
         data={"train": "hf://genai-test/tiny-reviews", "eval": "hf://genai-test/tiny-reviews",

@@ -246,7 +246,7 @@ def test_finetune_with_lora_end_to_end(make_spec, tmp_path):
     spec = make_spec(model={"lora": {"r": 4, "alpha": 8}},
                      training={"max_steps": 8, "lr": 1e-2, "log_every": 4})  # fmt: skip
     spec_path = tmp_path / "spec.json"
-    from genai_cloud.spec import load_spec
+    from genai_cloud.loading import load_spec
 
     spec_path.write_text(load_spec(spec).to_json())
     code = entrypoint.main([f"--spec={spec_path}", f"--model-dir={tmp_path / 'model'}",

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from genai_cloud.spec import load_spec
+from genai_cloud.loading import load_spec
 from job_templates.config import Config, JobError
 from job_templates.fairness import evaluate_groups
 from job_templates.responsible.lexicon import load_lexicon

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from genai_cloud.errors import SpecError
-from genai_cloud.spec import load_spec
+from genai_cloud.loading import load_spec
 from job_templates import entrypoint
 
 huggingface_hub = pytest.importorskip("huggingface_hub")

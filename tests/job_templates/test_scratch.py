@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from genai_cloud.spec import load_spec
+from genai_cloud.loading import load_spec
 from job_templates import scratch
 from job_templates.config import Config, JobError
 from job_templates.contract import Contract

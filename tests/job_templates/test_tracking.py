@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from genai_cloud.spec import load_spec
+from genai_cloud.loading import load_spec
 from job_templates import entrypoint
 from job_templates.common import tracking
 from job_templates.config import Config, Preempted

@@ -14,7 +14,7 @@ from genai_cloud.errors import ProviderError
 from genai_cloud.plan import make_plan
 from genai_cloud.providers import get_provider
 from genai_cloud.providers.azureml import ops as azureml_ops
-from genai_cloud.spec import load_spec
+from genai_cloud.loading import load_spec
 
 
 def plan_for():

@@ -4,9 +4,9 @@ traceback. The SDKs' real exception classes are raised at the client boundary (n
 import pytest
 
 from genai_cloud.errors import ProviderError
+from genai_cloud.loading import load_spec
 from genai_cloud.plan import make_plan
 from genai_cloud.providers import get_provider
-from genai_cloud.spec import load_spec
 
 VERTEX = {"name": "demo", "model": {"name_or_path": "gpt2"},
           "data": {"train": "gs://b/train.jsonl"}, "output": {"uri": "gs://b/out"},
@@ -32,7 +32,7 @@ def _no_azure_login(*args, **kwargs):
 def test_vertex_submit_without_credentials(monkeypatch):
     from genai_cloud.providers.vertex import ops as vertex_ops
 
-    monkeypatch.setattr(vertex_ops, "submit", _no_adc)
+    monkeypatch.setattr(vertex_ops.VertexOps, "submit", _no_adc)
     plan = make_plan(load_spec(VERTEX), "vertex")
     with pytest.raises(ProviderError) as info:
         get_provider("vertex").submit(plan)
@@ -43,11 +43,11 @@ def test_vertex_submit_without_credentials(monkeypatch):
 def test_vertex_logs_generator_is_guarded(monkeypatch):
     from genai_cloud.providers.vertex import ops as vertex_ops
 
-    def logs(job_id, follow=False):
+    def logs(self, job_id, follow=False):
         yield "first line"
         _no_adc()
 
-    monkeypatch.setattr(vertex_ops, "logs", logs)
+    monkeypatch.setattr(vertex_ops.VertexOps, "logs", logs)
     lines = get_provider("vertex").logs("projects/p/locations/us-central1/customJobs/1")
     assert next(lines) == "first line"
     with pytest.raises(ProviderError, match="gcloud auth"):
@@ -57,7 +57,7 @@ def test_vertex_logs_generator_is_guarded(monkeypatch):
 def test_azure_status_without_credentials(monkeypatch):
     from genai_cloud.providers.azureml import ops as azureml_ops
 
-    monkeypatch.setattr(azureml_ops, "status", _no_azure_login)
+    monkeypatch.setattr(azureml_ops.AzureMLOps, "status", _no_azure_login)
     with pytest.raises(ProviderError) as info:
         get_provider("azureml").status("demo-123")
     assert info.value.headline == "Azure credentials not found"
@@ -70,7 +70,7 @@ def test_other_errors_pass_through(monkeypatch):
     def broken(*args, **kwargs):
         raise KeyError("a bug of ours keeps its traceback")
 
-    monkeypatch.setattr(azureml_ops, "cancel", broken)
+    monkeypatch.setattr(azureml_ops.AzureMLOps, "cancel", broken)
     with pytest.raises(KeyError):
         get_provider("azureml").cancel("demo-123")
 

@@ -9,7 +9,7 @@ from genai_cloud.plan import make_plan
 from genai_cloud.providers import get_provider
 from genai_cloud.providers.local import layout
 from genai_cloud.providers.sagemaker.render import SageMakerRenderError
-from genai_cloud.spec import load_spec
+from genai_cloud.loading import load_spec
 
 HUB = "hf://stanfordnlp/imdb@main"
 ROLE = "arn:aws:iam::123456789012:role/genai-sagemaker"

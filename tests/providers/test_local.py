@@ -5,9 +5,9 @@ import json
 import pytest
 
 from genai_cloud.errors import DataError
+from genai_cloud.loading import load_spec
 from genai_cloud.plan import Plan
 from genai_cloud.providers.local import layout, prepare
-from genai_cloud.spec import load_spec
 from job_templates.contract import resolve
 
 

@@ -11,7 +11,7 @@ from genai_cloud.errors import ProviderError
 from genai_cloud.plan import make_plan
 from genai_cloud.providers.sagemaker import SageMakerProvider
 from genai_cloud.providers.sagemaker.render import model_package_request
-from genai_cloud.spec import load_spec
+from genai_cloud.loading import load_spec
 
 REGION = "us-east-1"
 ROLE = "arn:aws:iam::123456789012:role/genai-sagemaker"

@@ -11,7 +11,7 @@ import pytest
 from genai_cloud.plan import make_plan
 from genai_cloud.providers import get_provider
 from genai_cloud.providers.sagemaker.render import SageMakerRenderError
-from genai_cloud.spec import load_spec
+from genai_cloud.loading import load_spec
 
 ROLE = "arn:aws:iam::123456789012:role/genai-sagemaker"
 ARN = "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/team"

@@ -14,7 +14,7 @@ from genai_cloud.errors import ProviderError
 from genai_cloud.plan import make_plan
 from genai_cloud.providers import get_provider
 from genai_cloud.providers.vertex import ops as vertex_ops
-from genai_cloud.spec import load_spec
+from genai_cloud.loading import load_spec
 
 PARENT = "projects/proj/locations/us-central1"
 IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/pytorch-cpu.2-4:latest"

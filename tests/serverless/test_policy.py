@@ -232,3 +232,43 @@ def test_a_misconfigured_policy_names_its_variable(var, value):
                                         ("TOKENIZERS_PARALLELISM", False)])
 def test_code_loading_env_names(name, code):
     assert is_code_env(name) is code
+
+
+@pytest.fixture
+def unisolated(policy_env, fake_provider, monkeypatch):
+    """The launcher's provider isolates networks, not jobs (as Vertex AI does)."""
+    from genai_cloud.providers.base import Feature
+    from genai_cloud.providers.vertex import VertexProvider
+
+    monkeypatch.setattr(fake_provider, "unsupported", VertexProvider.unsupported)
+    return VertexProvider.unsupported[Feature.NETWORK_ISOLATION]
+
+
+def test_without_per_job_isolation_a_launch_says_so_instead_of_isolating(
+        unisolated, fake_provider, capsys, parse_logs):  # fmt: skip
+    status, body = core.handle_http(json.dumps(GOOD), core.Settings.from_env("fake"))
+    assert status == 201, body
+    (job,) = fake_provider.jobs.values()
+    assert job["spec"]["aws"]["network_isolation"] is False  # not filled in: it would not hold
+    logs = parse_logs(capsys.readouterr().out)
+    (warning,) = [line for line in logs if line["message"] == "job not network-isolated"]
+    assert (warning["level"], warning["reason"]) == ("WARNING", unisolated)
+
+
+def test_without_per_job_isolation_asking_for_it_is_refused_with_the_reason(unisolated,
+                                                                            fake_provider):  # fmt: skip
+    status, body = core.handle_http(json.dumps(with_("aws.network_isolation", True)),
+                                    core.Settings.from_env("fake"))  # fmt: skip
+    assert status == 403 and not fake_provider.jobs
+    assert body["errors"] == [("aws.network_isolation: this launcher cannot isolate a job: "
+                               f"{unisolated}; leave it unset")]  # fmt: skip
+
+
+def test_a_policy_that_allows_no_isolation_does_not_warn_about_it(unisolated, policy_env,
+                                                                   capsys, parse_logs):  # fmt: skip
+    policy_env.setenv("GENAI_POLICY_ALLOW_NO_ISOLATION", "true")
+    status, _ = core.handle_http(json.dumps(GOOD), core.Settings.from_env("fake"))
+    assert status == 201
+    messages = [line["message"] for line in parse_logs(capsys.readouterr().out)]
+    assert "job launched" in messages  # the logs were read: the absence below means something
+    assert "job not network-isolated" not in messages

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from genai_cloud.loading import load_spec
 from genai_cloud.plan import Plan
 from genai_cloud.providers.local import layout, prepare
 from genai_cloud.runtimes import stacks
-from genai_cloud.spec import load_spec
 
 
 def _build_module():

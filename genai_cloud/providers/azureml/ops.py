@@ -197,18 +197,6 @@ def ml_client(subscription_id: str | None = None, resource_group: str | None = N
                             headline="Azure ML workspace not configured") from None  # fmt: skip
 
 
-def _client_for(job_id: str):
-    match = _ARM_ID.match(job_id)
-    if match:
-        sub, rg, ws, name = match.groups()
-        return ml_client(sub, rg, ws), name
-    if "/" in job_id:
-        raise ProviderError(f"{job_id!r} is not an Azure ML job id; expected the job name or "
-                            "its ARM id (what `submit` printed)",
-                            headline="Invalid Azure ML job id")  # fmt: skip
-    return ml_client(), job_id
-
-
 def _not_found():
     return require("azure.core.exceptions", "azure").ResourceNotFoundError
 
@@ -292,45 +280,6 @@ def load_rendered_job(plan: Plan, job: dict, directory: str | Path):
     return ml.load_job(write_job_files(plan, directory, job))
 
 
-def _workspace_client(plan: Plan):
-    azure = plan.spec.azure
-    return ml_client(azure.subscription_id, azure.resource_group, azure.workspace)
-
-
-@_quiet
-def find_existing(plan: Plan) -> tuple[JobHandle, JobStatus] | None:
-    """The job this plan already launched (the job name is the plan's), with its status."""
-    job = _get(_workspace_client(plan), plan.job_name)
-    return None if job is None else (_handle(job, created=False), _status_of(job))
-
-
-@_quiet
-def submit(plan: Plan, job: dict) -> JobHandle:
-    client = _workspace_client(plan)
-    existing = _get(client, plan.job_name)
-    if existing is not None:
-        return _handle(existing, created=False)
-    what = f"creating job {plan.job_name!r}"
-    with tempfile.TemporaryDirectory(prefix="genai-azureml-") as tmp:
-        entity = load_rendered_job(plan, job, tmp)
-        for attempt in range(CALL_ATTEMPTS):
-            try:
-                # One try per call: between tries the job is looked up, because a create
-                # whose answer was lost may have landed. create_or_update uploads the code
-                # folder while `tmp` still exists.
-                made = _call(what, client.jobs.create_or_update, entity, attempts=1)
-                return _handle(made, created=True)
-            except Unavailable as exc:
-                if attempt == CALL_ATTEMPTS - 1:
-                    raise Unavailable(f"Azure ML did not accept the job after {CALL_ATTEMPTS} "
-                                      f"tries: {exc.message}") from None  # fmt: skip
-                _sleep(min(BACKOFF_S * 2**attempt, MAX_BACKOFF_S))
-                existing = _get(client, plan.job_name)
-                if existing is not None:
-                    return _handle(existing, created=False)
-    raise AssertionError("unreachable")
-
-
 def _status_of(job) -> JobStatus:
     native = job.status or "Unknown"
     return JobStatus(job_id=job.id or job.name, state=STATES.get(native, JobState.PENDING),
@@ -359,94 +308,151 @@ def _details(job) -> dict:
     return {k: v for k, v in details.items() if v is not None}
 
 
-@_quiet
-def status(job_id: str) -> JobStatus:
-    client, name = _client_for(job_id)
-    return _status_of(client.jobs.get(name))
+class AzureMLOps:
+    """The Azure ML calls of one ``AzureMLProvider``: one MLClient per workspace, made on first
+    use (making one signs in and reads the workspace)."""
 
+    def __init__(self):
+        self.clients: dict[tuple[str | None, str | None, str | None], object] = {}
 
-@_quiet
-def cancel(job_id: str) -> None:
-    client, name = _client_for(job_id)
-    client.jobs.begin_cancel(name).result()
+    def client(self, subscription_id: str | None = None, resource_group: str | None = None,
+               workspace: str | None = None):  # fmt: skip
+        """The workspace's MLClient (config.json's workspace when none is named)."""
+        key = (subscription_id, resource_group, workspace)
+        if key not in self.clients:
+            self.clients[key] = ml_client(*key)
+        return self.clients[key]
 
+    def _workspace_client(self, plan: Plan):
+        azure = plan.spec.azure
+        return self.client(azure.subscription_id, azure.resource_group, azure.workspace)
 
-@_quiet
-def list_jobs(labels: dict[str, str]) -> list[JobStatus]:
-    client = ml_client()
-    found = []
-    for job in client.jobs.list():
-        tags = job.tags or {}
-        if KEY_TAG in tags and all(tags.get(k) == v for k, v in labels.items()):
-            found.append(_status_of(job))
-    return found
+    def _client_for(self, job_id: str):
+        """The client and job name of a job id: an ARM id names its workspace, a bare name
+        is in config.json's."""
+        match = _ARM_ID.match(job_id)
+        if match:
+            sub, rg, ws, name = match.groups()
+            return self.client(sub, rg, ws), name
+        if "/" in job_id:
+            raise ProviderError(f"{job_id!r} is not an Azure ML job id; expected the job name "
+                                "or its ARM id (what `submit` printed)",
+                                headline="Invalid Azure ML job id")  # fmt: skip
+        return self.client(), job_id
 
+    @_quiet
+    def find_existing(self, plan: Plan) -> tuple[JobHandle, JobStatus] | None:
+        """The job this plan already launched (the job name is the plan's), with its status."""
+        job = _get(self._workspace_client(plan), plan.job_name)
+        return None if job is None else (_handle(job, created=False), _status_of(job))
 
-@_quiet
-def logs(job_id: str, follow: bool = False) -> Iterator[str]:
-    """Log lines of a job.
+    @_quiet
+    def submit(self, plan: Plan, job: dict) -> JobHandle:
+        client = self._workspace_client(plan)
+        existing = _get(client, plan.job_name)
+        if existing is not None:
+            return _handle(existing, created=False)
+        what = f"creating job {plan.job_name!r}"
+        with tempfile.TemporaryDirectory(prefix="genai-azureml-") as tmp:
+            entity = load_rendered_job(plan, job, tmp)
+            for attempt in range(CALL_ATTEMPTS):
+                try:
+                    # One try per call: between tries the job is looked up, because a create
+                    # whose answer was lost may have landed. create_or_update uploads the code
+                    # folder while `tmp` still exists.
+                    made = _call(what, client.jobs.create_or_update, entity, attempts=1)
+                    return _handle(made, created=True)
+                except Unavailable as exc:
+                    if attempt == CALL_ATTEMPTS - 1:
+                        raise Unavailable(f"Azure ML did not accept the job after "
+                                          f"{CALL_ATTEMPTS} tries: {exc.message}") from None  # fmt: skip
+                    _sleep(min(BACKOFF_S * 2**attempt, MAX_BACKOFF_S))
+                    existing = _get(client, plan.job_name)
+                    if existing is not None:
+                        return _handle(existing, created=False)
+        raise AssertionError("unreachable")
 
-    With ``follow``, azure-ai-ml's own ``jobs.stream`` prints the live log to this process's
-    stdout (the SDK offers no line iterator), and this yields the final state once it ends.
-    Without it, a finished job's logs are downloaded and yielded line by line.
-    """
-    client, name = _client_for(job_id)
-    if follow:
-        try:
-            client.jobs.stream(name)
-        except require("azure.ai.ml.exceptions", "azure").JobException:
-            pass  # stream raises when the job failed; the state line below says so
-        yield f"job {name} ended: {client.jobs.get(name).status}"
-        return
-    job = client.jobs.get(name)
-    if STATES.get(job.status, JobState.PENDING) not in (JobState.SUCCEEDED, JobState.FAILED,
-                                                        JobState.STOPPED):  # fmt: skip
-        raise ProviderError(f"job {name} is {job.status}: Azure ML serves a running job's log "
-                            "only as a stream; use `logs --follow`")  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="genai-azlogs-") as tmp:
-        client.jobs.download(name, download_path=tmp)
-        files = sorted(Path(tmp).rglob("*.txt"), key=lambda p: (not p.name.startswith("std_"), p))
-        for path in files:
-            yield from path.read_text(errors="replace").splitlines()
+    @_quiet
+    def status(self, job_id: str) -> JobStatus:
+        client, name = self._client_for(job_id)
+        return _status_of(client.jobs.get(name))
 
+    @_quiet
+    def cancel(self, job_id: str) -> None:
+        client, name = self._client_for(job_id)
+        client.jobs.begin_cancel(name).result()
 
-# ---- the model registry ------------------------------------------------------------------------
+    @_quiet
+    def list(self, labels: dict[str, str]) -> list[JobStatus]:
+        found = []
+        for job in self.client().jobs.list():
+            tags = job.tags or {}
+            if KEY_TAG in tags and all(tags.get(k) == v for k, v in labels.items()):
+                found.append(_status_of(job))
+        return found
 
+    @_quiet
+    def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
+        """Log lines of a job.
 
-@_quiet
-def register(plan: Plan) -> str:
-    """Register the plan's completed job's ``model`` output as a version of the workspace model
-    ``output.register.name`` (versions count up); registering the same job again returns the
-    version made before (found by the plan's key tag). Returns ``azureml:<name>:<version>``."""
-    from azure.ai.ml.constants import AssetTypes
-    from azure.ai.ml.entities import Model
+        With ``follow``, azure-ai-ml's own ``jobs.stream`` prints the live log to this process's
+        stdout (the SDK offers no line iterator), and this yields the final state once it ends.
+        Without it, a finished job's logs are downloaded and yielded line by line.
+        """
+        client, name = self._client_for(job_id)
+        if follow:
+            try:
+                client.jobs.stream(name)
+            except require("azure.ai.ml.exceptions", "azure").JobException:
+                pass  # stream raises when the job failed; the state line below says so
+            yield f"job {name} ended: {client.jobs.get(name).status}"
+            return
+        job = client.jobs.get(name)
+        if STATES.get(job.status, JobState.PENDING) not in (JobState.SUCCEEDED, JobState.FAILED,
+                                                            JobState.STOPPED):  # fmt: skip
+            raise ProviderError(f"job {name} is {job.status}: Azure ML serves a running job's "
+                                "log only as a stream; use `logs --follow`")  # fmt: skip
+        with tempfile.TemporaryDirectory(prefix="genai-azlogs-") as tmp:
+            client.jobs.download(name, download_path=tmp)
+            files = sorted(Path(tmp).rglob("*.txt"),
+                           key=lambda p: (not p.name.startswith("std_"), p))  # fmt: skip
+            for path in files:
+                yield from path.read_text(errors="replace").splitlines()
 
-    from .render import KEY_TAG
+    @_quiet
+    def register(self, plan: Plan) -> str:
+        """Register the plan's completed job's ``model`` output as a version of the workspace model
+        ``output.register.name`` (versions count up); registering the same job again returns the
+        version made before (found by the plan's key tag). Returns ``azureml:<name>:<version>``."""
+        from azure.ai.ml.constants import AssetTypes
+        from azure.ai.ml.entities import Model
 
-    settings = plan.spec.output.register_model
-    if settings is None:
-        raise ProviderError("output.register is not set: name the model",
-                            headline="Nothing to register")  # fmt: skip
-    client = _workspace_client(plan)
-    job = _get(client, plan.job_name)
-    if job is None or job.status != "Completed":
-        state = job.status if job is not None else "not launched"
-        raise ProviderError(f"job {plan.job_name} is {state}; register its model once it has "
-                            "completed", headline="Not ready")  # fmt: skip
-    not_found = _not_found()
+        from .render import KEY_TAG
 
-    def versions() -> list:
-        try:
-            return list(client.models.list(name=settings.name))  # paged: requests while read
-        except not_found:
-            return []  # no model of that name yet
+        settings = plan.spec.output.register_model
+        if settings is None:
+            raise ProviderError("output.register is not set: name the model",
+                                headline="Nothing to register")  # fmt: skip
+        client = self._workspace_client(plan)
+        job = _get(client, plan.job_name)
+        if job is None or job.status != "Completed":
+            state = job.status if job is not None else "not launched"
+            raise ProviderError(f"job {plan.job_name} is {state}; register its model once it has "
+                                "completed", headline="Not ready")  # fmt: skip
+        not_found = _not_found()
 
-    for model in _call(f"listing model {settings.name!r}", versions):
-        if (model.tags or {}).get(KEY_TAG) == plan.key:
-            return f"azureml:{model.name}:{model.version}"
-    entity = Model(name=settings.name, type=AssetTypes.CUSTOM_MODEL,
-                   path=f"azureml://jobs/{plan.job_name}/outputs/model",
-                   description=settings.description or f"genai-cloud job {plan.job_name}",
-                   tags={KEY_TAG: plan.key, "genai-cloud-job": plan.job_name})  # fmt: skip
-    made = _call(f"registering model {settings.name!r}", client.models.create_or_update, entity)
-    return f"azureml:{made.name}:{made.version}"
+        def versions() -> list:
+            try:
+                return list(client.models.list(name=settings.name))  # paged: requests while read
+            except not_found:
+                return []  # no model of that name yet
+
+        for model in _call(f"listing model {settings.name!r}", versions):
+            if (model.tags or {}).get(KEY_TAG) == plan.key:
+                return f"azureml:{model.name}:{model.version}"
+        entity = Model(name=settings.name, type=AssetTypes.CUSTOM_MODEL,
+                       path=f"azureml://jobs/{plan.job_name}/outputs/model",
+                       description=settings.description or f"genai-cloud job {plan.job_name}",
+                       tags={KEY_TAG: plan.key, "genai-cloud-job": plan.job_name})  # fmt: skip
+        made = _call(f"registering model {settings.name!r}", client.models.create_or_update, entity)
+        return f"azureml:{made.name}:{made.version}"

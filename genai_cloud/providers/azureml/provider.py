@@ -73,6 +73,9 @@ class AzureMLProvider(Provider):
         ),
     }
 
+    def __init__(self):
+        self._ops = None  # AzureMLOps, made on first use: render never imports the SDK
+
     def render(self, plan: Plan) -> dict:
         return render_command_job(plan)
 
@@ -86,43 +89,41 @@ class AzureMLProvider(Provider):
     def render_native(self, plan: Plan, path: str | Path | None = None) -> str:
         return render_yaml(plan, path)
 
+    # ---- operations (azure-ai-ml, in ops.py) --------------------------------------------------
+
+    @property
+    def ops(self):
+        if self._ops is None:
+            from .ops import AzureMLOps
+
+            self._ops = AzureMLOps()
+        return self._ops
+
     @_LOGIN
     def submit(self, plan: Plan) -> JobHandle:
-        from . import ops as azureml_ops
-
-        return azureml_ops.submit(plan, self.render(plan))
+        return self.ops.submit(plan, self.render(plan))
 
     @_LOGIN
     def register(self, plan: Plan) -> str:
         """Register the finished job's model (``output.register``) in the workspace."""
-        from . import ops as azureml_ops
-
-        return azureml_ops.register(plan)
+        return self.ops.register(plan)
 
     @_LOGIN
     def status(self, job_id: str) -> JobStatus:
-        from . import ops as azureml_ops
-
-        return azureml_ops.status(job_id)
+        return self.ops.status(job_id)
 
     @_LOGIN
     def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
-        from . import ops as azureml_ops
-
-        return azureml_ops.logs(job_id, follow=follow)
+        return self.ops.logs(job_id, follow=follow)
 
     @_LOGIN
     def cancel(self, job_id: str) -> None:
-        from . import ops as azureml_ops
-
-        azureml_ops.cancel(job_id)
+        self.ops.cancel(job_id)
 
     @_LOGIN
     def list(self, labels: dict[str, str] | None = None) -> list[JobStatus]:
         """genai-cloud jobs in the configured workspace (config.json), filtered by tags."""
-        from . import ops as azureml_ops
-
-        return azureml_ops.list_jobs(labels or {})
+        return self.ops.list(labels or {})
 
     # ---- what the rest of genai-cloud asks of Azure --------------------------------------------
 
@@ -158,14 +159,12 @@ class AzureMLProvider(Provider):
         return details.get("instance_type") or (details.get("tags") or {}).get(INSTANCE_TAG)
 
     def find_existing(self, plan: Plan) -> tuple[JobHandle, JobStatus] | None:
-        from . import ops as azureml_ops
-
-        return azureml_ops.find_existing(plan)
+        return self.ops.find_existing(plan)
 
     def placement_problem_in_status(self, status: JobStatus) -> str | None:
-        from . import ops as azureml_ops
+        from .ops import placement_problem_in_status
 
-        return azureml_ops.placement_problem_in_status(status)
+        return placement_problem_in_status(status)
 
     def emulator(self):
         """``run --emulate azureml``: the rendered job run as this cloud's container runs it

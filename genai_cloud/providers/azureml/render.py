@@ -98,7 +98,7 @@ def render_command_job(plan: Plan) -> dict:
         job["queue_settings"] = {"job_tier": tier}
     if azure.identity:
         job["identity"] = {"type": "managed" if azure.identity == "managed" else "user_identity"}
-    job["limits"] = {"timeout": capped_runtime(spec, "azureml")}  # max_runtime, or less by budget
+    job["limits"] = {"timeout": capped_runtime(plan)}  # max_runtime, or less by budget
     job["tags"] = {**spec.labels, KEY_TAG: plan.key, INSTANCE_TAG: instance.type}
     return job
 

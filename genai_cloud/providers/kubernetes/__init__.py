@@ -47,6 +47,17 @@ class KubernetesProvider(Provider):
             "encryption at rest belongs to the cluster's storage classes and etcd"),
     }
 
+    def __init__(self):
+        self._ops = None  # KubernetesOps, made on first use: render never imports the client
+
+    @property
+    def ops(self):
+        if self._ops is None:
+            from .ops import KubernetesOps
+
+            self._ops = KubernetesOps()
+        return self._ops
+
     def render(self, plan: Plan) -> dict:
         return render(plan)
 
@@ -55,39 +66,27 @@ class KubernetesProvider(Provider):
 
     @_LOGIN
     def submit(self, plan: Plan) -> JobHandle:
-        from . import ops
-
-        return ops.submit(plan, self.render(plan))
+        return self.ops.submit(plan, self.render(plan))
 
     @_LOGIN
     def status(self, job_id: str) -> JobStatus:
-        from . import ops
-
-        return ops.status(job_id)
+        return self.ops.status(job_id)
 
     @_LOGIN
     def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
-        from . import ops
-
-        return ops.logs(job_id, follow=follow)
+        return self.ops.logs(job_id, follow=follow)
 
     @_LOGIN
     def cancel(self, job_id: str) -> None:
-        from . import ops
-
-        ops.cancel(job_id)
+        self.ops.cancel(job_id)
 
     @_LOGIN
     def list(self, labels: dict[str, str] | None = None, namespace: str = "default"):
         """genai-cloud PyTorchJobs in ``namespace`` carrying every ``labels`` pair."""
-        from . import ops
-
-        return ops.list_jobs(labels or {}, namespace)
+        return self.ops.list(labels or {}, namespace)
 
     def find_existing(self, plan: Plan) -> tuple[JobHandle, JobStatus] | None:
-        from . import ops
-
-        return ops.find_existing(plan)
+        return self.ops.find_existing(plan)
 
     def not_configured_reason(self, spec: JobSpec | None = None) -> str | None:
         """The client is installed and a kubeconfig (or a pod's service account) exists."""

@@ -111,97 +111,6 @@ def _handle(job: dict, *, created: bool) -> JobHandle:
                      name=meta["name"], created=created)  # fmt: skip
 
 
-def find_existing(plan: Plan) -> tuple[JobHandle, JobStatus] | None:
-    custom, _ = apis()
-    found = _get(custom, plan.spec.kubernetes.namespace, plan.job_name)
-    return None if found is None else (_handle(found, created=False), to_status(found))
-
-
-def submit(plan: Plan, objects: dict) -> JobHandle:
-    """Create the bundle's ConfigMap, then the PyTorchJob (describe-or-create by name)."""
-    custom, core = apis()
-    namespace = plan.spec.kubernetes.namespace
-    found = _get(custom, namespace, plan.job_name)
-    if found is not None:
-        return _handle(found, created=False)
-    try:
-        core.create_namespaced_config_map(namespace, objects["configMap"])
-    except _api_exception() as exc:
-        if _status_code(exc) != 409:  # 409: an earlier try made it; its content is the same
-            raise _api_error(exc, f"creating ConfigMap {namespace}/{bundle_name(plan)}") from None
-    try:
-        made = custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
-                                                      objects["pytorchJob"])  # fmt: skip
-    except _api_exception() as exc:
-        if _status_code(exc) == 409:  # a concurrent submit of the same plan won the race
-            return _handle(_get(custom, namespace, plan.job_name) or objects["pytorchJob"],
-                           created=False)  # fmt: skip
-        raise _api_error(exc, f"creating PyTorchJob {namespace}/{plan.job_name}") from None
-    return _handle(made, created=True)
-
-
-def status(value: str) -> JobStatus:
-    namespace, name = parse_job_id(value)
-    custom, _ = apis()
-    found = _get(custom, namespace, name)
-    if found is None:
-        raise ProviderError(f"no PyTorchJob {name} in namespace {namespace}", headline="Unknown job")
-    return to_status(found)
-
-
-def cancel(value: str) -> None:
-    """Delete the job (its pods go with it) and its bundle's ConfigMap."""
-    namespace, name = parse_job_id(value)
-    custom, core = apis()
-    try:
-        custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
-                                               propagation_policy="Foreground")  # fmt: skip
-    except _api_exception() as exc:
-        if _status_code(exc) == 404:
-            raise ProviderError(f"no PyTorchJob {name} in namespace {namespace}",
-                                headline="Unknown job") from None  # fmt: skip
-        raise _api_error(exc, f"deleting PyTorchJob {namespace}/{name}") from None
-    try:
-        core.delete_namespaced_config_map(f"{name}-bundle", namespace)
-    except _api_exception() as exc:
-        if _status_code(exc) != 404:
-            raise _api_error(exc, f"deleting ConfigMap {namespace}/{name}-bundle") from None
-
-
-def logs(value: str, follow: bool = False) -> Iterator[str]:
-    """The master pod's log (rank 0 writes the job's progress)."""
-    namespace, name = parse_job_id(value)
-    _, core = apis()
-    pod = f"{name}-master-0"  # the operator's pod name: <job>-<replica type>-<index>
-    try:
-        if follow:
-            from kubernetes import watch
-
-            yield from watch.Watch().stream(core.read_namespaced_pod_log, name=pod,
-                                            namespace=namespace, container=CONTAINER)  # fmt: skip
-            return
-        text = core.read_namespaced_pod_log(name=pod, namespace=namespace, container=CONTAINER)
-    except _api_exception() as exc:
-        if _status_code(exc) in (400, 404):  # 400: the container has not started yet
-            raise ProviderError(f"no log for {pod} in {namespace} yet (pod not found or not "
-                                "started)", headline="No log yet") from None  # fmt: skip
-        raise _api_error(exc, f"reading the log of {namespace}/{pod}") from None
-    yield from text.splitlines()
-
-
-def list_jobs(labels: dict[str, str], namespace: str = "default") -> list[JobStatus]:
-    """genai-cloud PyTorchJobs in ``namespace`` carrying every ``labels`` pair, newest first."""
-    custom, _ = apis()
-    selector = ",".join([KEY_LABEL, *(f"{k}={v}" for k, v in sorted(labels.items()))])
-    try:
-        answer = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
-                                                      label_selector=selector)  # fmt: skip
-    except _api_exception() as exc:
-        raise _api_error(exc, f"listing PyTorchJobs in {namespace}") from None
-    statuses = [to_status(job) for job in answer.get("items", [])]
-    return sorted(statuses, key=lambda s: s.details.get("created") or "", reverse=True)
-
-
 def _api_error(exc: BaseException, doing: str) -> Exception:
     """An API refusal as one line naming what was being done."""
     code = _status_code(exc)
@@ -215,3 +124,105 @@ def _api_error(exc: BaseException, doing: str) -> Exception:
                              "installed (CRD pytorchjobs.kubeflow.org)?",
                              headline="Kubernetes error")  # fmt: skip
     return ProviderError(f"{doing}: {code} {reason}", headline="Kubernetes error")
+
+
+class KubernetesOps:
+    """The Kubernetes API calls of one ``KubernetesProvider``: the kubeconfig is read and the
+    API clients are made once, on first use."""
+
+    def __init__(self):
+        self._apis = None
+
+    def apis(self):
+        """(CustomObjectsApi, CoreV1Api), made on the first call (``apis`` above)."""
+        if self._apis is None:
+            self._apis = apis()
+        return self._apis
+
+    def find_existing(self, plan: Plan) -> tuple[JobHandle, JobStatus] | None:
+        custom, _ = self.apis()
+        found = _get(custom, plan.spec.kubernetes.namespace, plan.job_name)
+        return None if found is None else (_handle(found, created=False), to_status(found))
+
+    def submit(self, plan: Plan, objects: dict) -> JobHandle:
+        """Create the bundle's ConfigMap, then the PyTorchJob (describe-or-create by name)."""
+        custom, core = self.apis()
+        namespace = plan.spec.kubernetes.namespace
+        found = _get(custom, namespace, plan.job_name)
+        if found is not None:
+            return _handle(found, created=False)
+        try:
+            core.create_namespaced_config_map(namespace, objects["configMap"])
+        except _api_exception() as exc:
+            if _status_code(exc) != 409:  # 409: an earlier try made it; its content is the same
+                what = f"creating ConfigMap {namespace}/{bundle_name(plan)}"
+                raise _api_error(exc, what) from None
+        try:
+            made = custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                                          objects["pytorchJob"])  # fmt: skip
+        except _api_exception() as exc:
+            if _status_code(exc) == 409:  # a concurrent submit of the same plan won the race
+                return _handle(_get(custom, namespace, plan.job_name) or objects["pytorchJob"],
+                               created=False)  # fmt: skip
+            raise _api_error(exc, f"creating PyTorchJob {namespace}/{plan.job_name}") from None
+        return _handle(made, created=True)
+
+    def status(self, value: str) -> JobStatus:
+        namespace, name = parse_job_id(value)
+        custom, _ = self.apis()
+        found = _get(custom, namespace, name)
+        if found is None:
+            raise ProviderError(f"no PyTorchJob {name} in namespace {namespace}",
+                                headline="Unknown job")  # fmt: skip
+        return to_status(found)
+
+    def cancel(self, value: str) -> None:
+        """Delete the job (its pods go with it) and its bundle's ConfigMap."""
+        namespace, name = parse_job_id(value)
+        custom, core = self.apis()
+        try:
+            custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
+                                                   propagation_policy="Foreground")  # fmt: skip
+        except _api_exception() as exc:
+            if _status_code(exc) == 404:
+                raise ProviderError(f"no PyTorchJob {name} in namespace {namespace}",
+                                    headline="Unknown job") from None  # fmt: skip
+            raise _api_error(exc, f"deleting PyTorchJob {namespace}/{name}") from None
+        try:
+            core.delete_namespaced_config_map(f"{name}-bundle", namespace)
+        except _api_exception() as exc:
+            if _status_code(exc) != 404:
+                raise _api_error(exc, f"deleting ConfigMap {namespace}/{name}-bundle") from None
+
+    def logs(self, value: str, follow: bool = False) -> Iterator[str]:
+        """The master pod's log (rank 0 writes the job's progress)."""
+        namespace, name = parse_job_id(value)
+        _, core = self.apis()
+        pod = f"{name}-master-0"  # the operator's pod name: <job>-<replica type>-<index>
+        try:
+            if follow:
+                from kubernetes import watch
+
+                yield from watch.Watch().stream(core.read_namespaced_pod_log, name=pod,
+                                                namespace=namespace,
+                                                container=CONTAINER)  # fmt: skip
+                return
+            text = core.read_namespaced_pod_log(name=pod, namespace=namespace, container=CONTAINER)
+        except _api_exception() as exc:
+            if _status_code(exc) in (400, 404):  # 400: the container has not started yet
+                raise ProviderError(f"no log for {pod} in {namespace} yet (pod not found or not "
+                                    "started)", headline="No log yet") from None  # fmt: skip
+            raise _api_error(exc, f"reading the log of {namespace}/{pod}") from None
+        yield from text.splitlines()
+
+    def list(self, labels: dict[str, str], namespace: str = "default") -> list[JobStatus]:
+        """genai-cloud PyTorchJobs in ``namespace`` carrying every ``labels`` pair, newest first."""
+        custom, _ = self.apis()
+        selector = ",".join([KEY_LABEL, *(f"{k}={v}" for k, v in sorted(labels.items()))])
+        try:
+            answer = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                                          label_selector=selector)  # fmt: skip
+        except _api_exception() as exc:
+            raise _api_error(exc, f"listing PyTorchJobs in {namespace}") from None
+        statuses = [to_status(job) for job in answer.get("items", [])]
+        return sorted(statuses, key=lambda s: s.details.get("created") or "", reverse=True)

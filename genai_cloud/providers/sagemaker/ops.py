@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from ...errors import PlacementError, ProviderError, require
 from ..base import JobHandle, JobState, JobStatus
-from .render import KEY_TAG, bundle_location, region_of
+from .render import KEY_TAG, bundle_location
 
 if TYPE_CHECKING:
     from ...plan import Plan
@@ -193,7 +193,7 @@ class SageMakerOps:
     def upload_bundle(self, plan: Plan) -> bool:
         """Put the bundle at its content-hash key unless it is there already; True if uploaded."""
         bucket, key = bundle_location(plan)
-        s3 = self.client("s3", region_of(plan.spec))
+        s3 = self.client("s3", plan.placement.region)
         try:
             s3.head_object(Bucket=bucket, Key=key)
             return False
@@ -220,7 +220,7 @@ class SageMakerOps:
 
     def find_existing(self, plan: Plan) -> tuple[JobHandle, JobStatus] | None:
         """The job this plan already launched (its name is the plan's), with its status."""
-        region = region_of(plan.spec)
+        region = plan.placement.region
         described = self.describe(plan.job_name, region)
         if described is None:
             return None
@@ -228,7 +228,7 @@ class SageMakerOps:
         return handle, to_status(handle.job_id, described)
 
     def submit(self, plan: Plan, request: dict) -> JobHandle:
-        region = region_of(plan.spec)
+        region = plan.placement.region
         name = request["TrainingJobName"]
         self.upload_bundle(plan)
         existing = self.describe(name, region)

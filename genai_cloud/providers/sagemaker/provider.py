@@ -10,7 +10,6 @@ import json
 import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from ..base import Feature, JobHandle, JobStatus, Provider

@@ -127,7 +127,7 @@ def launch_commands(plan: Plan, path: str | os.PathLike | None = None) -> list[s
     # `render -o` writes the bundle beside the file: name both as seen from where it ran.
     local = os.path.join(os.path.dirname(path), plan.bundle.name) if path else plan.bundle.name
     target = shlex.quote(f"file://{path}") if path else "file://THIS_FILE"
-    create = f"aws sagemaker create-training-job --region {region_of(plan.spec)}"
+    create = f"aws sagemaker create-training-job --region {plan.placement.region}"
     return [f"aws s3 cp {shlex.quote(local)} s3://{bucket}/{key}",
             f"{create} --cli-input-json {target}"]  # fmt: skip
 
@@ -250,8 +250,9 @@ def _resources(spec: JobSpec, instance: Instance, problems: list[str]) -> dict:
     return config
 
 
-def _stopping(spec: JobSpec, problems: list[str]) -> dict:
-    runtime = capped_runtime(spec, "sagemaker")  # budget.max_usd may lower max_runtime
+def _stopping(plan: Plan, problems: list[str]) -> dict:
+    spec = plan.spec
+    runtime = capped_runtime(plan)  # budget.max_usd may lower max_runtime
     if runtime > MAX_RUNTIME_S:
         problems.append(f"compute.max_runtime: {runtime} s is beyond SageMaker's 28-day limit "
                         f"({MAX_RUNTIME_S} s)")  # fmt: skip
@@ -340,7 +341,7 @@ def build_request(plan: Plan) -> dict:
         "HyperParameters": hyperparameters(plan, instance, region, bundle_uri),
         "OutputDataConfig": output_config,
         "ResourceConfig": _resources(spec, instance, problems),
-        "StoppingCondition": _stopping(spec, problems),
+        "StoppingCondition": _stopping(plan, problems),
         "EnableManagedSpotTraining": spec.compute.spot,
         "EnableNetworkIsolation": spec.aws.network_isolation,
         "EnableInterContainerTrafficEncryption": spec.aws.inter_container_encryption,

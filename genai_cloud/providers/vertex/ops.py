@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from ...errors import ProviderError, require
 from ..base import JobHandle, JobState, JobStatus
 from ..retry import call_with_retries
-from .render import KEY_LABEL, bundle_uri, default_region, region_of
+from .render import KEY_LABEL, bundle_uri, default_region
 
 if TYPE_CHECKING:
     from ...plan import Plan
@@ -59,13 +59,6 @@ STATES = {
 
 def _aiplatform():
     return require("google.cloud.aiplatform_v1", "gcp")
-
-
-def job_client(region: str):
-    aip = _aiplatform()
-    return aip.JobServiceClient(
-        client_options={"api_endpoint": f"{region}-aiplatform.googleapis.com"}
-    )
 
 
 def resolve_project(project: str | None) -> str:
@@ -166,29 +159,6 @@ def _call(what: str, fn, *args, attempts: int = CALL_ATTEMPTS, **kwargs):
     )  # fmt: skip
 
 
-def upload_bundle(plan: Plan, project: str) -> bool:
-    """Put the bundle at its content-hash path; False when it was already there."""
-    storage = require("google.cloud.storage", "gcp")
-    exceptions = require("google.api_core.exceptions", "gcp")
-    uri = bundle_uri(plan)
-    bucket, _, path = uri[len("gs://") :].partition("/")
-    blob = storage.Client(project=project).bucket(bucket).blob(path)
-    if _call(f"checking {uri}", blob.exists):
-        return False
-
-    def create_only() -> bool:
-        # if_generation_match=0: create only. A retry after a lost answer, or a concurrent
-        # identical upload, finds the object there: not an error.
-        try:
-            blob.upload_from_string(plan.bundle.data, content_type="application/gzip",
-                                    if_generation_match=0)  # fmt: skip
-        except exceptions.PreconditionFailed:
-            return False
-        return True
-
-    return _call(f"uploading the bundle to {uri}", create_only)
-
-
 def find_by_key(client, parent: str, key: str):
     request = {"parent": parent, "filter": f'labels.{KEY_LABEL}="{key}"'}
     # list() returns a pager that fetches lazily: take the first page inside the retry.
@@ -207,44 +177,7 @@ def _handle(job, *, created: bool, uploaded: bool) -> JobHandle:
 
 
 def _parent(plan: Plan) -> tuple[str, str]:
-    return resolve_project(plan.spec.gcp.project), region_of(plan.spec)
-
-
-def find_existing(plan: Plan) -> tuple[JobHandle, JobStatus] | None:
-    """The job this plan already launched (found by its key label), with its status."""
-    project, region = _parent(plan)
-    job = find_by_key(job_client(region), f"projects/{project}/locations/{region}", plan.key)
-    if job is None:
-        return None
-    return _handle(job, created=False, uploaded=False), _status_of(job)
-
-
-def submit(plan: Plan, job: dict) -> JobHandle:
-    project, region = _parent(plan)
-    parent = f"projects/{project}/locations/{region}"
-    uploaded = upload_bundle(plan, project)
-    client = job_client(region)
-    existing = find_by_key(client, parent, plan.key)
-    if existing is not None:
-        return _handle(existing, created=False, uploaded=uploaded)
-    custom_job = to_proto(job)
-    what = f"creating CustomJob {plan.job_name!r} in {parent}"
-    for attempt in range(CALL_ATTEMPTS):
-        try:
-            # One try per call here: between tries the job is looked up, because a create
-            # whose answer was lost (timeout, 503 from a proxy) may have landed.
-            created = _call(what, client.create_custom_job, parent=parent, custom_job=custom_job,
-                            attempts=1)  # fmt: skip
-            return _handle(created, created=True, uploaded=uploaded)
-        except Unavailable as exc:
-            if attempt == CALL_ATTEMPTS - 1:
-                raise Unavailable(f"Vertex AI did not accept the job after {CALL_ATTEMPTS} "
-                                  f"tries: {exc.message}") from None
-            _sleep(min(BACKOFF_S * 2**attempt, MAX_BACKOFF_S))
-            existing = find_by_key(client, parent, plan.key)
-            if existing is not None:
-                return _handle(existing, created=False, uploaded=uploaded)
-    raise AssertionError("unreachable")
+    return resolve_project(plan.spec.gcp.project), plan.placement.region
 
 
 def _status_of(job) -> JobStatus:
@@ -276,25 +209,6 @@ def _details(job) -> dict:
     return {k: v for k, v in details.items() if v is not None}
 
 
-def status(job_id: str) -> JobStatus:
-    region = parse_job_name(job_id)[1]
-    return _status_of(_call(f"reading {job_id}", job_client(region).get_custom_job, name=job_id))
-
-
-def cancel(job_id: str) -> None:
-    region = parse_job_name(job_id)[1]
-    _call(f"cancelling {job_id}", job_client(region).cancel_custom_job, name=job_id)
-
-
-def list_jobs(labels: dict[str, str], *, project: str | None = None,
-              region: str | None = None) -> list[JobStatus]:  # fmt: skip
-    project = resolve_project(project)
-    region = region or default_region()
-    terms = [f"labels.{KEY_LABEL}:*"] + [f'labels.{k}="{v}"' for k, v in sorted(labels.items())]
-    request = {"parent": f"projects/{project}/locations/{region}", "filter": " AND ".join(terms)}
-    return [_status_of(job) for job in job_client(region).list_custom_jobs(request=request)]
-
-
 def _entry_text(entry) -> str:
     payload = entry.payload
     if isinstance(payload, dict):
@@ -302,82 +216,166 @@ def _entry_text(entry) -> str:
     return str(payload)
 
 
-def logs(job_id: str, follow: bool = False) -> Iterator[str]:
-    """The job's log lines from Cloud Logging; with ``follow``, poll until the job ends."""
-    project, _, numeric_id = parse_job_name(job_id)
-    gcl = require("google.cloud.logging", "gcp")
-    client = gcl.Client(project=project)
-    base = f'resource.type="ml_job" AND resource.labels.job_id="{numeric_id}"'
-    last, seen_at_last = None, set()
-    while True:
-        # Read the state first: lines written before the job ended are then all in the next read.
-        done = not follow or status(job_id).state.done
-        query = base + (f' AND timestamp>="{last}"' if last else "")
-        for entry in client.list_entries(filter_=query, order_by=gcl.ASCENDING):
-            stamp = entry.timestamp.isoformat() if entry.timestamp else last
-            ident = entry.insert_id or _entry_text(entry)
-            if stamp == last and ident in seen_at_last:
-                continue  # `>=` re-reads the newest second; skip what was shown
-            if stamp != last:
-                last, seen_at_last = stamp, set()
-            seen_at_last.add(ident)
-            yield _entry_text(entry)
-        if done:
-            return
-        _sleep(LOG_POLL_S)
+class VertexOps:
+    """The Vertex AI calls of one ``VertexProvider``: one JobServiceClient per region, made on
+    first use (each holds a gRPC channel to its regional endpoint)."""
 
+    def __init__(self):
+        self.clients: dict[str, object] = {}
 
-# ---- the model registry ------------------------------------------------------------------------
+    def job_client(self, region: str):
+        if region not in self.clients:
+            self.clients[region] = _aiplatform().JobServiceClient(
+                client_options={"api_endpoint": f"{region}-aiplatform.googleapis.com"}
+            )
+        return self.clients[region]
+
+    def upload_bundle(self, plan: Plan, project: str) -> bool:
+        """Put the bundle at its content-hash path; False when it was already there."""
+        storage = require("google.cloud.storage", "gcp")
+        exceptions = require("google.api_core.exceptions", "gcp")
+        uri = bundle_uri(plan)
+        bucket, _, path = uri[len("gs://") :].partition("/")
+        blob = storage.Client(project=project).bucket(bucket).blob(path)
+        if _call(f"checking {uri}", blob.exists):
+            return False
+
+        def create_only() -> bool:
+            # if_generation_match=0: create only. A retry after a lost answer, or a concurrent
+            # identical upload, finds the object there: not an error.
+            try:
+                blob.upload_from_string(plan.bundle.data, content_type="application/gzip",
+                                        if_generation_match=0)  # fmt: skip
+            except exceptions.PreconditionFailed:
+                return False
+            return True
+
+        return _call(f"uploading the bundle to {uri}", create_only)
+
+    def find_existing(self, plan: Plan) -> tuple[JobHandle, JobStatus] | None:
+        """The job this plan already launched (found by its key label), with its status."""
+        project, region = _parent(plan)
+        parent = f"projects/{project}/locations/{region}"
+        job = find_by_key(self.job_client(region), parent, plan.key)
+        if job is None:
+            return None
+        return _handle(job, created=False, uploaded=False), _status_of(job)
+
+    def submit(self, plan: Plan, job: dict) -> JobHandle:
+        project, region = _parent(plan)
+        parent = f"projects/{project}/locations/{region}"
+        uploaded = self.upload_bundle(plan, project)
+        client = self.job_client(region)
+        existing = find_by_key(client, parent, plan.key)
+        if existing is not None:
+            return _handle(existing, created=False, uploaded=uploaded)
+        custom_job = to_proto(job)
+        what = f"creating CustomJob {plan.job_name!r} in {parent}"
+        for attempt in range(CALL_ATTEMPTS):
+            try:
+                # One try per call here: between tries the job is looked up, because a create
+                # whose answer was lost (timeout, 503 from a proxy) may have landed.
+                created = _call(what, client.create_custom_job, parent=parent,
+                                custom_job=custom_job, attempts=1)  # fmt: skip
+                return _handle(created, created=True, uploaded=uploaded)
+            except Unavailable as exc:
+                if attempt == CALL_ATTEMPTS - 1:
+                    raise Unavailable(f"Vertex AI did not accept the job after {CALL_ATTEMPTS} "
+                                      f"tries: {exc.message}") from None
+                _sleep(min(BACKOFF_S * 2**attempt, MAX_BACKOFF_S))
+                existing = find_by_key(client, parent, plan.key)
+                if existing is not None:
+                    return _handle(existing, created=False, uploaded=uploaded)
+        raise AssertionError("unreachable")
+
+    def status(self, job_id: str) -> JobStatus:
+        client = self.job_client(parse_job_name(job_id)[1])
+        return _status_of(_call(f"reading {job_id}", client.get_custom_job, name=job_id))
+
+    def cancel(self, job_id: str) -> None:
+        client = self.job_client(parse_job_name(job_id)[1])
+        _call(f"cancelling {job_id}", client.cancel_custom_job, name=job_id)
+
+    def list(self, labels: dict[str, str], *, project: str | None = None,
+             region: str | None = None) -> list[JobStatus]:  # fmt: skip
+        project = resolve_project(project)
+        region = region or default_region()
+        terms = [f"labels.{KEY_LABEL}:*"] + [f'labels.{k}="{v}"' for k, v in sorted(labels.items())]
+        request = {"parent": f"projects/{project}/locations/{region}", "filter": " AND ".join(terms)}
+        return [_status_of(job) for job in self.job_client(region).list_custom_jobs(request=request)]
+
+    def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
+        """The job's log lines from Cloud Logging; with ``follow``, poll until the job ends."""
+        project, _, numeric_id = parse_job_name(job_id)
+        gcl = require("google.cloud.logging", "gcp")
+        client = gcl.Client(project=project)
+        base = f'resource.type="ml_job" AND resource.labels.job_id="{numeric_id}"'
+        last, seen_at_last = None, set()
+        while True:
+            # Read the state first: lines written before the job ended are all in the next read.
+            done = not follow or self.status(job_id).state.done
+            query = base + (f' AND timestamp>="{last}"' if last else "")
+            for entry in client.list_entries(filter_=query, order_by=gcl.ASCENDING):
+                stamp = entry.timestamp.isoformat() if entry.timestamp else last
+                ident = entry.insert_id or _entry_text(entry)
+                if stamp == last and ident in seen_at_last:
+                    continue  # `>=` re-reads the newest second; skip what was shown
+                if stamp != last:
+                    last, seen_at_last = stamp, set()
+                seen_at_last.add(ident)
+                yield _entry_text(entry)
+            if done:
+                return
+            _sleep(LOG_POLL_S)
+
+    def register(self, plan: Plan) -> str:
+        """Upload the plan's finished job's model (``<output>/<job>/model/``, what AIP_MODEL_DIR
+        named) to the Vertex Model Registry as ``output.register.name``: a new version when a model
+        of that name exists. Registering the same job again returns the version made before (found
+        by the plan's key label). Returns the model's resource name with its version
+        (``projects/P/locations/R/models/M@V``).
+        """
+        from .render import output_base
+
+        settings = plan.spec.output.register_model
+        if settings is None:
+            raise ProviderError("output.register is not set: name the model and the serving image",
+                                headline="Nothing to register")  # fmt: skip
+        if not settings.image_uri:
+            raise ProviderError("output.register.image_uri: required on Vertex AI, the serving "
+                                "container image of the model", headline="Nothing to register")
+        project, region = _parent(plan)
+        parent = f"projects/{project}/locations/{region}"
+        job = find_by_key(self.job_client(region), parent, plan.key)
+        if job is None or job.state.name != "JOB_STATE_SUCCEEDED":
+            state = job.state.name if job is not None else "not launched"
+            raise ProviderError(f"job {plan.job_name} is {state}; register its model once it has "
+                                "succeeded", headline="Not ready")  # fmt: skip
+        models = model_client(region)
+        done = _call("looking up registered models", models.list_models,
+                     request={"parent": parent, "filter": f'labels.{KEY_LABEL}="{plan.key}"'})  # fmt: skip
+        for model in done:
+            return f"{model.name}@{model.version_id}"
+        same_name = list(_call("looking up models by name", models.list_models,
+                               request={"parent": parent,
+                                        "filter": f'display_name="{settings.name}"'}))  # fmt: skip
+        aip = _aiplatform()
+        model = aip.Model(
+            display_name=settings.name,
+            description=(settings.description or f"genai-cloud job {plan.job_name}")[:2048],
+            artifact_uri=f"{output_base(plan.spec, plan.job_name)}/model/",
+            container_spec=aip.ModelContainerSpec(image_uri=settings.image_uri),
+            labels={KEY_LABEL: plan.key},
+        )  # fmt: skip
+        request = {"parent": parent, "model": model}
+        if same_name:
+            request["parent_model"] = same_name[0].name  # a new version of that model
+        operation = _call(f"uploading model {settings.name!r}", models.upload_model, request=request)
+        answer = operation.result()
+        return f"{answer.model}@{answer.model_version_id}"
 
 
 def model_client(region: str):
     return _aiplatform().ModelServiceClient(
         client_options={"api_endpoint": f"{region}-aiplatform.googleapis.com"}
     )
-
-
-def register(plan: Plan) -> str:
-    """Upload the plan's finished job's model (``<output>/<job>/model/``, what AIP_MODEL_DIR
-    named) to the Vertex Model Registry as ``output.register.name``: a new version when a model
-    of that name exists. Registering the same job again returns the version made before (found
-    by the plan's key label). Returns the model's resource name with its version
-    (``projects/P/locations/R/models/M@V``).
-    """
-    from .render import output_base
-
-    settings = plan.spec.output.register_model
-    if settings is None:
-        raise ProviderError("output.register is not set: name the model and the serving image",
-                            headline="Nothing to register")  # fmt: skip
-    if not settings.image_uri:
-        raise ProviderError("output.register.image_uri: required on Vertex AI, the serving "
-                            "container image of the model", headline="Nothing to register")
-    project, region = _parent(plan)
-    parent = f"projects/{project}/locations/{region}"
-    job = find_by_key(job_client(region), parent, plan.key)
-    if job is None or job.state.name != "JOB_STATE_SUCCEEDED":
-        state = job.state.name if job is not None else "not launched"
-        raise ProviderError(f"job {plan.job_name} is {state}; register its model once it has "
-                            "succeeded", headline="Not ready")  # fmt: skip
-    models = model_client(region)
-    done = _call("looking up registered models", models.list_models,
-                 request={"parent": parent, "filter": f'labels.{KEY_LABEL}="{plan.key}"'})  # fmt: skip
-    for model in done:
-        return f"{model.name}@{model.version_id}"
-    same_name = list(_call("looking up models by name", models.list_models,
-                           request={"parent": parent,
-                                    "filter": f'display_name="{settings.name}"'}))  # fmt: skip
-    aip = _aiplatform()
-    model = aip.Model(
-        display_name=settings.name,
-        description=(settings.description or f"genai-cloud job {plan.job_name}")[:2048],
-        artifact_uri=f"{output_base(plan.spec, plan.job_name)}/model/",
-        container_spec=aip.ModelContainerSpec(image_uri=settings.image_uri),
-        labels={KEY_LABEL: plan.key},
-    )  # fmt: skip
-    request = {"parent": parent, "model": model}
-    if same_name:
-        request["parent_model"] = same_name[0].name  # a new version of that model
-    operation = _call(f"uploading model {settings.name!r}", models.upload_model, request=request)
-    answer = operation.result()
-    return f"{answer.model}@{answer.model_version_id}"

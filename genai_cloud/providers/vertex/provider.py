@@ -49,6 +49,9 @@ class VertexProvider(Provider):
         ),
     }
 
+    def __init__(self):
+        self._ops = None  # VertexOps, made on first use: render never imports the SDK
+
     def render(self, plan: Plan) -> dict:
         return render_custom_job(plan)
 
@@ -57,44 +60,42 @@ class VertexProvider(Provider):
 
         return render_gcloud_config(plan, path)
 
+    # ---- operations (google-cloud-aiplatform, in ops.py) -------------------------------------
+
+    @property
+    def ops(self):
+        if self._ops is None:
+            from .ops import VertexOps
+
+            self._ops = VertexOps()
+        return self._ops
+
     @_LOGIN
     def submit(self, plan: Plan) -> JobHandle:
-        from . import ops as vertex_ops
-
-        return vertex_ops.submit(plan, self.render(plan))
+        return self.ops.submit(plan, self.render(plan))
 
     @_LOGIN
     def register(self, plan: Plan) -> str:
         """Register the finished job's model (``output.register``) in the Model Registry."""
-        from . import ops as vertex_ops
-
-        return vertex_ops.register(plan)
+        return self.ops.register(plan)
 
     @_LOGIN
     def status(self, job_id: str) -> JobStatus:
-        from . import ops as vertex_ops
-
-        return vertex_ops.status(job_id)
+        return self.ops.status(job_id)
 
     @_LOGIN
     def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
-        from . import ops as vertex_ops
-
-        return vertex_ops.logs(job_id, follow=follow)
+        return self.ops.logs(job_id, follow=follow)
 
     @_LOGIN
     def cancel(self, job_id: str) -> None:
-        from . import ops as vertex_ops
-
-        vertex_ops.cancel(job_id)
+        self.ops.cancel(job_id)
 
     @_LOGIN
     def list(self, labels: dict[str, str] | None = None, *, project: str | None = None,
              region: str | None = None) -> list[JobStatus]:  # fmt: skip
         """genai-cloud jobs in a project/region, optionally filtered by labels."""
-        from . import ops as vertex_ops
-
-        return vertex_ops.list_jobs(labels or {}, project=project, region=region)
+        return self.ops.list(labels or {}, project=project, region=region)
 
     # ---- what the rest of genai-cloud asks of Google Cloud -------------------------------------
 
@@ -169,14 +170,12 @@ class VertexProvider(Provider):
         return rows[0].type if rows else None
 
     def find_existing(self, plan: Plan) -> tuple[JobHandle, JobStatus] | None:
-        from . import ops as vertex_ops
-
-        return vertex_ops.find_existing(plan)
+        return self.ops.find_existing(plan)
 
     def placement_problem_in_status(self, status: JobStatus) -> str | None:
-        from . import ops as vertex_ops
+        from .ops import placement_problem_in_status
 
-        return vertex_ops.placement_problem_in_status(status)
+        return placement_problem_in_status(status)
 
     def emulator(self):
         """``run --emulate vertex``: the rendered job run as this cloud's container runs it

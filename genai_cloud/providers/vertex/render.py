@@ -74,7 +74,7 @@ def render_custom_job(plan: Plan) -> dict:
     job_spec: dict = {
         "worker_pool_specs": pools,
         "base_output_directory": {"output_uri_prefix": base},
-        "scheduling": scheduling(spec),
+        "scheduling": scheduling(plan),
         "enable_web_access": False,  # an interactive shell into a training VM is opt-in, not ours
     }
     if spec.gcp.service_account:
@@ -293,9 +293,10 @@ def launch_script(plan: Plan, instance: Instance) -> str:
     return "\n".join(lines)
 
 
-def scheduling(spec) -> dict:
+def scheduling(plan: Plan) -> dict:
+    spec = plan.spec
     result: dict = {
-        "timeout": f"{capped_runtime(spec, 'vertex')}s",  # max_runtime, lowered by the budget
+        "timeout": f"{capped_runtime(plan)}s",  # max_runtime, lowered by the budget
         "restart_job_on_worker_restart": spec.gcp.restart_job_on_worker_restart,
     }
     strategy = spec.gcp.strategy or ("SPOT" if spec.compute.spot else None)

@@ -16,11 +16,11 @@ from moto.core.botocore_stubber import MockRawResponse
 from moto.core.models import botocore_stubber as moto_send
 
 from genai_cloud.errors import ProviderError
+from genai_cloud.loading import load_spec
 from genai_cloud.plan import make_plan
 from genai_cloud.providers.base import JobState
-from genai_cloud.providers.sagemaker.ops import LOG_GROUP, to_status
 from genai_cloud.providers.sagemaker import SageMakerProvider
-from genai_cloud.spec import load_spec
+from genai_cloud.providers.sagemaker.ops import LOG_GROUP, to_status
 
 REGION = "us-east-1"
 ROLE = "arn:aws:iam::123456789012:role/genai-sagemaker"

@@ -12,10 +12,10 @@ import pytest
 
 from genai_cloud.catalog import CatalogError
 from genai_cloud.errors import GenaiCloudError, UnsupportedFeatureError
+from genai_cloud.loading import load_spec
 from genai_cloud.plan import make_plan
 from genai_cloud.providers import get_provider
 from genai_cloud.providers.sagemaker.render import SageMakerRenderError
-from genai_cloud.spec import load_spec
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 ROLE = "arn:aws:iam::123456789012:role/genai-sagemaker"
@@ -296,7 +296,7 @@ def test_stepfunctions_task_wraps_the_request():
 def test_render_imports_no_cloud_sdk():
     code = (
         "import sys\n"
-        "from genai_cloud.spec import load_spec\n"
+        "from genai_cloud.loading import load_spec\n"
         "from genai_cloud.plan import make_plan\n"
         "from genai_cloud.providers import get_provider\n"
         f"spec = load_spec({{'name': 'x', 'model': {{'name_or_path': 'gpt2'}}, "

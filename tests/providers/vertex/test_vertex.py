@@ -11,10 +11,10 @@ from google.protobuf import json_format
 from genai_cloud.bundle import Bundle
 from genai_cloud.catalog import instances
 from genai_cloud.errors import ProviderError, UnsupportedFeatureError
+from genai_cloud.loading import load_spec
 from genai_cloud.plan import make_plan
 from genai_cloud.providers import get_provider
 from genai_cloud.providers.vertex.render import KEY_LABEL
-from genai_cloud.spec import load_spec
 from job_templates.contract import resolve
 
 BASE = {
@@ -333,7 +333,7 @@ def test_rendering_imports_no_cloud_sdk():
 
     code = (
         "import sys, json\n"
-        "from genai_cloud.spec import load_spec\n"
+        "from genai_cloud.loading import load_spec\n"
         "from genai_cloud.plan import make_plan\n"
         "from genai_cloud.providers import get_provider\n"
         f"base = {BASE!r}\n"

@@ -16,11 +16,11 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from genai_cloud.bundle import Bundle
 from genai_cloud.errors import ProviderError, UnsupportedFeatureError
+from genai_cloud.loading import load_spec
 from genai_cloud.plan import make_plan
 from genai_cloud.providers import JobState, get_provider
 from genai_cloud.providers.azureml import ops as azureml_ops
 from genai_cloud.providers.azureml.render import write_job_files
-from genai_cloud.spec import load_spec
 from job_templates.contract import resolve
 
 DATA = "azureml://datastores/workspaceblobstore/paths/data/train.jsonl"
@@ -264,7 +264,7 @@ def test_feature_matrix_refuses_before_rendering(overrides, feature):
 # --------------------------------------------------------------------------------------------
 # Everything the job reads reaches it as an input (channel), or the render says why not
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 REGISTRY_MODEL = "azureml://registries/r/models/m/versions/1"
 WS_MODEL = ("azureml://subscriptions/s/resourceGroups/rg/providers/"
             "Microsoft.MachineLearningServices/workspaces/w/models/m/versions/2")  # fmt: skip
@@ -476,6 +476,17 @@ def test_a_throttled_create_that_landed_is_not_repeated(ml):
 def test_a_partial_workspace_config_is_an_error(ml):
     with pytest.raises(ProviderError, match="azure.resource_group"):
         get_provider("azureml").submit(make({"azure": {"subscription_id": "s", "workspace": "w"}}))
+
+
+def test_one_provider_makes_one_client_per_workspace(ml):
+    provider = get_provider("azureml")
+    provider.submit(make(WS))
+    for _ in range(3):
+        assert provider.status(ARM).native_state == "Queued"
+    other = ARM.replace("/workspaces/ws/", "/workspaces/ws2/")
+    provider.status(other)
+    assert [c.args[1:] for c in ml.factory.call_args_list] == [("sub", "rg", "ws"),
+                                                             ("sub", "rg", "ws2")]  # fmt: skip
 
 
 def test_status_cancel_and_logs(ml):

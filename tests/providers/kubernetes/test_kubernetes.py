@@ -214,6 +214,17 @@ def cluster(monkeypatch):
     return custom, core
 
 
+def test_one_provider_reads_the_kubeconfig_once(cluster, monkeypatch):
+    made = []
+    monkeypatch.setattr(ops, "apis", lambda: made.append(cluster) or cluster)
+    provider = get_provider("kubernetes")
+    handle = provider.submit(make())
+    provider.cancel(handle.job_id)
+    assert len(made) == 1 and cluster[0].delete_namespaced_custom_object.call_count == 1
+    get_provider("kubernetes").cancel(handle.job_id)  # another provider object: its own clients
+    assert len(made) == 2
+
+
 def test_submit_creates_the_config_map_then_the_job(cluster):
     custom, core = cluster
     plan = make()

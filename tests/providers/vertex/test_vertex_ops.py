@@ -125,6 +125,18 @@ def test_status_maps_native_states(clients):
     clients.api.get_custom_job.assert_called_with(name=JOB_ID)
 
 
+def test_one_provider_makes_one_client_per_region(clients):
+    factory = aiplatform_v1.JobServiceClient  # the fixture's Mock
+    clients.api.get_custom_job.side_effect = lambda name: aiplatform_v1.CustomJob(name=name)
+    provider = get_provider("vertex")
+    other = JOB_ID.replace("us-central1", "europe-west4")
+    for job_id in (JOB_ID, JOB_ID, other, other):
+        assert provider.status(job_id).job_id == job_id
+    endpoints = [c.kwargs["client_options"]["api_endpoint"] for c in factory.call_args_list]
+    assert endpoints == ["us-central1-aiplatform.googleapis.com",
+                         "europe-west4-aiplatform.googleapis.com"]  # fmt: skip
+
+
 def test_cancel_and_bad_ids(clients):
     get_provider("vertex").cancel(JOB_ID)
     clients.api.cancel_custom_job.assert_called_once_with(name=JOB_ID)
@@ -156,8 +168,8 @@ def test_logs_follow_polls_until_the_job_ends_without_repeating_lines(clients, m
     logging_client.list_entries.side_effect = lambda filter_, order_by: reads.pop(0)
     monkeypatch.setattr("google.cloud.logging.Client", mock.Mock(return_value=logging_client))
     states = iter([JobState.RUNNING, JobState.RUNNING, JobState.SUCCEEDED])
-    monkeypatch.setattr(vertex_ops, "status",
-                        lambda job_id: SimpleNamespace(state=next(states)))  # fmt: skip
+    monkeypatch.setattr(vertex_ops.VertexOps, "status",
+                        lambda self, job_id: SimpleNamespace(state=next(states)))  # fmt: skip
     lines = list(get_provider("vertex").logs(JOB_ID, follow=True))
     assert lines == ["step 1", "step 2", "step 3", "done"]
     filters = [c.kwargs["filter_"] for c in logging_client.list_entries.call_args_list]

@@ -42,6 +42,7 @@ from . import checkpoint, distributed
 from . import device as devices
 from .evaluation import evaluate
 from .text import IGNORE
+from .xla import XlaRun
 
 log = logging.getLogger("genai")
 
@@ -119,7 +120,7 @@ class Trainer:
                 model.enable_input_require_grads()
         self.model = model.to(self.device)  # the plain module: what checkpoints and saves see
         self.forward = self.model
-        if self.world > 1:
+        if self.world > 1 and choice.kind != "xla":  # XLA averages gradients itself (xla.py)
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [contract.local_rank] if choice.kind == "cuda" else None
@@ -141,6 +142,7 @@ class Trainer:
         self.skip_full_mask = self.fast.skip_full_attention_mask
         self._pending_losses: list = []  # device tensors: one loss per step not yet flushed
         self._stop = False
+        self.xla = XlaRun(self) if choice.kind == "xla" else None  # step, loader, ckpt on XLA
 
     def compile(self, fn: Any) -> Any:
         """``fn`` through ``torch.compile`` when this run compiles (CUDA by default), else as is.
@@ -192,14 +194,17 @@ class Trainer:
         if path is None:
             return False
         state = checkpoint.load(path)
-        self.model.load_state_dict(state["model"])
+        self.model.load_state_dict(state["model"])  # onto the model's device (XLA too)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.state = LoopState(**state["loop"])
         self.notes = state["notes"]
         rngs = state["rng"]
-        checkpoint.set_rng_state(rngs[self.rank] if self.rank < len(rngs) else rngs[0])
+        mine = rngs[self.rank] if self.rank < len(rngs) else rngs[0]
+        checkpoint.set_rng_state(mine)
+        if self.xla is not None and "xla" in mine:
+            self.xla.set_rng_seed(mine["xla"])  # dropout masks on the device
         log.info("resumed from %s (step %d/%d, epoch %d, batch %d)", path.name, self.state.step,
                  self.total_steps, self.state.epoch, self.state.offset)  # fmt: skip
         return True
@@ -207,18 +212,23 @@ class Trainer:
     def save_checkpoint(self) -> None:
         """Write a checkpoint of the current step (rank 0 writes; every rank's RNG is in it)."""
         self._flush_losses()
-        rngs = [checkpoint.rng_state()]
+        mine = checkpoint.rng_state()
+        if self.xla is not None:
+            mine["xla"] = self.xla.rng_seed()
+        rngs = [mine]
         if self.world > 1:
             import torch.distributed as dist
 
             rngs = [None] * self.world
-            dist.all_gather_object(rngs, checkpoint.rng_state())
+            dist.all_gather_object(rngs, mine)
         if self.contract.is_main:
             state = {
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "loop": asdict(self.state), "notes": self.notes, "rng": rngs,
             }  # fmt: skip
+            if self.xla is not None:
+                state = self.xla.to_host(state)  # torch.save of device tensors: CPU copies
             started = time.perf_counter()
             path = checkpoint.save(self.contract.checkpoint_dir, self.state.step, state,
                                    keep=self.training.keep_checkpoints)  # fmt: skip
@@ -231,6 +241,8 @@ class Trainer:
         examples = examples if examples is not None else self.eval_set
         if examples is None or len(examples) == 0:
             return {}
+        if self.xla is not None:
+            return self.xla.evaluate(examples)
         return evaluate(self.forward, examples, self.device, batch_size=self.training.batch_size,
                         precision=self.precision, max_batches=self.training.eval_batches,
                         rank=self.rank, world_size=self.world)  # fmt: skip
@@ -288,6 +300,8 @@ class Trainer:
         batches travel from pinned memory. A host sync per step would idle the GPU while the
         next step's kernels are being launched.
         """
+        if self.xla is not None:
+            return self.xla.step(group)  # one XLA graph per step (xla.py)
         import torch
 
         started = time.perf_counter()
@@ -340,6 +354,8 @@ class Trainer:
         import torch
 
         started = time.perf_counter()
+        if self.xla is not None:  # one copy of the steps' outputs: no graph to compile or run
+            self._pending_losses = self.xla.to_host(self._pending_losses)
         losses = torch.stack(self._pending_losses).double()
         self._pending_losses = []
         self.state.losses.extend(distributed.mean_tensor(losses, self.world).tolist())
@@ -374,7 +390,8 @@ class Trainer:
         import torch
         import torch.distributed as dist
 
-        flag = torch.tensor([1.0 if self._stop else 0.0], device=self.device)
+        on = self.device if self.xla is None else "cpu"  # XLA's host group is gloo
+        flag = torch.tensor([1.0 if self._stop else 0.0], device=on)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # every rank stops at the same step
         return bool(flag.item())
 

@@ -1,0 +1,100 @@
+"""Scenarios the XLA tests run under the torch_xla venv's Python; each prints one JSON line.
+
+    python tests/xla/xla_job.py curve  --device xla|cpu --steps 12 [--precision fp32]
+    python tests/xla/xla_job.py padded --steps 12          (unpacked data: bucketed widths)
+
+Tiny GPT-2 (examples/tiny-gpt2) with dropout off, so eager CPU and XLA compute the same function,
+on the quickstart corpus; sections get their defaults from genai_cloud.spec, as spec.json has them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+MODEL = ROOT / "examples" / "tiny-gpt2"
+CORPUS = ROOT / "examples" / "data" / "corpus.jsonl"
+
+TRAINING = {"lr": 3e-3, "warmup_steps": 4, "batch_size": 8, "weight_decay": 0.01, "seed": 42,
+            "precision": "fp32", "log_every": 5, "eval_batches": 4}  # fmt: skip
+DATA = {"train": str(CORPUS), "format": "jsonl", "text_field": "text", "max_seq_len": 64}
+
+
+def section(cls_name: str, values: dict):
+    from genai_cloud import spec
+    from job_templates.config import Config
+
+    return Config.wrap(getattr(spec, cls_name)(**values).model_dump())
+
+
+def build(args):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from job_templates.common.records import read_records
+    from job_templates.common.text import tokenize
+    from job_templates.common.train import seed_everything
+
+    data = section("DataSpec", DATA | {"packing": args.scenario != "padded"})
+    tokenizer = AutoTokenizer.from_pretrained(MODEL)
+    records = read_records(CORPUS, data)[: args.records]
+    train = tokenize(records[: -args.eval_records], tokenizer, data)
+    evals = tokenize(records[-args.eval_records :], tokenizer, data)
+    config = AutoConfig.from_pretrained(MODEL)
+    config.attn_pdrop = config.embd_pdrop = config.resid_pdrop = 0.0  # same function everywhere
+    seed_everything(42)
+    model = AutoModelForCausalLM.from_pretrained(MODEL, config=config)
+    return model, train, evals
+
+
+def curve(args) -> dict:
+    from job_templates.common.train import Trainer
+    from job_templates.contract import Contract
+
+    model, train, evals = build(args)
+    training = section("TrainingSpec", TRAINING | {"max_steps": args.steps,
+                                                   "precision": args.precision})
+    accelerator = "tpu-v5e" if args.device == "xla" else "cpu"
+    compiles = []
+    with tempfile.TemporaryDirectory() as tmp:
+        contract = Contract(platform="local", spec_path=Path(tmp), channels={}, model_dir=Path(tmp),
+                            checkpoint_dir=Path(tmp), output_dir=Path(tmp))  # fmt: skip
+        trainer = Trainer(model, train, evals, training, contract, accelerator=accelerator)
+        for step in range(1, args.steps + 1):
+            trainer.total_steps = step
+            trainer.fit()
+            compiles.append(_compiles())
+        trainer.total_steps = args.steps
+        after = trainer.evaluate()
+    return {"device": str(trainer.device), "precision": trainer.precision.name,
+            "losses": trainer.state.losses, "eval": after, "compiles": compiles,
+            "compiles_after_eval": _compiles(), "tokens": trainer.state.tokens}  # fmt: skip
+
+
+def _compiles() -> int:
+    try:
+        import torch_xla.debug.metrics as met
+    except ImportError:
+        return 0
+    found = met.metric_data("CompileTime")
+    return int(found[0]) if found else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("scenario", choices=["curve", "padded"])
+    parser.add_argument("--device", default="xla")
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--records", type=int, default=200)
+    parser.add_argument("--eval-records", type=int, default=20)
+    args = parser.parse_args()
+    print("RESULT " + json.dumps(curve(args)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -42,7 +42,7 @@ from . import checkpoint, distributed
 from . import device as devices
 from .evaluation import evaluate
 from .text import IGNORE
-from .xla import XlaRun
+from .xla import XlaRun, retie_weights
 
 log = logging.getLogger("genai")
 
@@ -119,6 +119,8 @@ class Trainer:
                 # recomputed blocks would then get no gradient at all.
                 model.enable_input_require_grads()
         self.model = model.to(self.device)  # the plain module: what checkpoints and saves see
+        if choice.kind == "xla":
+            retie_weights(self.model)  # before the optimizer collects the parameters
         self.forward = self.model
         if self.world > 1 and choice.kind != "xla":  # XLA averages gradients itself (xla.py)
             from torch.nn.parallel import DistributedDataParallel

@@ -87,6 +87,13 @@ def pad_batch(host: dict, rows: int, width: int | None, pad_id: int) -> dict:
     return out
 
 
+def retie_weights(model: Any) -> None:
+    """Tie ``model``'s shared weights again after ``.to(xla)``: the move gives each use of a tied
+    tensor (GPT-2's embedding and LM head) its own device copy, which would then train apart."""
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+
+
 class XlaRun:
     """The XLA side of one ``Trainer``: its step, device loader, checkpoints and evaluation."""
 
@@ -103,6 +110,9 @@ class XlaRun:
         self.in_graph_reduce = xr.world_size() > 1
         self._epochs: dict[int, list] = {}
         self._prefetched: tuple | None = None
+        # torch.manual_seed does not reach the device's generator (dropout): seed it from the spec.
+        xm.set_rng_state(int(trainer.training.seed), trainer.device)
+        _no_pad_check(trainer.model)
         log.info("XLA: %d replica(s) in the runtime, %d process(es); gradients averaged %s",
                  xr.world_size(), trainer.world,
                  "in the graph" if self.in_graph_reduce else "over gloo" if trainer.world > 1
@@ -173,7 +183,7 @@ class XlaRun:
             width = None if self.widths is None else _bucket(self.widths, host["input_ids"].shape[1])
             host = pad_batch(host, target_rows, width, examples.pad_id)
             slots += host["attention_mask"].numel()
-            batches.append(self.xm.send_cpu_data_to_device(host, t.device))
+            batches.append(self.xm.send_cpu_data_to_device(_unmasked(host), t.device))
         return batches, tokens, slots
 
     def _take(self, group: list[list[int]]) -> tuple[list[dict], int, int]:
@@ -234,6 +244,7 @@ class XlaRun:
         loss_sum = torch.zeros((), device=device)
         count = torch.zeros((), device=device)
         confusion = torch.zeros((num_labels, num_labels), device=device)
+        xm.mark_step()  # the sums become device data: every batch below is then the same graph
         was_training = model.training
         model.eval()
         with torch.no_grad():
@@ -241,8 +252,8 @@ class XlaRun:
                 host = examples.batch(batch_indices)
                 host.pop("weights", None)
                 width = None if widths is None else _bucket(widths, host["input_ids"].shape[1])
-                batch = xm.send_cpu_data_to_device(pad_batch(host, size, width, examples.pad_id),
-                                                   device)  # fmt: skip
+                host = _unmasked(pad_batch(host, size, width, examples.pad_id))
+                batch = xm.send_cpu_data_to_device(host, device)
                 with devices_autocast(device, t.precision):
                     out = model(**batch)
                 labels = batch["labels"]
@@ -270,6 +281,30 @@ class XlaRun:
         if classifier:
             return {"loss": loss, **classification_scores(confusion), "examples": int(n_total)}
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": int(n_total)}
+
+
+def _no_pad_check(model: Any) -> None:
+    """Turn off transformers' "input_ids may be padded" check in ``model``'s inner models: given no
+    attention mask (see ``_unmasked``) it reads token ids on the host at every forward, a sync in
+    the middle of each step, to show a one-time warning."""
+    for module in model.modules():
+        if hasattr(type(module), "warn_if_padding_and_no_attention_mask"):
+            module.warn_if_padding_and_no_attention_mask = _skip
+
+def _skip(*_args: Any) -> None:
+    return None
+
+
+def _unmasked(host: dict) -> dict:
+    """A causal LM batch without its attention mask; other batches as they are.
+
+    Rows are right-padded, so under causal attention no real token sees a pad and the mask
+    changes nothing the loss reads. Given a mask, transformers reads it on the host to decide
+    whether SDPA may skip it: a device->host sync (an extra execution) in the middle of the step.
+    Classifiers pool over the sequence and keep theirs."""
+    if host["labels"].dim() != 2:
+        return host
+    return {k: v for k, v in host.items() if k != "attention_mask"}
 
 
 def _bucket(widths: list[int], width: int) -> int:

@@ -59,28 +59,32 @@ def curve(args) -> dict:
     training = section("TrainingSpec", TRAINING | {"max_steps": args.steps,
                                                    "precision": args.precision})
     accelerator = "tpu-v5e" if args.device == "xla" else "cpu"
-    compiles = []
+    compiles, executions = [], []
     with tempfile.TemporaryDirectory() as tmp:
         contract = Contract(platform="local", spec_path=Path(tmp), channels={}, model_dir=Path(tmp),
                             checkpoint_dir=Path(tmp), output_dir=Path(tmp))  # fmt: skip
         trainer = Trainer(model, train, evals, training, contract, accelerator=accelerator)
-        for step in range(1, args.steps + 1):
-            trainer.total_steps = step
-            trainer.fit()
+        after_step = trainer._after_step
+
+        def count_then_continue():  # compilations / executions so far, after each step's cut
             compiles.append(_compiles())
-        trainer.total_steps = args.steps
+            executions.append(_compiles("ExecuteTime"))
+            after_step()
+
+        trainer._after_step = count_then_continue
+        trainer.fit()
         after = trainer.evaluate()
     return {"device": str(trainer.device), "precision": trainer.precision.name,
-            "losses": trainer.state.losses, "eval": after, "compiles": compiles,
+            "losses": trainer.state.losses, "eval": after, "compiles": compiles, "executions": executions,
             "compiles_after_eval": _compiles(), "tokens": trainer.state.tokens}  # fmt: skip
 
 
-def _compiles() -> int:
+def _compiles(metric: str = "CompileTime") -> int:
     try:
         import torch_xla.debug.metrics as met
     except ImportError:
         return 0
-    found = met.metric_data("CompileTime")
+    found = met.metric_data(metric)
     return int(found[0]) if found else 0
 
 

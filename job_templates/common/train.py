@@ -174,14 +174,15 @@ class Trainer:
         steps_per_epoch = math.ceil(self.batches_per_epoch / t.grad_accum)
         return max(1, math.ceil(t.epochs * steps_per_epoch))
 
-    def epoch_batches(self, epoch: int) -> list[list[int]]:
-        """This rank's micro-batches of ``epoch``: a function of (seed, epoch, rank) only."""
+    def epoch_batches(self, epoch: int, rank: int | None = None) -> list[list[int]]:
+        """This rank's (or ``rank``'s) micro-batches of ``epoch``: a function of (seed, epoch,
+        rank) only."""
         import torch
 
         generator = torch.Generator().manual_seed(self.state.seed + epoch)
         order = torch.randperm(len(self.train_set), generator=generator).tolist()
         order = order[: len(order) - len(order) % self.world] if self.world > 1 else order
-        mine = order[self.rank :: self.world]
+        mine = order[self.rank if rank is None else rank :: self.world]
         size = self.training.batch_size
         return [mine[i : i + size] for i in range(0, len(mine), size)]
 

@@ -108,7 +108,10 @@ class XlaRun:
         # PJRT replicas (one per chip) all-reduce inside the graph; torchrun-style processes with
         # one XLA device each (XLA's CPU device) cannot, and average on the host over gloo.
         self.in_graph_reduce = xr.world_size() > 1
-        self._epochs: dict[int, list] = {}
+        self._epochs: dict[int, dict] = {}
+        # Targets per example (tokens with a label; one per classifier example), to weight each
+        # rank's loss by its share of the global batch's targets.
+        self.targets = _target_counts(examples) if trainer.world > 1 else None
         self._prefetched: tuple | None = None
         # torch.manual_seed does not reach the device's generator (dropout): seed it from the spec.
         xm.set_rng_state(int(trainer.training.seed), trainer.device)
@@ -128,9 +131,10 @@ class XlaRun:
         started = time.perf_counter()
         batches, tokens, slots = self._take(group)
         step_loss = None
-        for batch in batches:
+        for batch, scale in batches:
             with devices_autocast(t.device, t.precision):
-                loss = t.loss_fn(t.forward, batch) / len(group)
+                loss = t.loss_fn(t.forward, batch)
+            loss = (loss if scale is None else loss * scale) / len(group)
             loss.backward()
             step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
         if self.in_graph_reduce:
@@ -169,12 +173,13 @@ class XlaRun:
 
     # ---- the device loader ----------------------------------------------------------------
 
-    def _load(self, group: list[list[int]]) -> tuple[list[dict], int, int]:
-        """The group's micro-batches on the device, fixed-shape; and its real / slot counts."""
+    def _load(self, group: list[list[int]], epoch: int, start: int) -> tuple:
+        """The group (micro-batches ``start``... of ``epoch``) on the device, fixed-shape, with
+        each micro-batch's loss scale (None for one process) and its real / slot counts."""
         t = self.trainer
         examples, rows = t.train_set, t.training.batch_size
         batches, tokens, slots = [], 0, 0
-        for indices in group:
+        for m, indices in enumerate(group):
             host = examples.batch(indices)
             tokens += int(host["attention_mask"].sum())
             weighted_rows = "weights" in host and host["weights"].dim() == 1
@@ -183,32 +188,52 @@ class XlaRun:
             width = None if self.widths is None else _bucket(self.widths, host["input_ids"].shape[1])
             host = pad_batch(host, target_rows, width, examples.pad_id)
             slots += host["attention_mask"].numel()
-            batches.append(self.xm.send_cpu_data_to_device(_unmasked(host), t.device))
+            batch = _unmasked(host)
+            scale = self._scale(indices, epoch, start + m)
+            batches.append(self.xm.send_cpu_data_to_device((batch, scale), t.device))
         return batches, tokens, slots
 
-    def _take(self, group: list[list[int]]) -> tuple[list[dict], int, int]:
+    def _scale(self, indices: list[int], epoch: int, position: int):
+        """``world x my targets / the global micro-batch's targets``, as a tensor (a Python float
+        would be compiled in as a constant when it is 1.0). Each rank's loss is a mean over its
+        own targets; scaled so, the mean over ranks is the mean over the global batch's targets,
+        which is what one process training on the whole global batch computes."""
+        if self.targets is None:
+            return None
+        import torch
+
+        mine = sum(self.targets[i] for i in indices)
+        total = sum(sum(self.targets[i] for i in batches[position])
+                    for batches in self._epoch(epoch).values() if position < len(batches))  # fmt: skip
+        return torch.tensor(mine * self.trainer.world / total if total else 0.0)
+
+    def _take(self, group: list[list[int]]) -> tuple:
         key = _key(group)
         if self._prefetched is not None and self._prefetched[0] == key:
             found, self._prefetched = self._prefetched[1], None
             return found
-        return self._load(group)
+        s = self.trainer.state
+        return self._load(group, s.epoch, s.offset)
 
     def _prefetch_next(self) -> None:
         """Copy the group the loop takes next (the Trainer's offset still names this step's)."""
         t = self.trainer
         s, accum = t.state, t.training.grad_accum
-        batches = self._epoch(s.epoch)
-        start, epoch = s.offset + accum, s.epoch
-        if start >= len(batches):
-            start, epoch = 0, s.epoch + 1
         if s.step + 1 >= t.total_steps:
             return
-        group = self._epoch(epoch)[start : start + accum]
-        self._prefetched = (_key(group), self._load(group))
+        start, epoch = s.offset + accum, s.epoch
+        if start >= len(self._epoch(epoch)[t.rank]):
+            start, epoch = 0, s.epoch + 1
+        group = self._epoch(epoch)[t.rank][start : start + accum]
+        self._prefetched = (_key(group), self._load(group, epoch, start))
 
-    def _epoch(self, epoch: int) -> list:
+    def _epoch(self, epoch: int) -> dict[int, list]:
+        """Micro-batches of ``epoch`` by rank: this rank's, and every rank's when losses are
+        scaled across ranks (the orders are a function of seed, epoch and rank: no messages)."""
         if epoch not in self._epochs:
-            self._epochs = {epoch: self.trainer.epoch_batches(epoch)}  # keep one epoch's order
+            t = self.trainer
+            ranks = range(t.world) if self.targets is not None else [t.rank]
+            self._epochs = {epoch: {r: t.epoch_batches(epoch, r) for r in ranks}}  # one epoch
         return self._epochs[epoch]
 
     # ---- host transfers, checkpoints, RNG -------------------------------------------------
@@ -305,6 +330,13 @@ def _unmasked(host: dict) -> dict:
     if host["labels"].dim() != 2:
         return host
     return {k: v for k, v in host.items() if k != "attention_mask"}
+
+
+def _target_counts(examples: Any) -> list[int]:
+    if not isinstance(examples.labels[0], list):
+        return [1] * len(examples)
+    # HF shifts the labels inside the model: position 0 is never a target.
+    return [sum(1 for label in labels[1:] if label != IGNORE) for labels in examples.labels]
 
 
 def _bucket(widths: list[int], width: int) -> int:

@@ -1,7 +1,10 @@
 """Scenarios the XLA tests run under the torch_xla venv's Python; each prints one JSON line.
 
-    python tests/xla/xla_job.py curve  --device xla|cpu --steps 12 [--precision fp32]
-    python tests/xla/xla_job.py padded --steps 12          (unpacked data: bucketed widths)
+    python tests/xla/xla_job.py curve  --device xla|cpu --steps 8 [--precision fp32] [--batch-size 8]
+    python tests/xla/xla_job.py padded --steps 8           (unpacked data: bucketed widths)
+
+Started torchrun-style (``RANK`` / ``WORLD_SIZE`` / ``MASTER_ADDR`` / ``MASTER_PORT`` set), each
+process trains on its shard with ``--batch-size`` rows (the global batch is world x that).
 
 Tiny GPT-2 (examples/tiny-gpt2) with dropout off, so eager CPU and XLA compute the same function,
 on the quickstart corpus; sections get their defaults from genai_cloud.spec, as spec.json has them.
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -57,12 +61,15 @@ def curve(args) -> dict:
 
     model, train, evals = build(args)
     training = section("TrainingSpec", TRAINING | {"max_steps": args.steps,
-                                                   "precision": args.precision})
+                                                   "precision": args.precision,
+                                                   "batch_size": args.batch_size})
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     accelerator = "tpu-v5e" if args.device == "xla" else "cpu"
     compiles, executions = [], []
     with tempfile.TemporaryDirectory() as tmp:
         contract = Contract(platform="local", spec_path=Path(tmp), channels={}, model_dir=Path(tmp),
-                            checkpoint_dir=Path(tmp), output_dir=Path(tmp))  # fmt: skip
+                            checkpoint_dir=Path(tmp), output_dir=Path(tmp), rank=rank,
+                            local_rank=rank, world_size=world)  # fmt: skip
         trainer = Trainer(model, train, evals, training, contract, accelerator=accelerator)
         after_step = trainer._after_step
 
@@ -74,7 +81,7 @@ def curve(args) -> dict:
         trainer._after_step = count_then_continue
         trainer.fit()
         after = trainer.evaluate()
-    return {"device": str(trainer.device), "precision": trainer.precision.name,
+    return {"rank": rank, "world": world, "device": str(trainer.device), "precision": trainer.precision.name,
             "losses": trainer.state.losses, "eval": after, "compiles": compiles, "executions": executions,
             "compiles_after_eval": _compiles(), "tokens": trainer.state.tokens}  # fmt: skip
 
@@ -94,6 +101,7 @@ def main() -> None:
     parser.add_argument("--device", default="xla")
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--records", type=int, default=200)
     parser.add_argument("--eval-records", type=int, default=20)
     args = parser.parse_args()

@@ -15,9 +15,7 @@ Pure: reads the spec, the environment and the catalogs; no SDK, no network.
 
 from __future__ import annotations
 
-import math
 import os
-import re
 from typing import TYPE_CHECKING
 
 from .catalog import Instance, catalog
@@ -37,7 +35,6 @@ REGION_ENV = {
     "sagemaker": ("AWS_REGION", "AWS_DEFAULT_REGION"),
     "vertex": ("GOOGLE_CLOUD_REGION", "CLOUD_ML_REGION"),
 }
-_TPU_TOPOLOGY = re.compile(r"\d+x\d+(x\d+)?")
 
 
 def pinned_region(spec: JobSpec, provider: str) -> str | None:
@@ -77,9 +74,7 @@ def machines(spec: JobSpec, provider: str, instance: Instance) -> int:
     """Billed machines: one per node; a multi-host TPU slice on Vertex bills every host."""
     count = spec.compute.nodes
     chips = instance.extra.get("tpu_chips")
-    topology = spec.gcp.tpu_topology or ""
-    # A malformed topology is left to the Vertex render, which names the field.
-    if provider == "vertex" and chips and _TPU_TOPOLOGY.fullmatch(topology):
-        slice_chips = math.prod(int(part) for part in topology.split("x"))
-        count *= max(1, slice_chips // chips)
+    # compute.count is a TPU slice's chips (spec validation made it agree with gcp.tpu_topology).
+    if provider == "vertex" and chips:
+        count *= max(1, spec.compute.count // chips)
     return count

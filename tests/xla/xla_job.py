@@ -63,7 +63,7 @@ def curve(args) -> dict:
     training = section("TrainingSpec", TRAINING | {"max_steps": args.steps,
                                                    "precision": args.precision,
                                                    "batch_size": args.batch_size})
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     accelerator = "tpu-v5e" if args.device == "xla" else "cpu"
     compiles, executions = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,10 +79,12 @@ def curve(args) -> dict:
             after_step()
 
         trainer._after_step = count_then_continue
-        trainer.fit()
+        trainer.fit()  # ends by reading the losses: every step's graph has run
+        executions_after_fit = _compiles("ExecuteTime")
         after = trainer.evaluate()
     return {"rank": rank, "world": world, "device": str(trainer.device), "precision": trainer.precision.name,
             "losses": trainer.state.losses, "eval": after, "compiles": compiles, "executions": executions,
+            "executions_after_fit": executions_after_fit,
             "compiles_after_eval": _compiles(), "tokens": trainer.state.tokens}  # fmt: skip
 
 

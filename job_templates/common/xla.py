@@ -41,8 +41,11 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from .device import autocast as devices_autocast
@@ -113,6 +116,7 @@ class XlaRun:
         # rank's loss by its share of the global batch's targets.
         self.targets = _target_counts(examples) if trainer.world > 1 else None
         self._prefetched: tuple | None = None
+        self._stop_file = os.environ.get(_STOP_FILE)
         # torch.manual_seed does not reach the device's generator (dropout): seed it from the spec.
         xm.set_rng_state(int(trainer.training.seed), trainer.device)
         _no_pad_check(trainer.model)
@@ -154,6 +158,8 @@ class XlaRun:
         t.state.tokens += tokens * t.world
         t.state.slots += slots * t.world
         t.state.train_seconds += time.perf_counter() - started
+        if self._stop_file and os.path.exists(self._stop_file):
+            t._stop = True  # the launcher was sent SIGTERM (see ``launch``)
 
     def _host_reduce_gradients(self) -> None:
         """Average gradients across torchrun-style processes on the host (gloo)."""
@@ -366,6 +372,7 @@ def init_process_group() -> None:
 
 
 _LAUNCHED = "GENAI_XLA_LAUNCHED"  # set in the processes ``launch`` starts
+_STOP_FILE = "GENAI_XLA_STOP_FILE"  # appears when the launcher got SIGTERM
 
 
 def _replica(index: int, argv: list[str]) -> int:
@@ -392,12 +399,20 @@ def launch(argv: list[str] | None = None) -> int:
     hosts from the TPU metadata, so ranks are global and the world is the whole slice.
     """
     argv = sys.argv[1:] if argv is None else argv
-    if os.environ.get("PJRT_DEVICE", "").upper() != "TPU":
+    forced = os.environ.get("GENAI_XLA_LAUNCH") == "1"  # tests: the TPU path on XLA's CPU device
+    if os.environ.get("PJRT_DEVICE", "").upper() != "TPU" and not forced:
         from ..entrypoint import main
 
         return main(argv)  # CPU / GPU XLA devices: one process (torchrun starts more)
     import torch_xla
 
+    # An eviction's SIGTERM reaches this process only, and each chip's job runs in a worker
+    # thread of its process, where no signal handler can be installed: the handler leaves a file
+    # that every replica looks for after each step, then all stop at the same step, flush a
+    # checkpoint and exit 143 (which torch_xla.launch raises here).
+    stop = Path(tempfile.mkdtemp(prefix="genai-xla-")) / "stop"
+    os.environ[_STOP_FILE] = str(stop)
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.touch())
     torch_xla.launch(_replica, args=(argv,))
     return 0
 

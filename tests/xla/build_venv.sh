@@ -11,7 +11,8 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 dir="${1:-$here/../../.ci/.xla}"
-python="${GENAI_XLA_BASE_PYTHON:-python3.11}"  # torch_xla 2.9 wheels: CPython 3.10-3.13
+# CPython 3.11 is what this was checked with (torch_xla 2.9 wheels exist for 3.10 and up).
+python="${GENAI_XLA_BASE_PYTHON:-$(command -v python3.11 || command -v python3)}"
 
 # Same transformers as the main environment when it has one (the tiny model's tokenizer files
 # are written by transformers 5), else the release these were checked with.

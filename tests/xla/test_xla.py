@@ -137,20 +137,23 @@ def _spec(tmp: Path) -> Path:
     return path
 
 
-def _entrypoint(spec: Path, run: Path, cache: Path, kill_at_step: int | None = None):
-    """Run the job; with ``kill_at_step``, SIGKILL it once it logs that step."""
-    args = [str(XLA_PYTHON), "-m", "job_templates.entrypoint", "--spec", str(spec),
+def _entrypoint(spec: Path, run: Path, cache: Path, kill_at_step: int | None = None,
+                sig: int = signal.SIGKILL, module: str = "job_templates.entrypoint", **env: str):
+    """Run the job; with ``kill_at_step``, send it ``sig`` once it logs that step."""
+    args = [str(XLA_PYTHON), "-m", module, "--spec", str(spec),
             "--model-dir", str(run / "model"), "--checkpoint-dir", str(run / "checkpoints"),
             "--output-dir", str(run / "output")]  # fmt: skip
     # One compilation cache for the three runs: the same graphs, compiled once.
-    proc = subprocess.Popen(args, env=_env(XLA_PERSISTENT_CACHE_PATH=str(cache)), cwd=ROOT,
+    proc = subprocess.Popen(args, env=_env(XLA_PERSISTENT_CACHE_PATH=str(cache), **env), cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     lines = []
     for line in proc.stdout:
         lines.append(line)
         if kill_at_step is not None and f" step {kill_at_step}/" in line:
-            proc.send_signal(signal.SIGKILL)
-            break
+            proc.send_signal(sig)
+            kill_at_step = None
+            if sig == signal.SIGKILL:
+                break
     proc.wait(timeout=1200)
     return proc.returncode, "".join(lines)
 
@@ -177,3 +180,17 @@ def test_resume_after_kill_9_matches_an_uninterrupted_run(tmp_path):
     got = load_file(tmp_path / "run" / "model" / "model.safetensors")
     assert want.keys() == got.keys() and all((want[k] == got[k]).all() for k in want)
 
+
+
+def test_the_pjrt_launcher_turns_sigterm_into_a_checkpoint_and_exit_143(tmp_path):
+    """``python -m job_templates.common.xla`` (what a Vertex TPU job runs) runs the job in a
+    worker thread of a process per chip (one here: XLA's CPU device), where no signal handler
+    can be installed; the launcher's SIGTERM must still stop it cleanly at a step boundary."""
+    code, log = _entrypoint(_spec(tmp_path), tmp_path, tmp_path / "xla-cache", kill_at_step=3,
+                            sig=signal.SIGTERM, module="job_templates.common.xla",
+                            GENAI_XLA_LAUNCH="1")  # fmt: skip
+    assert code == 143, log[-4000:]
+    assert "rank=0/1" in log and "SIGTERM" not in log.split(" step 3/")[0]
+    steps = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "checkpoints").glob("step-*"))
+    assert steps and 3 <= steps[-1] < 10, steps
+    assert not (tmp_path / "output" / "metrics.json").exists()

@@ -385,6 +385,10 @@ def _replica(index: int, argv: list[str]) -> int:
     })  # fmt: skip
     from ..entrypoint import main
 
+    # Something in a spawned replica configures the root logger before the entrypoint does
+    # (its basicConfig is then a no-op and the INFO lines vanish): configure it here, as main.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        stream=sys.stdout, force=True)  # fmt: skip
     code = main(argv)
     if code:
         raise SystemExit(code)  # torch_xla.launch re-raises it in the parent: the job's status

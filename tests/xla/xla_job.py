@@ -62,7 +62,8 @@ def curve(args) -> dict:
     model, train, evals = build(args)
     training = section("TrainingSpec", TRAINING | {"max_steps": args.steps,
                                                    "precision": args.precision,
-                                                   "batch_size": args.batch_size})
+                                                   "batch_size": args.batch_size,
+                                                   "grad_accum": args.grad_accum})
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     accelerator = "tpu-v5e" if args.device == "xla" else "cpu"
     compiles, executions = [], []
@@ -104,6 +105,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--grad-accum", type=int, default=1)
     parser.add_argument("--records", type=int, default=200)
     parser.add_argument("--eval-records", type=int, default=20)
     args = parser.parse_args()

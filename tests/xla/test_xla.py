@@ -158,10 +158,17 @@ def _entrypoint(spec: Path, run: Path, cache: Path, kill_at_step: int | None = N
     return proc.returncode, "".join(lines)
 
 
-def test_resume_after_kill_9_matches_an_uninterrupted_run(tmp_path):
+@pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory) -> Path:
+    """One persistent XLA compilation cache for the entrypoint runs: the same graphs, compiled
+    once (the compile-count test above runs without it)."""
+    return tmp_path_factory.mktemp("xla-cache")
+
+
+def test_resume_after_kill_9_matches_an_uninterrupted_run(tmp_path, compile_cache):
     from safetensors.torch import load_file
 
-    spec, cache = _spec(tmp_path), tmp_path / "xla-cache"
+    spec, cache = _spec(tmp_path), compile_cache
     code, log = _entrypoint(spec, tmp_path / "reference", cache)
     assert code == 0, log[-4000:]
     code, log = _entrypoint(spec, tmp_path / "run", cache, kill_at_step=6)
@@ -182,11 +189,11 @@ def test_resume_after_kill_9_matches_an_uninterrupted_run(tmp_path):
 
 
 
-def test_the_pjrt_launcher_turns_sigterm_into_a_checkpoint_and_exit_143(tmp_path):
+def test_the_pjrt_launcher_turns_sigterm_into_a_checkpoint_and_exit_143(tmp_path, compile_cache):
     """``python -m job_templates.common.xla`` (what a Vertex TPU job runs) runs the job in a
     worker thread of a process per chip (one here: XLA's CPU device), where no signal handler
     can be installed; the launcher's SIGTERM must still stop it cleanly at a step boundary."""
-    code, log = _entrypoint(_spec(tmp_path), tmp_path, tmp_path / "xla-cache", kill_at_step=3,
+    code, log = _entrypoint(_spec(tmp_path), tmp_path, compile_cache, kill_at_step=3,
                             sig=signal.SIGTERM, module="job_templates.common.xla",
                             GENAI_XLA_LAUNCH="1")  # fmt: skip
     assert code == 143, log[-4000:]

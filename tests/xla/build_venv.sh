@@ -14,11 +14,9 @@ dir="${1:-$here/../../.ci/.xla}"
 # CPython 3.11 is what this was checked with (torch_xla 2.9 wheels exist for 3.10 and up).
 python="${GENAI_XLA_BASE_PYTHON:-$(command -v python3.11 || command -v python3)}"
 
-# Same transformers as the main environment when it has one (the tiny model's tokenizer files
-# are written by transformers 5), else the release these were checked with.
-transformers="$(python3 -c 'import transformers; print(transformers.__version__)' 2>/dev/null || echo 5.24.0)"
+# transformers as in the main environment: examples/tiny-gpt2's tokenizer files need 5.x.
 packages=(
-  "torch==2.9.0" "torch_xla==2.9.0" "transformers==$transformers"
+  "torch==2.9.0" "torch_xla==2.9.0" "transformers==5.24.0"
   "accelerate" "safetensors" "tokenizers" "peft" "tqdm" "numpy" "matplotlib"
   "pydantic>=2" "pyyaml"  # genai_cloud.spec: the tests build spec.json the way the SDK does
 )

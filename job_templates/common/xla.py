@@ -27,7 +27,15 @@ and (3) never read a device value in the middle of a step. ``XlaRun`` does that 
   rendezvous is torch_xla's ``xla://`` (the TPU metadata names the master host).
   Processes started the torchrun way (``RANK`` / ``WORLD_SIZE`` set, one XLA device each, as on
   XLA's CPU device, whose collectives do not cross processes) average the gradients over gloo
-  on the host instead: the same arithmetic, one more graph per step.
+  on the host instead: the same arithmetic, one more graph per step. Each rank's loss is
+  weighted by its share of the global micro-batch's targets, so N processes compute the loss
+  one process would on the same global batch. An eviction's SIGTERM reaches the launcher,
+  which tells the replicas through a stop file (see ``launch``).
+- **No hidden host reads.** Causal LM batches travel without an attention mask (right padding
+  under causal attention needs none) and transformers' per-forward padding check is off:
+  either would read device values on the host in the middle of the step.
+- **Tied weights.** ``.to(xla)`` unties shared tensors (GPT-2's embedding and LM head);
+  ``retie_weights`` ties them again before the optimizer sees the parameters.
 - **Checkpoints.** Model and optimizer state are copied to the CPU before ``torch.save``
   (what ``xm.save`` does) and load back onto the device; the XLA RNG seed (dropout) is saved per
   rank, so a resumed run draws the same masks as one that never stopped.

@@ -11,7 +11,8 @@ clipping, an optional ``loss_fn(forward, batch)`` in place of the model's own lo
 (``weighted_loss`` for per-example weights), autocast (``device.select_precision``), optional
 gradient checkpointing and ``torch.compile``, ``epochs`` or ``max_steps``, a log line every
 ``log_every`` steps (loss, lr, tokens/s), evaluation every ``eval_every`` steps, DDP when the contract's world size is > 1 (gloo on
-CPU, nccl on CUDA; only rank 0 writes), checkpoints every ``checkpoint_every`` steps.
+CPU, nccl on CUDA; only rank 0 writes), checkpoints every ``checkpoint_every`` steps. On torch_xla
+(TPU) ``xla.XlaRun`` takes the step, the device loader, evaluation and checkpoint copies.
 
 Exact resume. The data order of epoch ``e`` is a permutation drawn from a generator seeded with
 ``seed + e`` (never from the global RNG), the position inside the epoch is saved as a batch offset,

@@ -22,6 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .errors import GenaiCloudError
+from .tpu import host_chips
 
 DATA_DIR = Path(__file__).parent / "data" / "catalog"
 _UPGRADES = {"a100": "A100-80GB"}
@@ -89,6 +90,7 @@ def instance_for(provider: str, accelerator: str, count: int = 1) -> Instance:
         )
     if accelerator.lower() == "cpu":
         return rows[0]
+    count = host_chips(accelerator, count)  # a multi-host TPU slice: the machine is one host
     exact = [r for r in rows if r.count == count]
     if exact:
         return min(exact, key=lambda r: (r.vcpus, r.memory_gib))

@@ -17,6 +17,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from .tpu import sides, slice_problems
+
 SPEC_VERSION = 1
 
 
@@ -254,7 +256,8 @@ class FallbackSpec(Section):
 
 class ComputeSpec(Section):
     accelerator: str = Field("cpu", description=f"One of: {', '.join(ACCELERATORS)}.")
-    count: int = Field(1, ge=1, le=64, description="Accelerators per node.")
+    count: int = Field(1, ge=1, le=64, description="Accelerators per node; for a TPU, the "
+                       "slice's chips (16 tpu-v5e chips: a 4x4 slice on 4 hosts).")
     nodes: int = Field(1, ge=1, le=256)
     spot: bool = False
     allow_spot_without_checkpoints: bool = False
@@ -685,8 +688,15 @@ class JobSpec(Section):
                     "compute.allow_spot_without_checkpoints)")  # fmt: skip
         if task is Task.dpo:
             self._check_dpo(problem)
+        if self.compute.is_tpu or self.gcp.tpu_topology:
+            for field, message in slice_problems(self.compute.accelerator, self.compute.count,
+                                                 self.compute.nodes, self.gcp.tpu_topology):
+                problem(field, message)
         if problems:
             raise field_problems(problems)
+        if self.compute.is_tpu and self.gcp.tpu_topology:
+            # A TPU's compute.count is the slice's chips: say it once, however it was asked.
+            self.compute.count = math.prod(sides(self.gcp.tpu_topology))
         if task is Task.pretrain_scratch and self.scratch is None:
             self.scratch = ScratchSpec()
         for name in ("prune", "evaluate", "audit", "fairness", "dpo"):

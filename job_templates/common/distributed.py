@@ -10,6 +10,10 @@ from __future__ import annotations
 def init(device_kind: str) -> None:
     import torch.distributed as dist
 
+    if device_kind == "xla":
+        from .xla import init_process_group
+
+        return init_process_group()
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
 

@@ -48,6 +48,10 @@ def save_model(model: Any, tokenizer: Any, model_dir: str | Path, merge_adapters
     shutil.rmtree(staging, ignore_errors=True)
     model = getattr(model, "module", model)  # unwrap DDP
     model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
+    if any(p.device.type == "xla" for p in model.parameters()):
+        model.to("cpu")  # torch_xla: safetensors writes host memory
+        if hasattr(model, "tie_weights"):
+            model.tie_weights()  # the move copies each use of a tied tensor separately
     if merge_adapters and hasattr(model, "merge_and_unload"):  # a peft model
         model = model.merge_and_unload()
     model.save_pretrained(staging, safe_serialization=True)

@@ -194,6 +194,8 @@ def create(training: Any, world: int, device_kind: str, precision: Any, model: A
         if wanted == "fsdp":
             log.info("training.strategy fsdp with one process: nothing to shard over; single")
         return Single()
+    if device_kind == "xla":  # one process per chip; xla.XlaRun all-reduces the gradients
+        return Single()
     if wanted == "auto":
         wanted = auto_strategy(training, world, local_world, device_kind, precision, model,
                                local_rank, seq_len)  # fmt: skip

@@ -12,7 +12,8 @@ clipping, an optional ``loss_fn(forward, batch)`` in place of the model's own lo
 gradient checkpointing and ``torch.compile``, ``epochs`` or ``max_steps``, a log line every
 ``log_every`` steps (loss, lr, tokens/s), evaluation every ``eval_every`` steps, DDP or FSDP2 when the contract's world size is > 1
 (``strategies.py``; gloo on CPU, nccl on CUDA; only rank 0 writes), checkpoints every
-``checkpoint_every`` steps (sharded under FSDP).
+``checkpoint_every`` steps (sharded under FSDP). On torch_xla (TPU) ``xla.XlaRun`` takes the
+step, the device loader, evaluation and checkpoint copies.
 
 Exact resume. The data order of epoch ``e`` is a permutation drawn from a generator seeded with
 ``seed + e`` (never from the global RNG), the position inside the epoch is saved as a batch offset,
@@ -43,6 +44,7 @@ from . import checkpoint, distributed, strategies, tracking
 from . import device as devices
 from .evaluation import evaluate
 from .text import IGNORE
+from .xla import XlaRun, retie_weights
 
 log = logging.getLogger("genai")
 
@@ -120,10 +122,12 @@ class Trainer:
                 model.enable_input_require_grads()
         # single / ddp / fsdp (common/strategies.py): ``model`` is what checkpoints and saves
         # see (sharded under FSDP until ``fit_and_evaluate`` consolidates it), ``forward`` what
-        # a step calls.
+        # a step calls. On XLA the strategy is single: XLA averages gradients itself (xla.py).
         self.strategy = strategies.create(training, self.world, choice.kind, self.precision,
                                           model, train, contract.local_rank)  # fmt: skip
         self.model, self.forward = self.strategy.wrap(model, self.device)
+        if choice.kind == "xla":
+            retie_weights(self.model)  # before the optimizer collects the parameters
         self.forward = self.compile(self.forward)
 
         self.batches_per_epoch = math.ceil(len(train) // self.world / training.batch_size) or 1
@@ -141,6 +145,7 @@ class Trainer:
         self.skip_full_mask = self.fast.skip_full_attention_mask
         self._pending_losses: list = []  # device tensors: one loss per step not yet flushed
         self._stop = False
+        self.xla = XlaRun(self) if choice.kind == "xla" else None  # step, loader, ckpt on XLA
 
     def compile(self, fn: Any) -> Any:
         """``fn`` through ``torch.compile`` when this run compiles (CUDA by default), else as is.
@@ -170,14 +175,15 @@ class Trainer:
         steps_per_epoch = math.ceil(self.batches_per_epoch / t.grad_accum)
         return max(1, math.ceil(t.epochs * steps_per_epoch))
 
-    def epoch_batches(self, epoch: int) -> list[list[int]]:
-        """This rank's micro-batches of ``epoch``: a function of (seed, epoch, rank) only."""
+    def epoch_batches(self, epoch: int, rank: int | None = None) -> list[list[int]]:
+        """This rank's (or ``rank``'s) micro-batches of ``epoch``: a function of (seed, epoch,
+        rank) only."""
         import torch
 
         generator = torch.Generator().manual_seed(self.state.seed + epoch)
         order = torch.randperm(len(self.train_set), generator=generator).tolist()
         order = order[: len(order) - len(order) % self.world] if self.world > 1 else order
-        mine = order[self.rank :: self.world]
+        mine = order[self.rank if rank is None else rank :: self.world]
         size = self.training.batch_size
         return [mine[i : i + size] for i in range(0, len(mine), size)]
 
@@ -205,7 +211,10 @@ class Trainer:
         self.state = LoopState(**state["loop"])
         self.notes = state["notes"]
         rngs = state["rng"]
-        checkpoint.set_rng_state(rngs[self.rank] if self.rank < len(rngs) else rngs[0])
+        mine = rngs[self.rank] if self.rank < len(rngs) else rngs[0]
+        checkpoint.set_rng_state(mine)
+        if self.xla is not None and "xla" in mine:
+            self.xla.set_rng_seed(mine["xla"])  # dropout masks on the device
         log.info("resumed from %s (step %d/%d, epoch %d, batch %d)", path.name, self.state.step,
                  self.total_steps, self.state.epoch, self.state.offset)  # fmt: skip
         return True
@@ -213,12 +222,15 @@ class Trainer:
     def save_checkpoint(self) -> None:
         """Write a checkpoint of the current step (rank 0 writes; every rank's RNG is in it)."""
         self._flush_losses()
-        rngs = [checkpoint.rng_state()]
+        mine = checkpoint.rng_state()
+        if self.xla is not None:
+            mine["xla"] = self.xla.rng_seed()
+        rngs = [mine]
         if self.world > 1:
             import torch.distributed as dist
 
             rngs = [None] * self.world
-            dist.all_gather_object(rngs, checkpoint.rng_state())
+            dist.all_gather_object(rngs, mine)
         state = {
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "loop": asdict(self.state), "notes": self.notes, "rng": rngs,
@@ -231,6 +243,8 @@ class Trainer:
                                            is_main=self.contract.is_main)  # fmt: skip
         elif self.contract.is_main:
             state.update(model=self.model.state_dict(), optimizer=self.optimizer.state_dict())
+            if self.xla is not None:
+                state = self.xla.to_host(state)  # torch.save of device tensors: CPU copies
             path = checkpoint.save(self.contract.checkpoint_dir, self.state.step, state,
                                    keep=self.training.keep_checkpoints)  # fmt: skip
         if self.contract.is_main:
@@ -243,10 +257,13 @@ class Trainer:
         examples = examples if examples is not None else self.eval_set
         if examples is None or len(examples) == 0:
             return {}
-        result = evaluate(self.forward, examples, self.device, batch_size=self.training.batch_size,
-                          precision=self.precision, max_batches=self.training.eval_batches,
-                          rank=self.rank, world_size=self.world,
-                          lockstep=self.strategy.sharded)  # fmt: skip
+        if self.xla is not None:
+            result = self.xla.evaluate(examples)
+        else:
+            result = evaluate(self.forward, examples, self.device,
+                              batch_size=self.training.batch_size, precision=self.precision,
+                              max_batches=self.training.eval_batches, rank=self.rank,
+                              world_size=self.world, lockstep=self.strategy.sharded)  # fmt: skip
         tracking.current().log_metrics({f"eval/{k}": v for k, v in result.items()}, self.state.step)
         return result
 
@@ -306,6 +323,8 @@ class Trainer:
         batches travel from pinned memory. A host sync per step would idle the GPU while the
         next step's kernels are being launched.
         """
+        if self.xla is not None:
+            return self.xla.step(group)  # one XLA graph per step (xla.py)
         import torch
 
         started = time.perf_counter()
@@ -356,6 +375,8 @@ class Trainer:
         import torch
 
         started = time.perf_counter()
+        if self.xla is not None:  # one copy of the steps' outputs: no graph to compile or run
+            self._pending_losses = self.xla.to_host(self._pending_losses)
         losses = torch.stack(self._pending_losses).double()
         self._pending_losses = []
         self.state.losses.extend(distributed.mean_tensor(losses, self.world).tolist())
@@ -390,7 +411,8 @@ class Trainer:
         import torch
         import torch.distributed as dist
 
-        flag = torch.tensor([1.0 if self._stop else 0.0], device=self.device)
+        on = self.device if self.xla is None else "cpu"  # XLA's host group is gloo
+        flag = torch.tensor([1.0 if self._stop else 0.0], device=on)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)  # every rank stops at the same step
         return bool(flag.item())
 

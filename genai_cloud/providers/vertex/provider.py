@@ -117,14 +117,13 @@ class VertexProvider(Provider):
         return spec.compute.spot or spec.gcp.strategy == "SPOT"
 
     def billed_machines(self, spec: JobSpec, instance: Instance) -> int:
-        """One per node; a multi-host TPU slice bills every host."""
+        """One per node; a multi-host TPU slice bills every host. compute.count is a TPU
+        slice's chips (spec validation, genai_cloud/tpu.py, made it agree with
+        gcp.tpu_topology)."""
         count = spec.compute.nodes
         chips = instance.extra.get("tpu_chips")
-        topology = spec.gcp.tpu_topology or ""
-        # A malformed topology is left to the render, which names the field.
-        if chips and _TPU_TOPOLOGY.fullmatch(topology):
-            slice_chips = math.prod(int(part) for part in topology.split("x"))
-            count *= max(1, slice_chips // chips)
+        if chips:
+            count *= max(1, spec.compute.count // chips)
         return count
 
     def not_configured_reason(self, spec: JobSpec | None = None) -> str | None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from ... import contract
+from ... import contract, tpu
 from ...catalog import Instance
 from ...cost import capped_runtime
 from ...errors import ProviderError
@@ -40,7 +40,6 @@ OUTPUT_PREFIX = "genai-cloud/outputs"  # gs://<staging>/genai-cloud/outputs/<job
 BUNDLE_PREFIX = "genai-cloud/bundles"  # gs://<staging>/genai-cloud/bundles/<name>, as on S3
 WORKDIR = "/tmp/genai-bundle"  # where the container unpacks the bundle
 BOOT_DISK = "pd-ssd"
-_TOPOLOGY = re.compile(r"^\d+x\d+(x\d+)?$")
 _KMS_KEY = re.compile(r"^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$")
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")  # GCP: keys start with a lowercase letter
 # GCP regions: us-central1, europe-west4, northamerica-northeast1. AWS's eu-west-1 (a dash before
@@ -95,16 +94,8 @@ def _check(plan: Plan, instance: Instance) -> None:
     if not gcp.region and spec.compute.region and not _GCP_REGION.match(spec.compute.region):
         problems.append(f"compute.region: {spec.compute.region!r} is not a Google Cloud region "
                         "(e.g. us-central1, europe-west4); set gcp.region for Vertex")  # fmt: skip
-    if instance.accelerator.startswith("tpu-") and spec.compute.nodes > 1:
-        problems.append("compute.nodes: a Vertex TPU job has one replica; ask for a multi-host "
-                        "slice with gcp.tpu_topology instead of more nodes")  # fmt: skip
-    if gcp.tpu_topology:
-        chips = instance.extra.get("tpu_chips")
-        if not chips:
-            problems.append("gcp.tpu_topology: only applies to TPU accelerators")
-        elif not _TOPOLOGY.match(gcp.tpu_topology) or _product(gcp.tpu_topology) % chips:
-            problems.append(f"gcp.tpu_topology: {gcp.tpu_topology!r} must look like 2x4 or 2x2x4 "
-                            f"with a multiple of {chips} chips ({instance.type})")  # fmt: skip
+    # compute.count / compute.nodes / gcp.tpu_topology of a TPU are checked with the spec
+    # (genai_cloud/tpu.py: the shapes each generation is sold in).
     strategy = gcp.strategy
     if spec.compute.spot and strategy not in (None, "SPOT"):
         problems.append(f"gcp.strategy: {strategy} conflicts with compute.spot=true (use SPOT)")
@@ -164,13 +155,6 @@ def _read_locations(spec) -> list[tuple[str, str]]:
     return [(field, value) for field, value in found if value]
 
 
-def _product(topology: str) -> int:
-    total = 1
-    for part in topology.split("x"):
-        total *= int(part)
-    return total
-
-
 def region_of(spec) -> str:
     """gcp.region, else compute.region, else the region the aiplatform SDK reads from the
     environment (GOOGLE_CLOUD_REGION, CLOUD_ML_REGION), else us-central1 (regions.py)."""
@@ -215,11 +199,17 @@ def machine_spec(spec, instance: Instance) -> dict:
         if machine["machine_type"] == "cloud-tpu":
             machine["accelerator_type"] = extra["accelerator_type"]
             machine["accelerator_count"] = instance.count
-        machine["tpu_topology"] = spec.gcp.tpu_topology or extra["tpu_topology"]
+        machine["tpu_topology"] = tpu_slice(spec, instance).topology
     elif instance.count:
         machine["accelerator_type"] = extra["accelerator_type"]
         machine["accelerator_count"] = instance.count
     return machine
+
+
+def tpu_slice(spec, instance: Instance) -> tpu.Slice:
+    """The TPU slice the job runs on: the spec's shape, or the one its chip count names."""
+    return tpu.resolve(instance.accelerator, spec.compute.count, spec.gcp.tpu_topology,
+                       instance.extra.get("tpu_topology"))  # fmt: skip
 
 
 def processes_per_node(instance: Instance) -> int:
@@ -279,7 +269,16 @@ def launch_script(plan: Plan, instance: Instance) -> str:
         "python -m pip install --quiet --disable-pip-version-check -r requirements.txt",
     ]
     nproc, nodes = processes_per_node(instance), plan.spec.compute.nodes
-    if nproc == 1 and nodes == 1:
+    if _is_tpu(instance):
+        # One replica per slice, also for a multi-host slice (machine_type + tpu_topology name
+        # the whole slice; Vertex "Configure compute resources for custom training", TPU section:
+        # https://cloud.google.com/vertex-ai/docs/training/configure-compute#tpu). Vertex starts
+        # this container on every host of the slice; each host's TPU runtime gives PJRT the
+        # worker id and the hosts (TPU_WORKER_ID / TPU_WORKER_HOSTNAMES or the TPU metadata
+        # server), not CLUSTER_SPEC. The launcher then starts one process per local chip
+        # (torch_xla.launch), ranked across the slice. As read from the docs; not yet run live.
+        lines.append("exec python -m job_templates.common.xla")
+    elif nproc == 1 and nodes == 1:
         lines.append("exec python run_job.py")
     else:
         lines.append(

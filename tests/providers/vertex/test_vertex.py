@@ -127,7 +127,9 @@ def test_tpu_machine_types_and_topologies(case, machine, topology):
     assert pool.machine_spec.tpu_topology == topology
     assert "pytorch-xla" in pool.container_spec.image_uri
     assert {e.name: e.value for e in pool.container_spec.env}["PJRT_DEVICE"] == "TPU"
-    assert pool.container_spec.command[2].endswith("exec python run_job.py")  # one process
+    # The PJRT launcher: one process per local chip, on every host of the slice.
+    assert pool.container_spec.command[2].endswith("exec python -m job_templates.common.xla")
+    assert pool.replica_count == 1 and len(proto(render(SPREAD[case])).job_spec.worker_pool_specs) == 1
 
 
 def test_tpu_v4_names_its_accelerator_on_cloud_tpu():
@@ -273,10 +275,7 @@ def test_outputs_default_to_the_staging_bucket_when_output_uri_is_unset():
     ({"output": {"uri": "s3://bkt/out"}}, "output.uri"),
     ({"data": {"train": "s3://bkt/train.jsonl"}}, "data.train"),
     ({"data": {"train": "/abs/local.jsonl"}}, "data.train"),
-    ({"compute": {"accelerator": "tpu-v5e", "nodes": 2}}, "compute.nodes"),
-    ({"compute": {"accelerator": "tpu-v5e", "count": 4}, "gcp": {"tpu_topology": "3x3"}},
-     "gcp.tpu_topology"),
-    ({"gcp": {"tpu_topology": "2x2"}}, "gcp.tpu_topology"),
+    # TPU count / nodes / topology are refused with the spec: tests/test_tpu.py
     ({"gcp": {"max_wait": "1h"}}, "gcp.max_wait"),
     ({"compute": {"spot": True}, "gcp": {"strategy": "STANDARD"}}, "gcp.strategy"),
     ({"gcp": {"kms_key_name": "my-key"}}, "gcp.kms_key_name"),

@@ -151,8 +151,8 @@ def main() -> None:
     for row in args.rows.split(","):
         runs = {"off": [], "auto": []}
         for _ in range(args.rounds):
-            for variant in runs:
-                runs[variant].append(_measure(row, variant, args))
+            for variant, measured in runs.items():
+                measured.append(_measure(row, variant, args))
         chunk = runs["auto"][0]["chunk"]
         peak = {v: statistics.median(r["peak_added_bytes"] for r in rs) for v, rs in runs.items()}
         speed = {v: statistics.median(r["tokens_per_s"] for r in rs) for v, rs in runs.items()}

@@ -225,10 +225,14 @@ class _GradBuffers:
 
     def add(self, grad_logits: Any, rows: slice, hidden_chunk: Any, weight: Any) -> None:
         """Add one chunk's contribution from ``grad_logits`` (chunk x vocab, fp32)."""
+        # Written in place (out= / addmm_): no chunk-sized temporaries beyond the logits.
         if self.hidden is not None:
-            self.hidden[rows] = (grad_logits.to(weight.dtype) @ weight).to(self.hidden.dtype)
+            if self.hidden.dtype == weight.dtype == torch.float32:
+                torch.mm(grad_logits, weight, out=self.hidden[rows])
+            else:
+                self.hidden[rows] = (grad_logits.to(weight.dtype) @ weight).to(self.hidden.dtype)
         if self.weight is not None:
-            self.weight += grad_logits.t() @ hidden_chunk.float()
+            self.weight.addmm_(grad_logits.t(), hidden_chunk.float())
         if self.bias is not None:
             self.bias += grad_logits.sum(0)
 

@@ -22,6 +22,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -58,17 +59,24 @@ def free_port() -> int:
 
 def start_server(latency_s: float) -> tuple[subprocess.Popen, str]:
     port = free_port()
+    # The server's stderr goes to a file that is shown if it does not come up (a missing
+    # moto[server] dependency, say), instead of a bare "did not start".
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - lives as long as the server
     proc = subprocess.Popen([sys.executable, "-c", _SERVER, str(port), str(latency_s)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+                            stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
+        if proc.poll() is not None:
+            break
         try:
             urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=1)
             return proc, url
         except OSError:
             time.sleep(0.1)
     proc.kill()
-    raise SystemExit("moto server did not start")
+    log.seek(0)
+    raise SystemExit("moto server did not start (it needs `pip install 'moto[server]'`, which "
+                     f"the [dev] extra installs):\n{log.read()[-2000:]}")
 
 
 def reset(url: str) -> None:

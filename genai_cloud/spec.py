@@ -208,6 +208,10 @@ class TrainingSpec(Section):
     seed: int = 42
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     compile: Literal["auto", "on", "off"] = "auto"
+    loss_chunk: Literal["auto", "off"] | int = Field(
+        "auto", description="Causal LMs: compute the LM head and loss this many tokens at a time "
+        "so the full logits are never held (off: plain loss; auto: when they would be large).",
+    )
     gradient_checkpointing: bool = False
     strategy: Literal["auto", "ddp", "fsdp"] = Field(
         "auto", description="How several GPUs share the model: ddp (a full copy each), fsdp "
@@ -223,6 +227,20 @@ class TrainingSpec(Section):
                                     "has none of its own: a checkpoint folder (step-N) or a "
                                     "checkpoints folder (its newest), an s3:// gs:// azureml:// "
                                     "URI, or run:NAME (a local run's checkpoints).")  # fmt: skip
+
+    @field_validator("compile", "loss_chunk", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare on / off as a boolean.
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+    @field_validator("loss_chunk", mode="before")
+    @classmethod
+    def _chunk_tokens(cls, value: Any) -> Any:
+        if value in ("auto", "off") or (isinstance(value, int) and not isinstance(value, bool)
+                                        and value >= 1):  # fmt: skip
+            return value
+        raise ValueError("must be 'auto', 'off' or a number of tokens >= 1 (e.g. 1024)")
 
     @model_validator(mode="after")
     def _length_given(self) -> "TrainingSpec":

@@ -22,6 +22,7 @@ import logging
 import time
 from typing import Any
 
+from .common.chunked_loss import configure as configure_chunks
 from .common.data import load_splits
 from .common.device import detect_kind
 from .common.distill_loss import alternate_layer_student, check_same_vocabulary, make_loss_fn
@@ -62,9 +63,13 @@ def run(spec: Any, contract: Any) -> dict:
     log.info("train: %s; eval: %s", train_set.stats, eval_set.stats if eval_set else "none")
 
     # 3. Train the student against the frozen teacher.
+    # The logits of both models are made a chunk at a time when they would be large.
+    chunk = configure_chunks(student, training, data.max_seq_len, distill=distill, teacher=teacher,
+                             vocab_size=vocab)  # fmt: skip
     trainer = Trainer(student, train_set, eval_set, training, contract, spec.compute.accelerator)
     freeze(teacher, trainer.device)
-    trainer.loss_fn = make_loss_fn(teacher, distill, vocab, compile=trainer.compile)
+    trainer.loss_fn = make_loss_fn(teacher, distill, vocab, compile=trainer.compile,
+                                   chunked=chunk is not None)  # fmt: skip
     state, eval_after, resumed_from = trainer.fit_and_evaluate()
     teacher_eval = score_teacher(teacher, eval_set, trainer)
     log.info("teacher: %s", teacher_eval)
@@ -82,7 +87,7 @@ def run(spec: Any, contract: Any) -> dict:
         "tokens_per_s": state.tokens / state.train_seconds if state.train_seconds else 0.0,
         "device": str(trainer.device), "precision": trainer.precision.name,
         "world_size": trainer.world, "resumed_from_step": resumed_from,
-        "compiled": trainer.compiled, "fast_path": vars(trainer.fast),
+        "compiled": trainer.compiled, "fast_path": vars(trainer.fast), "loss_chunk": chunk,
         **compare(trainer, teacher, eval_set or train_set),
     }  # fmt: skip
     metrics["student_perplexity"] = eval_after.get("perplexity")

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .common import chunked_loss
 from .common.data import load_splits
 from .common.device import detect_kind, fast_path
 from .common.footprint import count_parameters
@@ -78,7 +79,10 @@ def run(spec: Any, contract: Any) -> dict:
     log.info("train: %s; eval: %s", train_set.stats, eval_set.stats if eval_set else "none")
 
     # 4. Train, evaluating before and after. A resumed run reuses the first run's "before".
-    loss_fn = weighted_loss if train_set.weights is not None else None
+    chunk = None if classifier else chunked_loss.configure(model, training, data.max_seq_len)
+    loss_fn = None
+    if train_set.weights is not None:
+        loss_fn = chunked_loss.weighted_loss if chunk else weighted_loss
     trainer = Trainer(model, train_set, eval_set, training, contract, spec.compute.accelerator,
                       loss_fn=loss_fn)  # fmt: skip
     state, eval_after, resumed_from = trainer.fit_and_evaluate()
@@ -86,6 +90,7 @@ def run(spec: Any, contract: Any) -> dict:
     # 5. Outputs.
     metrics = _metrics(spec, trainer, train_set, eval_after, resumed_from, started)
     metrics["fast_path"] = vars(fast_path(device_kind, spec.model.get("init") or "pretrained"))
+    metrics["loss_chunk"] = chunk
     if audit is not None:
         metrics["audit"] = audit["metrics"]
     if mitigation is not None:

@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from .common import pruning
+from .common.chunked_loss import configure as configure_chunks
 from .common.data import load_splits
 from .common.device import detect_kind
 from .common.footprint import compare_inference, count_parameters, size_on_disk, weight_bytes
@@ -56,6 +57,7 @@ def run(spec: Any, contract: Any) -> dict:
 
     # 2. The Trainer owns device, precision and (for recovery) the loop and its checkpoints.
     recovery = Config({**spec.training, "max_steps": max(1, prune_spec.recovery_steps)})
+    chunk = configure_chunks(model, recovery, data.max_seq_len)
     trainer = Trainer(model, train_set, eval_set, recovery, contract, spec.compute.accelerator)
     measure = eval_set or train_set
     dense_eval = trainer.evaluate()
@@ -108,7 +110,7 @@ def run(spec: Any, contract: Any) -> dict:
         "speed_note": SPEED_NOTE,
         "semi_structured_2_4": pruning.semi_structured_status(),
         "device": str(trainer.device), "precision": trainer.precision.name,
-        "compiled": trainer.compiled, "fast_path": vars(trainer.fast),
+        "compiled": trainer.compiled, "fast_path": vars(trainer.fast), "loss_chunk": chunk,
     }  # fmt: skip
     if contract.is_main:
         save_model(trainer.model, tokenizer, contract.model_dir)

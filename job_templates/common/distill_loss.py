@@ -88,18 +88,32 @@ def distillation_loss(student_logits: Any, teacher_logits: Any, labels: Any, *, 
     return {"loss": loss, "kl": kl.detach(), "ce": ce.detach()}
 
 
-def make_loss_fn(teacher: Any, distill: Any, vocab_size: int, compile: Any = None):
+def make_loss_fn(teacher: Any, distill: Any, vocab_size: int, compile: Any = None,
+                 chunked: bool = False):  # fmt: skip
     """A ``Trainer`` ``loss_fn(forward, batch)`` that distils ``teacher`` into the student.
 
     The teacher runs under ``no_grad`` (it is never updated; no activations are kept for it).
     ``compile`` (the trainer's ``Trainer.compile``: ``torch.compile`` on CUDA) also compiles the
     teacher's forward and the loss. Eager, the loss makes a dozen passes over fp32 tensors of
     batch x seq x vocab (3.3 GB each for GPT-2 at 16 x 1024); compiled, the softmaxes, the KL and
-    the CE fuse into a few kernels.
+    the CE fuse into a few kernels. ``chunked`` (the student went through
+    ``chunked_loss.enable`` with this teacher): the teacher gives its hidden states only and the
+    student's forward makes both models' logits a chunk at a time, so neither is ever whole.
     """
     import torch
 
+    from .chunked_loss import teacher_hidden_states
+
     compile = compile or (lambda fn: fn)
+    if chunked:
+        teacher_body = compile(lambda **inputs: teacher_hidden_states(teacher, inputs))
+
+        def chunked_loss_fn(forward: Any, batch: dict):
+            inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+            return forward(**inputs, labels=batch["labels"],
+                           teacher_hidden=teacher_body(**inputs)).loss  # fmt: skip
+
+        return chunked_loss_fn
     teacher_forward, loss_parts = compile(teacher), compile(distillation_loss)
 
     def loss_fn(forward: Any, batch: dict):

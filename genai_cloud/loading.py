@@ -299,6 +299,7 @@ def _resolve_relative_paths(raw: Any, base: Path) -> Any:
         ("fairness", ("pairs",), True),
         ("audit", ("lexicon",), True),
         ("evaluate", ("feature_extractor", "generated_images", "real_images"), True),
+        ("output", ("local_dir",), True),
     ):
         part = raw.get(section)
         if isinstance(part, dict):

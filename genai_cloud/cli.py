@@ -232,7 +232,9 @@ def init(path: str, force: bool) -> None:
         raise GenaiCloudError(f"{target} exists; pass --force to overwrite it",
                               headline="Not overwriting")  # fmt: skip
     _write_text(target, EXAMPLE_SPEC)
-    click.echo(f"Wrote {target}. Next: genai-cloud validate {target}")
+    data = target.parent / "data" / "train.jsonl"
+    click.echo(f"Wrote {target}. Next: put training data at {data} (one JSON object with a "
+               f'"text" field per line) or edit data.train, then: genai-cloud validate {target}')
 
 
 @cli.command()
@@ -355,8 +357,11 @@ def run(spec_path: str, emulate: str, nproc: int, run_dir: str | None, preempt_a
 
     spec = _load(spec_path, overrides, "local")
     require_inputs(spec, source=spec_path)
-    lay = layout(Plan(spec=spec, provider="local"), emulate=emulate, nproc=nproc, run_dir=run_dir)
-    done = finished(lay)
+    try:
+        lay = layout(Plan(spec=spec, provider="local"), emulate=emulate, nproc=nproc, run_dir=run_dir)
+        done = finished(lay)
+    except GenaiCloudError:  # a spec this machine cannot run: run_local says why
+        done = []
     if done and not again:
         import datetime
 

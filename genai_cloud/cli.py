@@ -228,7 +228,13 @@ def cli() -> None:
 @click.argument("path", default="genai-job.yaml", type=click.Path(dir_okay=False))
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 def init(path: str, force: bool) -> None:
-    """Write a commented example spec to PATH."""
+    """Write a commented example spec to PATH.
+
+    \b
+    Examples:
+      genai-cloud init
+      genai-cloud init specs/finetune.yaml --force
+    """
     from .templates import EXAMPLE_SPEC
 
     target = Path(path)
@@ -236,15 +242,31 @@ def init(path: str, force: bool) -> None:
         raise GenaiCloudError(f"{target} exists; pass --force to overwrite it",
                               headline="Not overwriting")  # fmt: skip
     _write_text(target, EXAMPLE_SPEC)
-    click.echo(f"Wrote {target}. Next: genai-cloud validate {target}")
+    data = target.parent / "data" / "train.jsonl"
+    click.echo(f"Wrote {target}. Next: put training data at {data} (one JSON object with a "
+               f'"text" field per line) or edit data.train, then: genai-cloud validate {target}')
 
 
 @cli.command()
 @spec_argument
 @set_option
 def validate(spec_path: str, overrides: tuple[str, ...]) -> None:
-    """Check a spec; print every problem at once."""
+    """Check a spec; print every problem at once.
+
+    Local files and folders it names must exist; remote URIs and hub ids are listed as not
+    checked (the job reads them).
+
+    \b
+    Examples:
+      genai-cloud validate examples/quickstart.yaml
+      genai-cloud validate examples/sagemaker.yaml --set training.lr=1e-4
+    """
+    from .inputs import require_inputs
+
     spec = _load(spec_path, overrides)
+    report = require_inputs(spec, source=spec_path)
+    for line in report.unchecked:
+        click.echo(f"Not checked here: {line}", err=True)
     memory = _memory(spec)
     click.echo(f"OK: {spec.name} (task {spec.task}, {spec.compute.count} x "
                f"{spec.compute.accelerator} x {spec.compute.nodes} node(s))")  # fmt: skip
@@ -254,7 +276,12 @@ def validate(spec_path: str, overrides: tuple[str, ...]) -> None:
 
 @cli.command()
 def schema() -> None:
-    """Print the JSON Schema of a spec (for editor autocompletion)."""
+    """Print the JSON Schema of a spec (for editor autocompletion).
+
+    \b
+    Examples:
+      genai-cloud schema > genai-job.schema.json
+    """
     from .spec import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))
@@ -270,7 +297,14 @@ def schema() -> None:
 @set_option
 def render(spec_path: str, provider: str, fmt: str, output: str | None,
            overrides: tuple[str, ...]) -> None:  # fmt: skip
-    """Print the provider request a spec becomes (no network, no credentials)."""
+    """Print the provider request a spec becomes (no network, no credentials).
+
+    \b
+    Examples:
+      genai-cloud render examples/sagemaker.yaml -p sagemaker
+      genai-cloud render examples/vertex.yaml -p vertex --format native -o job.yaml
+      genai-cloud render examples/sagemaker.yaml -p sagemaker --format stepfunctions
+    """
     from .plan import make_plan
     from .providers import get_provider
 
@@ -330,24 +364,50 @@ def _echo_launch_commands(impl, plan, fmt: str, output: str | None) -> None:
 @click.option("--python", "python", metavar="PATH",
               help="Run the job with this interpreter (e.g. a replica of an image's environment; "
                    "it needs the job's requirements, not genai-cloud).")
+@click.option("--again", is_flag=True,
+              help="Run even if the run directory holds a finished run (default: say so, stop).")
 @set_option
 def run(spec_path: str, emulate: str, nproc: int, run_dir: str | None, preempt_at: int | None,
-        docker_image: str | None, python: str | None, overrides: tuple[str, ...]) -> None:  # fmt: skip
+        docker_image: str | None, python: str | None, again: bool,
+        overrides: tuple[str, ...]) -> None:  # fmt: skip
     """Run a spec on this machine with the same entrypoint a cloud job runs.
 
     With --emulate sagemaker|vertex|azureml, the job that cloud's render describes runs the way
     its container runs it (compute.nodes local nodes; SageMaker through its training toolkit).
+
+    \b
+    Examples:
+      genai-cloud run examples/quickstart.yaml
+      genai-cloud run examples/quickstart.yaml --nproc 2 --set training.max_steps=20
+      genai-cloud run examples/quickstart.yaml --emulate vertex --python VENV/bin/python
     """
-    from .providers.local import run_local
+    from .inputs import require_inputs
+    from .plan import Plan
+    from .providers.local import LocalRun, finished, layout, run_local
 
     spec = _load(spec_path, overrides, "local")
+    require_inputs(spec, source=spec_path)
+    try:
+        lay = layout(Plan(spec=spec, provider="local"), emulate=emulate, nproc=nproc, run_dir=run_dir)
+        done = finished(lay)
+    except GenaiCloudError:  # a spec this machine cannot run: run_local says why
+        done = []
+    if done and not again:
+        import datetime
+
+        when = datetime.datetime.fromtimestamp(done[0].stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+        click.secho(f"Already complete (finished {when}): {lay.run_dir}; nothing was rerun. Pass "
+                    "--again to run it again, or change the spec.", fg="green")  # fmt: skip
+        click.echo(_outputs_line(LocalRun(run_dir=lay.run_dir, returncode=0, layout=lay)))
+        return
     result = run_local(spec, emulate=emulate, nproc=nproc, run_dir=run_dir,
                        preempt_at=preempt_at, docker_image=docker_image,
                        python=python)  # fmt: skip
     if result.returncode == 0:
-        saved = result.model_dir.is_dir() and any(result.model_dir.iterdir())
-        model = f"Model: {result.model_dir}  " if saved else ""  # evaluate/audit save none
-        click.secho(f"Done. {model}Metrics: {result.output_dir / 'metrics.json'}", fg="green")
+        click.secho(f"Done. {_outputs_line(result)}", fg="green")
+        if result.model_dir.is_dir() and any(result.model_dir.iterdir()):
+            # Run directories are named by the spec's hash: say exactly what to chain next.
+            click.echo(f"Next, e.g.: --set model.name_or_path={_shown(result.model_dir)}")
         return
     if result.returncode == 143:
         click.secho(f"Preempted; checkpoint saved in {result.layout.checkpoint_dir}. "
@@ -358,12 +418,42 @@ def run(spec_path: str, emulate: str, nproc: int, run_dir: str | None, preempt_a
     sys.exit(EXIT_JOB_FAILED if result.returncode != 2 else 2)
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the current directory when it is under it (shorter to paste)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _outputs_line(result) -> str:
+    """What the run wrote, naming only files that exist (audit and fairness save no model and
+    write reports rather than metrics.json)."""
+    parts = []
+    if result.model_dir.is_dir() and any(result.model_dir.iterdir()):
+        parts.append(f"Model: {result.model_dir}")
+    metrics = result.output_dir / "metrics.json"
+    if metrics.is_file():
+        parts.append(f"Metrics: {metrics}")
+    else:  # audit / fairness: audit.json + audit.html, fairness.json + fairness.html
+        results = sorted(result.output_dir.glob("*.json")) + sorted(result.output_dir.glob("*.html"))
+        if results:
+            parts.append("Results: " + ", ".join(str(p) for p in results))
+    return "  ".join(parts) or f"Outputs: {result.output_dir}"
+
+
 @cli.command()
 @spec_argument
 @place_option
 @set_option
 def submit(spec_path: str, provider: str, overrides: tuple[str, ...]) -> None:
-    """Launch a spec on a provider (a retried submit returns the job already launched)."""
+    """Launch a spec on a provider (a retried submit returns the job already launched).
+
+    \b
+    Examples:
+      genai-cloud submit examples/sagemaker.yaml -p sagemaker
+      genai-cloud submit examples/vertex.yaml -p cheapest --set compute.spot=true
+    """
     from .plan import make_plan
     from .providers import get_provider
 
@@ -398,7 +488,14 @@ def submit(spec_path: str, provider: str, overrides: tuple[str, ...]) -> None:
               help="Without JOB_ID: show this many of the newest jobs.")
 def status(job_id: str | None, providers: tuple[str, ...], labels: tuple[str, ...],
            limit: int) -> None:  # fmt: skip
-    """Show a job's state; without JOB_ID, one table of recent jobs across providers."""
+    """Show a job's state; without JOB_ID, one table of recent jobs across providers.
+
+    \b
+    Examples:
+      genai-cloud status
+      genai-cloud status quickstart-3f2a9c1b7e -p local
+      genai-cloud status arn:aws:sagemaker:us-east-1:123456789012:training-job/my-job
+    """
     if job_id is None:
         _job_table(providers, labels, limit)
         return
@@ -416,7 +513,13 @@ def status(job_id: str | None, providers: tuple[str, ...], labels: tuple[str, ..
 @providers_option
 @click.option("--limit", type=click.IntRange(1), help="Show at most this many (newest first).")
 def list_jobs(labels: tuple[str, ...], providers: tuple[str, ...], limit: int | None) -> None:
-    """List genai-cloud jobs across providers (filter with --label KEY=VALUE)."""
+    """List genai-cloud jobs across providers (filter with --label KEY=VALUE).
+
+    \b
+    Examples:
+      genai-cloud list --label team=research
+      genai-cloud list -p sagemaker --limit 5
+    """
     _job_table(providers, labels, limit)
 
 
@@ -450,7 +553,13 @@ def _job_table(providers: tuple[str, ...], labels: tuple[str, ...], limit: int |
 @job_provider_option
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the job ends.")
 def logs(job_id: str, provider: str | None, follow: bool) -> None:
-    """Print a job's log (the same for every provider)."""
+    """Print a job's log (the same for every provider).
+
+    \b
+    Examples:
+      genai-cloud logs quickstart-3f2a9c1b7e -p local
+      genai-cloud logs my-job-3f2a9c1b7e -p sagemaker --follow
+    """
     from .providers import get_provider
 
     for line in get_provider(_job_provider(job_id, provider)).logs(job_id, follow=follow):
@@ -461,7 +570,12 @@ def logs(job_id: str, provider: str | None, follow: bool) -> None:
 @click.argument("job_id")
 @job_provider_option
 def cancel(job_id: str, provider: str | None) -> None:
-    """Stop a running job."""
+    """Stop a running job.
+
+    \b
+    Examples:
+      genai-cloud cancel my-job-3f2a9c1b7e -p sagemaker
+    """
     from .providers import get_provider
 
     get_provider(_job_provider(job_id, provider)).cancel(job_id)
@@ -479,7 +593,13 @@ def cancel(job_id: str, provider: str | None) -> None:
 @set_option
 def estimate(spec_path: str, tokens: int | None, throughput: float | None,
              providers: tuple[str, ...], overrides: tuple[str, ...]) -> None:  # fmt: skip
-    """Price a spec on every provider before launching it, cheapest first."""
+    """Price a spec on every provider before launching it, cheapest first.
+
+    \b
+    Examples:
+      genai-cloud estimate examples/vertex.yaml
+      genai-cloud estimate examples/sagemaker.yaml --tokens 2e9 --throughput 400000
+    """
     from .cost import estimate as price
     from .cost import format_estimate
 
@@ -493,7 +613,12 @@ def estimate(spec_path: str, tokens: int | None, throughput: float | None,
 
 @cli.command()
 def providers() -> None:
-    """List providers and what each cannot do (and why)."""
+    """List providers and what each cannot do (and why).
+
+    \b
+    Examples:
+      genai-cloud providers
+    """
     from .errors import ProviderError
     from .providers import Feature, get_provider, provider_names
 
@@ -516,7 +641,13 @@ def providers() -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="dist",
               show_default=True, help="Folder for the deployment zip.")  # fmt: skip
 def package(target: str, out_dir: str) -> None:
-    """Build the deployment zip of the serverless launcher (Lambda, Cloud Function, Azure)."""
+    """Build the deployment zip of the serverless launcher (Lambda, Cloud Function, Azure).
+
+    \b
+    Examples:
+      genai-cloud package lambda
+      genai-cloud package gcp --out dist/
+    """
     from .serverless.package import build_function_zip, build_lambda_zip
 
     path = build_lambda_zip(out_dir) if target == "lambda" else build_function_zip(out_dir, target)

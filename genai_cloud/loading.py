@@ -379,6 +379,9 @@ def _resolve_relative_paths(raw: Any, base: Path) -> Any:
         part = raw.get(section)
         if isinstance(part, dict) and key in part:
             raw[section] = {**part, key: fix(part[key], (section, key) not in MODEL_CHANNELS)}
+    output = raw.get("output")  # where local runs go: beside the spec, like its inputs
+    if isinstance(output, dict) and isinstance(output.get("local_dir"), str):
+        raw["output"] = {**output, "local_dir": fix(output["local_dir"], True)}
     return raw
 
 

@@ -14,7 +14,7 @@ import re
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from .tpu import sides, slice_problems
@@ -249,12 +249,21 @@ class TrainingSpec(Section):
         return self
 
 
+def _squash(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
 def canonical_accelerator(value: str) -> str:
-    """``h100`` -> ``H100``; an unknown name lists the valid ones."""
-    canon = {a.lower(): a for a in ACCELERATORS}
-    if value.lower() not in canon:
-        raise ValueError(f"unknown accelerator {value!r}; valid: {', '.join(ACCELERATORS)}")
-    return canon[value.lower()]
+    """``h100`` -> ``H100``, ``a100 80gb`` -> ``A100-80GB``; an unknown name lists the valid ones
+    (and the closest, when one is close)."""
+    canon = {_squash(a): a for a in ACCELERATORS}
+    if _squash(value) in canon:
+        return canon[_squash(value)]
+    import difflib
+
+    close = difflib.get_close_matches(_squash(value), list(canon), n=2, cutoff=0.75)
+    hint = f"did you mean {' or '.join(repr(canon[c]) for c in close)}? " if close else ""
+    raise ValueError(f"unknown accelerator {value!r}; {hint}valid: {', '.join(ACCELERATORS)}")
 
 
 class FallbackSpec(Section):
@@ -583,7 +592,7 @@ class JobSpec(Section):
 
     version: Literal[1] = SPEC_VERSION
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$", description="Job name stem.")
-    task: Task = Task.finetune
+    task: Task = Field(Task.finetune, validate_default=True)
     model: ModelSpec | None = None
     data: DataSpec | None = None
     training: TrainingSpec = Field(default_factory=TrainingSpec)
@@ -598,6 +607,7 @@ class JobSpec(Section):
         "Key Vault URI). Resolved by the entrypoint at run time, never rendered.",
     )
     labels: dict[str, str] = Field(default_factory=dict)
+    _notes: list[str] = PrivateAttr(default_factory=list)  # how loosely written names were read
 
     scratch: ScratchSpec | None = None
     distill: DistillSpec | None = None
@@ -647,6 +657,25 @@ class JobSpec(Section):
                     f"label {key}={value!r}: keys and values must be 1-63 chars of [a-z0-9_-]"
                 )
         return labels
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _spelling_notes(cls, data: Any, handler: Any) -> "JobSpec":
+        """Remember accelerator names written another way than the canonical one (``a100``), so
+        that ``warnings`` can say how they were read."""
+        spec = handler(data)
+        compute = data.get("compute") if isinstance(data, dict) else None
+        written = []
+        if isinstance(compute, dict):
+            written.append(("compute.accelerator", compute.get("accelerator")))
+            fallbacks = compute.get("fallback")
+            for i, item in enumerate(fallbacks if isinstance(fallbacks, list) else []):
+                if isinstance(item, dict):
+                    written.append((f"compute.fallback[{i}].accelerator", item.get("accelerator")))
+        for field, raw in written:
+            if isinstance(raw, str) and raw not in ACCELERATORS:
+                spec._notes.append(f"{field}: {raw!r} read as {canonical_accelerator(raw)!r}.")
+        return spec
 
     @model_validator(mode="after")
     def _sections_for_task(self) -> "JobSpec":
@@ -747,7 +776,7 @@ class JobSpec(Section):
 
         ``providers``: where the job may run, for the machine substitutions (all with a catalog
         when None; ``[]`` for none, e.g. a local run)."""
-        notes = []
+        notes = list(self._notes)
         if self.compute.allow_spot_without_checkpoints and not self.checkpointing():
             notes.append(
                 "spot capacity without training.checkpoint_every: an eviction restarts the job "

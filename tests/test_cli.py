@@ -49,6 +49,8 @@ def test_init_writes_a_valid_spec(tmp_path, run_cli):
     target = tmp_path / "new.yaml"
     code, _, _ = run_cli(["init", str(target)])
     assert code == 0
+    (tmp_path / "data").mkdir()  # the data it names (validate checks local inputs exist)
+    (tmp_path / "data" / "train.jsonl").write_text('{"text": "hello"}\n')
     code, out, _ = run_cli(["validate", str(target)])
     assert code == 0, out
     code, _, err = run_cli(["init", str(target)])
@@ -130,6 +132,8 @@ def test_run_names_the_model_folder_only_when_something_was_saved(saved, spec_fi
 
     model_dir, output_dir = tmp_path / "run" / "model", tmp_path / "run" / "output"
     model_dir.mkdir(parents=True)
+    output_dir.mkdir(parents=True)
+    (output_dir / "metrics.json").write_text("{}")
     if saved:
         (model_dir / "model.safetensors").write_bytes(b"x")
     fake = SimpleNamespace(returncode=0, model_dir=model_dir, output_dir=output_dir)

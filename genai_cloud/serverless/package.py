@@ -107,6 +107,13 @@ def build_lambda_zip(
     python = (python or _python_for(version)) if compile_bytecode else None
     if python:
         _add_bytecode(files, python)
+    elif compile_bytecode:
+        import logging
+
+        py = f"{version[0]}.{version[1]}"
+        logging.getLogger("genai_cloud").warning(
+            "no Python %s on PATH (python%s), so the zip has no bytecode: each cold start "
+            "compiles what it imports. Put python%s on PATH for a faster cold start.", py, py, py)
     return _write_zip(dest, files)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -157,6 +158,8 @@ def setup(accelerator: str, local_rank: int = 0):
 
     xla = import_xla() if accelerator.lower().startswith("tpu") else None
     choice = select_device(accelerator, torch.cuda.is_available(), xla)
+    if "requested but" in choice.reason:  # the spec asked for an accelerator this machine lacks
+        logging.getLogger("genai").warning("%s: training on %s instead", choice.reason, choice.kind)
     if fast_path(choice.kind).tf32:
         # TF32 matmuls: ~free speed on Ampere+ with no visible effect on fine-tuning quality.
         torch.backends.cuda.matmul.allow_tf32 = True

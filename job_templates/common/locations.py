@@ -62,7 +62,53 @@ def resolve_location(name_or_path: str, contract: Any = None) -> str:
             raise JobError(f"{name_or_path} is a file; give the folder that holds the model "
                            "(save_pretrained layout)", "model.name_or_path")  # fmt: skip
         return str(path)
+    if not Path(name_or_path).exists():  # "org/name" may also be a folder here: from_pretrained reads it
+        require_hub(name_or_path)
     return name_or_path
+
+
+HUB_PROBE_TIMEOUT_S = 3.0  # a DNS failure answers at once; a silently dropped packet takes this
+
+
+def require_hub(repo_id: str, field: str = "model.name_or_path") -> None:
+    """Fail fast, once, when ``repo_id`` needs the Hugging Face hub and the hub is unreachable.
+
+    Without this, an offline machine spends about a minute in huggingface_hub's retries (with a
+    warning for each) before the error. A model already in the local hub cache loads offline
+    (``HF_HUB_OFFLINE`` is then set for this process); with ``HF_HUB_OFFLINE`` already set the
+    hub library fails fast by itself.
+    """
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    parsed = urlparse(endpoint)
+    host, port = parsed.hostname or "huggingface.co", parsed.port or (80 if parsed.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT_S).close()
+        return
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+    if _in_hub_cache(repo_id):
+        log.warning("the Hugging Face hub (%s) is unreachable (%s): loading %s from the local "
+                    "cache", host, reason, repo_id)  # fmt: skip
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        return
+    raise JobError(f"{repo_id!r} is a Hugging Face hub id, and the hub ({host}) is unreachable "
+                   f"from here ({reason}) with no copy in the local cache: give a local folder, "
+                   "pkg://, s3:// or gs://, or run where the hub is reachable", field)  # fmt: skip
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except (ImportError, ValueError, OSError):  # no huggingface_hub, or not a repo id
+        return False
 
 
 def looks_local(name_or_path: str) -> bool:

@@ -147,7 +147,8 @@ def pin_causal_lm_loss(model: Any) -> None:
         from transformers.loss.loss_utils import LOSS_MAPPING
     except ImportError:  # transformers < 4.46 computes the loss inside the model
         return
-    if getattr(model, "loss_type", None) not in LOSS_MAPPING and hasattr(model, "loss_function"):
+    # Ask the class, not the instance: reading the property is what logs the warning.
+    if getattr(model, "loss_type", None) not in LOSS_MAPPING and hasattr(type(model), "loss_function"):
         model.loss_function = LOSS_MAPPING["ForCausalLM"]
 
 

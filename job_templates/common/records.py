@@ -135,7 +135,9 @@ def _read_jsonl(file: Path, data: Any, limit: int) -> list[dict]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise JobError(f"malformed JSON ({exc.msg} at column {exc.colno})", where) from None
+            # json's own message may end in "at" ("Unterminated string starting at").
+            at = "" if exc.msg.endswith(" at") else " at"
+            raise JobError(f"malformed JSON ({exc.msg}{at} column {exc.colno})", where) from None
         if not isinstance(row, dict):
             raise JobError(f"expected a JSON object, got {type(row).__name__}", where)
         check_record(row, data, where)

@@ -52,7 +52,7 @@ def test_every_example_still_validates(run_cli):
 
 
 def test_an_explicit_output_local_dir_is_relative_to_the_spec_file(tmp_path, monkeypatch):
-    from genai_cloud.spec import load_spec
+    from genai_cloud.loading import load_spec
 
     spec = _spec(tmp_path, "name: demo\nmodel: {name_or_path: gpt2}\n"
                            "data: {train: s3://b/t.jsonl}\noutput: {local_dir: out/runs}\n")  # fmt: skip

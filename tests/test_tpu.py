@@ -10,7 +10,7 @@ from genai_cloud.cost import quote
 from genai_cloud.errors import SpecError
 from genai_cloud.plan import make_plan
 from genai_cloud.providers import get_provider
-from genai_cloud.spec import load_spec
+from genai_cloud.loading import load_spec
 
 BASE = {"name": "demo", "model": {"name_or_path": "gpt2"},
         "data": {"train": "gs://bkt/data/train.jsonl"}, "output": {"uri": "gs://bkt/runs"}}  # fmt: skip

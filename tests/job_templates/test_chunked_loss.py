@@ -185,7 +185,7 @@ def test_distillation_through_the_enabled_student_equals_the_full_logits_loss(ti
 
 
 def _run(spec: dict, run: Path, *extra: str) -> dict:
-    from genai_cloud.spec import load_spec
+    from genai_cloud.loading import load_spec
     from job_templates import entrypoint
 
     run.mkdir(parents=True, exist_ok=True)

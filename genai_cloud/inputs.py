@@ -33,13 +33,24 @@ def inputs_of(spec) -> list[tuple[str, str, bool]]:
     return found
 
 
+def _mounted(spec) -> list[str]:
+    """Folders some provider's jobs see that are not on this machine (its volumes)."""
+    from .providers.base import get_provider, provider_names
+
+    return [m.rstrip("/") + "/" for name in provider_names()
+            for m in get_provider(name).mounted_paths(spec)]  # fmt: skip
+
+
 def check_inputs(spec) -> InputReport:
     """Sort the spec's inputs into missing local paths and what cannot be checked here."""
     report = InputReport()
+    mounted = _mounted(spec)
     for path, value, is_model in inputs_of(spec):
         if "://" in value:  # s3:// gs:// azureml:// https:// hf:// pkg://
             kind = "a package folder" if value.startswith("pkg://") else "remote"
             report.unchecked.append(f"{path}: {value} ({kind}; read by the job)")
+        elif any(value.startswith(m) for m in mounted):
+            report.unchecked.append(f"{path}: {value} (on a volume the job mounts)")
         elif Path(value).is_absolute() or not is_model:
             # Loading made every relative path that exists absolute; a data or file field is
             # always a path.

@@ -62,7 +62,7 @@ def test_a_slice_renders_its_host_machine_topology_and_bills_every_host(compute,
     assert rendered["machine_spec"]["tpu_topology"] == topology
     assert rendered["replica_count"] == 1  # one replica per slice, however many hosts
     assert rendered["container_spec"]["command"][2].endswith("python -m job_templates.common.xla")
-    assert quote(spec(compute, gcp), "vertex").machines == hosts
+    assert quote(make_plan(spec(compute, gcp), "vertex")).machines == hosts
 
 
 def test_count_and_topology_say_the_same_thing():

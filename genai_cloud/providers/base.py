@@ -237,6 +237,11 @@ class Provider:
         None when it cannot be emulated this way (see ``emulator``)."""
         return None
 
+    def mounted_paths(self, spec: JobSpec) -> list[str]:
+        """Folders this provider's jobs see that are not on this machine (a Kubernetes
+        volume's mount path): ``validate`` does not look for local files under them."""
+        return []
+
     def emulator(self):
         """A runner that executes this provider's *rendered* job as its container would:
         ``run(spec, *, run_dir, python, outs) -> (exit status, LocalLayout of the first node)``

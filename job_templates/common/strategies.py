@@ -189,7 +189,8 @@ def create(training: Any, world: int, device_kind: str, precision: Any, model: A
     wanted = training.get("strategy") or "auto"
     # torchrun sets LOCAL_WORLD_SIZE; a node's processes are what hybrid sharding shards over.
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-    seq_len = max((len(x) for x in train.input_ids[:256]), default=512) if train else 512
+    rows = getattr(train, "input_ids", None) or []  # preference pairs (dpo) carry their own
+    seq_len = max((len(x) for x in rows[:256]), default=512)
     if world == 1:
         if wanted == "fsdp":
             log.info("training.strategy fsdp with one process: nothing to shard over; single")

@@ -98,6 +98,10 @@ class KubernetesProvider(Provider):
             return "no kubeconfig (KUBECONFIG or ~/.kube/config) and not inside a pod"
         return None
 
+    def mounted_paths(self, spec: JobSpec) -> list[str]:
+        """Where the pods mount the spec's volumes: data named there is on the cluster."""
+        return list(spec.kubernetes.volumes.values())
+
     def owns_job_id(self, job_id: str) -> bool:
         return bool(_JOB_ID.match(job_id))
 

@@ -264,7 +264,7 @@ class SageMakerOps:
             raise ProviderError("output.register.image_uri: required on SageMaker, the serving "
                                 "container image of the model package", headline="Nothing to "
                                 "register")  # fmt: skip
-        region = region_of(plan.spec)
+        region = plan.placement.region
         described = self.describe(plan.job_name, region)
         if described is None or described.get("TrainingJobStatus") != "Completed":
             state = described.get("TrainingJobStatus") if described else "not launched"

@@ -56,7 +56,11 @@ TASKS = {
                              "prune": {"calibration_batches": 2, "recovery_steps": 2}}),
     "evaluate": ("evaluate.yaml", {"evaluate": {"generate_samples": 1, "max_new_tokens": 4}}),
     "audit": ("audit.yaml", {}),
-    "fairness": ("fairness.yaml", {"fairness": {"bootstrap": 20}}),
+    # The example scores MiniLM with a fresh, untrained head; its random init (and so whether
+    # equalized odds passes the example's 0.5 gate) differs between torch versions (0.55 on
+    # torch 2.11): the gate is the example's policy, the stack test checks the task runs.
+    "fairness": ("fairness.yaml", {"fairness": {"bootstrap": 20,
+                                                "fail_on": {"equalized_odds_difference": 1.0}}}),
 }  # fmt: skip
 
 
@@ -77,7 +81,10 @@ def run_on_stack(lock: str, task: str, run_dir: Path) -> tuple[subprocess.Comple
     row = STACKS[lock]
     example, overrides = TASKS[task]
     spec = load_spec(EXAMPLES / example, overrides=_drop_none(overrides))
-    plan = Plan(spec=spec, provider=row.provider)  # its bundle carries this runtime's lock
+    plan = Plan(spec=spec, provider=row.provider)
+    # The replica runs on a CPU, so the spec keeps compute.accelerator: cpu; the bundle still
+    # ships the lock of the row under test (a GPU row's, for the GPU images).
+    plan.__dict__["runtime"] = row
     lay = layout(plan, emulate="local", run_dir=run_dir)
     prepare(plan, lay)
     assert (lay.code_dir / "requirements.txt").read_text() == row.lock_text()

@@ -205,3 +205,13 @@ def test_the_job_imports_neither_the_sdk_nor_pydantic():
             offenders += [f"{path.name}:{node.lineno} {n}" for n in names
                           if n.split(".")[0] in ("genai_cloud", "pydantic")]  # fmt: skip
     assert offenders == []
+
+
+def test_a_changed_stack_or_lock_builds_a_new_venv(monkeypatch):
+    import dataclasses
+
+    row = STACKS["vertex"]
+    before = venv_dir(row)
+    assert venv_dir(dataclasses.replace(row, torch="2.4.0")) != before
+    monkeypatch.setattr(type(row), "lock_text", lambda self: "transformers==4.57.5\n")
+    assert venv_dir(row) != before and venv_dir(row).name.startswith("vertex-")

@@ -538,4 +538,4 @@ def json_schema() -> dict:
 
 # Loading lives in its own module; it is re-exported here because callers think of it as part
 # of the spec ("from genai_cloud.spec import load_spec").
-from .loading import load_spec  # noqa: F401
+from .loading import load_spec  # noqa: E402, F401

@@ -42,13 +42,12 @@ STACKS = stacks()
 JOB_TIMEOUT_S = 600
 
 # task -> (example, overrides that keep it to seconds). The examples are the user-facing specs.
-FAST = {"log_every": 1, "eval_batches": 1, "checkpoint_every": None}
+FAST = {"log_every": 1, "eval_batches": 1}  # max_steps overrides the examples' epochs
 TASKS = {
-    "finetune": ("quickstart.yaml", {"training": {"max_steps": 3, "epochs": None, **FAST}}),
-    "lora": ("quickstart.yaml", {"training": {"max_steps": 3, "epochs": None, **FAST},
+    "finetune": ("quickstart.yaml", {"training": {"max_steps": 3, **FAST}}),
+    "lora": ("quickstart.yaml", {"training": {"max_steps": 3, **FAST},
                                  "model": {"lora": {"r": 4, "alpha": 8}}}),
-    "classify": ("classify.yaml", {"training": {"max_steps": 2, "epochs": None, "batch_size": 8,
-                                                **FAST}}),
+    "classify": ("classify.yaml", {"training": {"max_steps": 2, "batch_size": 8, **FAST}}),
     "pretrain-scratch": ("scratch-reverse.yaml", {"training": {"max_steps": 5, **FAST},
                                                   "scratch": {"toy_examples": 200}}),
     "distill": ("distill.yaml", {"training": {"max_steps": 3, **FAST}}),
@@ -56,7 +55,12 @@ TASKS = {
                              "prune": {"calibration_batches": 2, "recovery_steps": 2}}),
     "evaluate": ("evaluate.yaml", {"evaluate": {"generate_samples": 1, "max_new_tokens": 4}}),
     "audit": ("audit.yaml", {}),
-    "fairness": ("fairness.yaml", {"fairness": {"bootstrap": 20}}),
+    # The example scores MiniLM with a fresh, untrained head whose init is not seeded, so its
+    # fail_on gate passes or fails by chance from run to run (measured: demographic parity ratio
+    # 0.38 one run, 0.86 another, undefined when no member of a group is predicted positive).
+    # The gate is the example's policy; the stack test checks that the task runs and reports.
+    "fairness": ("fairness.yaml", {"fairness": {"bootstrap": 20, "fail_on": {
+        "demographic_parity_ratio": 0.0, "equalized_odds_difference": 1.0}}}),
 }  # fmt: skip
 
 
@@ -76,8 +80,11 @@ def run_on_stack(lock: str, task: str, run_dir: Path) -> tuple[subprocess.Comple
     """Run one example task from the bundle the runtime's provider would ship; (result, outputs)."""
     row = STACKS[lock]
     example, overrides = TASKS[task]
-    spec = load_spec(EXAMPLES / example, overrides=_drop_none(overrides))
-    plan = Plan(spec=spec, provider=row.provider)  # its bundle carries this runtime's lock
+    spec = load_spec(EXAMPLES / example, overrides=overrides)
+    plan = Plan(spec=spec, provider=row.provider)
+    # The replica runs on a CPU, so the spec keeps compute.accelerator: cpu; the bundle still
+    # ships the lock of the row under test (a GPU row's, for the GPU images).
+    plan.__dict__["runtime"] = row
     lay = layout(plan, emulate="local", run_dir=run_dir)
     prepare(plan, lay)
     assert (lay.code_dir / "requirements.txt").read_text() == row.lock_text()
@@ -89,11 +96,6 @@ def run_on_stack(lock: str, task: str, run_dir: Path) -> tuple[subprocess.Comple
     result = subprocess.run(command, cwd=lay.code_dir, env=env, capture_output=True, text=True,
                             timeout=JOB_TIMEOUT_S, check=False)  # fmt: skip
     return result, lay.output_dir
-
-
-def _drop_none(section: dict) -> dict:
-    return {k: _drop_none(v) if isinstance(v, dict) else v
-            for k, v in section.items() if v is not None}  # fmt: skip
 
 
 @pytest.mark.parametrize("lock", sorted(STACKS))
@@ -178,7 +180,9 @@ def _audited(report: dict, model_dir: Path) -> None:
 
 
 def _fair(report: dict, model_dir: Path) -> None:
-    assert 0 < report["metrics"]["demographic_parity_ratio"] <= 1
+    metrics = report["metrics"]
+    assert 0 <= metrics["accuracy"] <= 1
+    assert {"demographic_parity_ratio", "equalized_odds_difference"} <= set(metrics)
 
 
 REPORTS = {"audit": "audit.json", "fairness": "fairness.json"}
@@ -198,3 +202,13 @@ def test_the_job_imports_neither_the_sdk_nor_pydantic():
             offenders += [f"{path.name}:{node.lineno} {n}" for n in names
                           if n.split(".")[0] in ("genai_cloud", "pydantic")]  # fmt: skip
     assert offenders == []
+
+
+def test_a_changed_stack_or_lock_builds_a_new_venv(monkeypatch):
+    import dataclasses
+
+    row = STACKS["vertex"]
+    before = venv_dir(row)
+    assert venv_dir(dataclasses.replace(row, torch="2.4.0")) != before
+    monkeypatch.setattr(type(row), "lock_text", lambda self: "transformers==4.57.5\n")
+    assert venv_dir(row) != before and venv_dir(row).name.startswith("vertex-")

@@ -108,10 +108,17 @@ def python_on_path(run_dir: Path, python: str) -> Path:
     """A folder whose ``python`` is the chosen interpreter: rendered commands say ``python``,
     and in the image that is the image's Python. A script that execs it, not a symlink: a
     symlinked venv interpreter does not find its venv (``pyvenv.cfg`` is looked up beside the
-    path it was started by)."""
+    path it was started by). The environment's other programs (``torchrun``, ``pip``) come
+    along, as on the image's PATH: the host's ``torchrun`` would start the host's Python."""
     python = image_environment(run_dir, python)
     shim = run_dir / "bin"
     shim.mkdir(parents=True, exist_ok=True)
+    for program in Path(python).parent.iterdir():
+        link = shim / program.name
+        if program.name.startswith("python") or link.exists() or link.is_symlink():
+            continue
+        if program.is_file() and os.access(program, os.X_OK):
+            link.symlink_to(program)  # scripts name their venv's python in their #! line
     for name in ("python", "python3"):
         path = shim / name
         if path.is_symlink() or path.exists():

@@ -83,17 +83,20 @@ _AZURE_SECRETS = ("azure-keyvault-secrets", "azure-identity")
 # ("Disabling PyTorch because PyTorch >= 2.6 is required"), so Vertex keeps the 4.x line.
 _TRANSFORMERS_5 = ("transformers==5.13.1",)
 _TRANSFORMERS_4 = ("transformers<5",)
+_SM_SHIPS = ("boto3", "sagemaker-training==5.1.4")
 
 RUNTIMES: tuple[Runtime, ...] = (
-    # The SageMaker DLCs ship boto3 (the sagemaker-training toolkit depends on it).
+    # The SageMaker DLCs ship the sagemaker-training toolkit (the program the container starts;
+    # it installs the bundle's requirements.txt and runs the entrypoint) and its boto3. Pinned to
+    # the version `--emulate sagemaker` is tested with, so a replica runs that emulation as is.
     Runtime("sagemaker-gpu", "sagemaker", "gpu",
             "huggingface-pytorch-training:2.11.0-transformers5.13.1-cu130-amzn2023",
             python="3.12", torch="2.11.0", transformers="5.13.1", lock="sagemaker-gpu",
-            secret_client=(), image_ships=("boto3",), source=_SM_HF),
+            secret_client=(), image_ships=_SM_SHIPS, source=_SM_HF),
     Runtime("sagemaker-cpu", "sagemaker", "cpu",
             "pytorch-training:2.9.0-cpu-py312-ubuntu22.04-sagemaker",
             python="3.12", torch="2.9.0", transformers=None, lock="sagemaker-cpu",
-            secret_client=(), image_ships=("boto3",), solve_with=_TRANSFORMERS_5, source=_SM_DLC),
+            secret_client=(), image_ships=_SM_SHIPS, solve_with=_TRANSFORMERS_5, source=_SM_DLC),
     Runtime("vertex-gpu", "vertex", "gpu", f"{_VERTEX_REPO}/pytorch-gpu.2-4.py310:latest",
             python="3.10", torch="2.4.1", transformers=None, lock="vertex",
             secret_client=_GCP_SECRETS, solve_with=_TRANSFORMERS_4, source=_VERTEX),

@@ -84,14 +84,41 @@ def check_python(python: str | os.PathLike | None) -> str:
     return os.path.abspath(path)
 
 
+def image_mismatch(spec, provider: str, python: str | None) -> str | None:
+    """Why this machine's Python is not a faithful stand-in for the image the render picks (its
+    runtime row's Python), or None. Only without ``--python``: the job then installs the image's
+    pinned lock over this interpreter, which fails (a pin needing the image's Python) or runs
+    another stack than the cloud would."""
+    from ..runtimes import for_spec
+
+    row = for_spec(provider, spec)
+    if python is not None or row is None:
+        return None
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if here == row.python:
+        return None
+    return (f"--emulate {provider}: the {row.name} image ({row.image}) runs Python {row.python} "
+            f"with torch {row.torch}, this machine runs Python {here}; its pinned lock "
+            f"(job_templates/locks/{row.lock}.txt) may not install here. Pass --python with an "
+            f"interpreter of Python {row.python} (a replica: `python -m tests.stacks.build "
+            f"--only {row.lock}`, then `--python <venv>/bin/python`).")
+
+
 def python_on_path(run_dir: Path, python: str) -> Path:
     """A folder whose ``python`` is the chosen interpreter: rendered commands say ``python``,
     and in the image that is the image's Python. A script that execs it, not a symlink: a
     symlinked venv interpreter does not find its venv (``pyvenv.cfg`` is looked up beside the
-    path it was started by)."""
+    path it was started by). The environment's other programs (``torchrun``, ``pip``) come
+    along, as on the image's PATH: the host's ``torchrun`` would start the host's Python."""
     python = image_environment(run_dir, python)
     shim = run_dir / "bin"
     shim.mkdir(parents=True, exist_ok=True)
+    for program in Path(python).parent.iterdir():
+        link = shim / program.name
+        if program.name.startswith("python") or link.exists() or link.is_symlink():
+            continue
+        if program.is_file() and os.access(program, os.X_OK):
+            link.symlink_to(program)  # scripts name their venv's python in their #! line
     for name in ("python", "python3"):
         path = shim / name
         if path.is_symlink() or path.exists():

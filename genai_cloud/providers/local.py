@@ -237,7 +237,7 @@ def run_local(spec, *, emulate: str = "local", nproc: int = 1, run_dir: str | Pa
 
 def _run_emulated(spec, emulate: str, runner, *, nproc: int, run_dir, preempt_at, stream,
                   docker_image, check: bool, python) -> LocalRun:  # fmt: skip
-    from .emulation import check_python
+    from .emulation import check_python, image_mismatch
 
     refused = {"--nproc": nproc > 1, "--preempt-at": preempt_at is not None,
                "--docker": docker_image is not None}  # fmt: skip
@@ -249,6 +249,10 @@ def _run_emulated(spec, emulate: str, runner, *, nproc: int, run_dir, preempt_at
     run_dir = Path(run_dir or Path(spec.output.local_dir) / _job_name(spec)).absolute()
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "job.log", "a", encoding="utf-8") as log:
+        mismatch = image_mismatch(spec, emulate, python)
+        if mismatch:  # before the job: else the first sign is a long pip failure
+            for out in (sys.stderr, log):
+                out.write(f"Warning: {mismatch}\n")
         code, lay = runner(spec, run_dir=run_dir, python=check_python(python),
                            outs=(stream or sys.stdout, log))  # fmt: skip
     if check and code != 0:

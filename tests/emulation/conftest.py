@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -55,6 +56,31 @@ def image_python(tmp_path_factory) -> Path:
     )
     wrapper.chmod(0o755)
     return wrapper
+
+
+@pytest.fixture
+def replica_python():
+    """``replica(provider, spec)``: the interpreter of the replica of the image the render picks
+    for ``spec`` (its runtime row: the image's Python, torch and the lock installed on top, and
+    for SageMaker the training toolkit), a faithful stand-in for ``--python``. Skips naming the
+    build command when that replica is not built here; fails instead under
+    ``GENAI_STACKS_REQUIRED=1`` (CI builds them all first)."""
+    from genai_cloud.runtimes import for_spec
+    from genai_cloud.spec import load_spec
+    from tests.stacks.build import ready_python
+
+    def find(provider: str, spec: dict) -> Path:
+        row = for_spec(provider, load_spec(spec))
+        python = ready_python(row)
+        if python is None:
+            reason = (f"the {row.name} replica (Python {row.python}, torch {row.torch}) is not "
+                      f"built: `python -m tests.stacks.build --only {row.lock}`")  # fmt: skip
+            if os.environ.get("GENAI_STACKS_REQUIRED"):
+                pytest.fail(reason)
+            pytest.skip(reason)
+        return python
+
+    return find
 
 
 @pytest.fixture

@@ -25,8 +25,11 @@ def _run(spec: dict, tmp_path, **options):
 
 def test_the_toolkit_downloads_installs_and_runs_the_rendered_request(quick_spec, tmp_path,
                                                                       corpus_path,
-                                                                      image_python):  # fmt: skip
-    run, log = _run(quick_spec(), tmp_path, python=image_python)
+                                                                      replica_python):  # fmt: skip
+    """On the replica of the image the render names (its Python, torch and toolkit): the
+    toolkit installs the pinned lock there as the DLC would."""
+    spec = quick_spec()
+    run, log = _run(spec, tmp_path, python=replica_python("sagemaker", spec))
     assert run.returncode == 0, log[-3000:]
     request = json.loads((tmp_path / "job" / "request.json").read_text())
     ml = tmp_path / "job" / "127.0.0.1" / "opt" / "ml"
@@ -56,10 +59,10 @@ def test_the_toolkit_downloads_installs_and_runs_the_rendered_request(quick_spec
     assert (ml / "output" / "success").is_file() and "Reporting training SUCCESS" in log
 
 
-def test_a_failing_job_is_the_toolkits_failure(quick_spec, tmp_path):
+def test_a_failing_job_is_the_toolkits_failure(quick_spec, tmp_path, replica_python):
     spec = quick_spec(data={"train": str(tmp_path / "broken.jsonl"), "format": "jsonl"})
     (tmp_path / "broken.jsonl").write_text("{not json\n")
-    run, log = _run(spec, tmp_path)
+    run, log = _run(spec, tmp_path, python=replica_python("sagemaker", spec))
     assert run.returncode == 1  # the toolkit's status for a failed user script
     assert "input/data/train/broken.jsonl:1: malformed JSON" in log  # the job's own message
     # What DescribeTrainingJob's FailureReason would show: the job's exit status 2.
@@ -69,13 +72,13 @@ def test_a_failing_job_is_the_toolkits_failure(quick_spec, tmp_path):
 
 @pytest.mark.slow
 def test_two_hosts_run_one_torchrun_job_and_only_rank_0_writes(quick_spec, tmp_path,
-                                                               image_python):  # fmt: skip
+                                                               replica_python):  # fmt: skip
     """compute.nodes 2 on GPUs renders sagemaker_torch_distributed_enabled: the toolkit starts
     torchrun on each host (one process per host here: no GPU). Each host has its own disk, so
     the second host's /opt/ml shows that rank 1 wrote nothing. The job runs with an interpreter
-    that has neither genai_cloud nor pydantic."""
-    run, log = _run(quick_spec(compute={"accelerator": "T4", "nodes": 2}), tmp_path,
-                    python=image_python)  # fmt: skip
+    on the GPU image's replica, which has neither genai_cloud nor pydantic."""
+    spec = quick_spec(compute={"accelerator": "T4", "nodes": 2})
+    run, log = _run(spec, tmp_path, python=replica_python("sagemaker", spec))
     assert run.returncode == 0, log[-4000:]
     assert "[127.0.0.2] torchrun --nnodes 2 --nproc_per_node 1 --master_addr 127.0.0.1" in log
     assert "--node_rank 1 run_job.py" in log
@@ -175,11 +178,12 @@ def test_the_isolation_wrapper_really_cuts_the_network():
 
 
 @needs_netns
-def test_an_isolated_job_runs_without_any_network(quick_spec, tmp_path):
+def test_an_isolated_job_runs_without_any_network(quick_spec, tmp_path, replica_python):
     """EnableNetworkIsolation: the host runs in a network namespace with no route at all; the
     toolkit unpacks the bundle from the code channel, pip finds every requirement already in
-    the image (this interpreter stands for aws.image_uri) and the job trains."""
-    run, log = _run(quick_spec(aws={"network_isolation": True, "image_uri": IMAGE}), tmp_path)
+    the image (the replica of the row aws.image_uri replaces stands for it) and the job trains."""
+    spec = quick_spec(aws={"network_isolation": True, "image_uri": IMAGE})
+    run, log = _run(spec, tmp_path, python=replica_python("sagemaker", spec))
     assert run.returncode == 0, log[-3000:]
     request = json.loads((tmp_path / "job" / "request.json").read_text())
     assert request["EnableNetworkIsolation"] is True
@@ -194,7 +198,8 @@ def test_an_isolated_job_runs_without_any_network(quick_spec, tmp_path):
 
 @needs_netns
 def test_without_the_code_channel_an_isolated_host_cannot_fetch_its_code(quick_spec, tmp_path,
-                                                                         monkeypatch):  # fmt: skip
+                                                                         monkeypatch,
+                                                                         replica_python):  # fmt: skip
     """What isolated jobs did before: sagemaker_submit_directory as s3:// fails to download."""
     from genai_cloud.providers.sagemaker import render as sagemaker
 
@@ -206,6 +211,7 @@ def test_without_the_code_channel_an_isolated_host_cannot_fetch_its_code(quick_s
         return params
 
     monkeypatch.setattr(sagemaker, "hyperparameters", s3_submit_directory)
-    run, log = _run(quick_spec(aws={"network_isolation": True, "image_uri": IMAGE}), tmp_path)
+    spec = quick_spec(aws={"network_isolation": True, "image_uri": IMAGE})
+    run, log = _run(spec, tmp_path, python=replica_python("sagemaker", spec))
     assert run.returncode != 0
     assert "Could not connect to the endpoint URL" in log or "Network is unreachable" in log

@@ -177,11 +177,17 @@ def build(row: Runtime, *, relock: bool = False) -> dict:
 
 
 def _fix_venv_paths(old: Path, new: Path) -> None:
-    """A renamed venv's scripts still name the old folder; `python -m pip` is all we use, but
-    pyvenv.cfg and the activate scripts are rewritten so the venv stays usable by hand."""
-    for path in [new / "pyvenv.cfg", *(new / "bin").glob("activate*")]:
-        if path.is_file():
-            path.write_text(path.read_text().replace(str(old), str(new)))
+    """A renamed venv's scripts still name the old folder: pyvenv.cfg, the activate scripts and
+    every console script's ``#!`` line (``torchrun`` runs as the image's launcher under
+    ``--emulate sagemaker``) are rewritten to the new one."""
+    scripts = [p for p in (new / "bin").iterdir() if p.is_file() and not p.is_symlink()]
+    for path in [new / "pyvenv.cfg", *scripts]:
+        text = path.read_bytes()
+        if path.parent.name == "bin" and not (text.startswith(b"#!")
+                                               or path.name.startswith("activate")):
+            continue  # a binary
+        if str(old).encode() in text:
+            path.write_bytes(text.replace(str(old).encode(), str(new).encode()))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -66,7 +66,7 @@ def replica_python():
     build command when that replica is not built here; fails instead under
     ``GENAI_STACKS_REQUIRED=1`` (CI builds them all first)."""
     from genai_cloud.runtimes import for_spec
-    from genai_cloud.spec import load_spec
+    from genai_cloud.loading import load_spec
     from tests.stacks.build import ready_python
 
     def find(provider: str, spec: dict) -> Path:

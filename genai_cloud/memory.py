@@ -118,15 +118,16 @@ def _what_fits(spec: JobSpec, report: MemoryReport) -> list[str]:
     ideas = []
     here = f"{report.count * report.nodes} x {report.accelerator}"
     if report.work.device == "xla":
-        for checkpointing in (report.work.checkpointing, True):
-            work = workload(spec, report.accelerator, checkpointing=checkpointing)
-            need = mp.chips_needed(report.shape, work, report.capacity, report.count * report.nodes)
-            if need:
-                extra = "" if checkpointing == report.work.checkpointing else \
-                    " with training.gradient_checkpointing: true"  # fmt: skip
-                ideas.append(f"it needs at least {need} {report.accelerator} chips{extra} "
-                             "(compute.count x compute.nodes)")  # fmt: skip
-                break
+        # Every chip holds a whole replica (the job does not shard over TPU chips yet), so more
+        # chips do not help: only what makes one replica smaller does.
+        if not spec.model.lora and spec.task == "finetune":
+            ideas.append("LoRA (model.lora) with model.dtype: bfloat16")
+        if not report.work.checkpointing:
+            ideas.append("training.gradient_checkpointing: true")
+        if spec.training.batch_size > 1:
+            ideas.append("a smaller training.batch_size")
+        ideas.append("a chip with more memory (tpu-v5p: 95 GiB); sharding one model over "
+                     "several TPU chips is not supported yet")  # fmt: skip
         return ideas
     bigger = [g for g in GPU_KINDS if mp.DEVICE_GIB[g] >= mp.DEVICE_GIB[report.accelerator]]
     # More of the same GPU, then bigger GPUs, then more nodes of 8: the first placement that fits.
@@ -200,4 +201,4 @@ def _task_name(spec: JobSpec) -> str:
 
 def _strategy_name(name: str) -> str:
     return {"single": "one GPU", "ddp": "DDP", "fsdp": "FSDP", "hsdp": "FSDP (hybrid)",
-            "xla-spmd": "XLA SPMD sharding"}[name]  # fmt: skip
+            "xla": "one replica per TPU chip", "xla-spmd": "XLA SPMD sharding"}[name]  # fmt: skip

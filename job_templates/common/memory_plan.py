@@ -214,8 +214,9 @@ def lora_trainable(shape: ModelShape, rank: int = 8) -> int:
 def per_device(shape: ModelShape, work: Workload, strategy: str, *, world: int = 1,
                per_node: int = 1, cpu_offload: bool = False) -> Breakdown:  # fmt: skip
     """Bytes each device needs under ``strategy`` (``single``, ``ddp``, ``fsdp`` = shard over
-    every rank, ``hsdp`` = shard within a node of ``per_node`` devices, ``xla-spmd`` = every
-    state sharded over all chips)."""
+    every rank, ``hsdp`` = shard within a node of ``per_node`` devices, ``xla`` = a whole
+    replica on every TPU chip, ``xla-spmd`` = every state sharded over all chips, planned for
+    when the job shards on XLA)."""
     w, params = work.weight_bytes, shape.params
     trainable = params if work.trainable is None else work.trainable
     shards = {"fsdp": world, "hsdp": per_node, "xla-spmd": world}.get(strategy, 1)
@@ -248,7 +249,8 @@ def candidates(world: int, per_node: int, device: str, wanted: str = "auto",
     ``wanted`` (``training.strategy``); FSDP as ``training.fsdp.sharding`` says (``hsdp`` for
     hybrid sharding over several nodes)."""
     if device == "xla":
-        return ["xla-spmd"]
+        # One replica per chip (common/xla.py): the job does not shard a model over chips yet.
+        return ["xla"]
     if world == 1:
         return ["single"]
     nodes = world // max(1, per_node)

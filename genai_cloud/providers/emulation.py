@@ -129,14 +129,13 @@ def python_on_path(run_dir: Path, python: str) -> Path:
 
 
 def image_environment(run_dir: Path, python: str) -> str:
-    """The interpreter of the emulated image's environment: ``python`` itself when it is a
-    virtualenv (a replica of an image), else a virtualenv over it (``--system-site-packages``:
-    everything this machine has, plus what the job installs). The toolkits pip-install the
-    bundle's pinned lock into the image; without this layer that install would change this
-    machine's own packages (a lock pinning transformers 4.x would downgrade the 5.x here)."""
-    probe = subprocess.run([python, "-c", "import sys; print(sys.prefix != sys.base_prefix)"],
-                           capture_output=True, text=True, check=False)  # fmt: skip
-    if probe.stdout.strip() == "True":
+    """The interpreter of the emulated image's environment: ``python`` as given (``--python``:
+    a replica of the image), or, when it is this process's own interpreter, a virtualenv over it
+    (``--system-site-packages``: everything this machine has, plus what the job installs). The
+    toolkits pip-install the bundle's pinned lock into the image; without this layer that
+    install would change this machine's own packages (a lock pinning transformers 4.x would
+    downgrade the 5.x here)."""
+    if os.path.realpath(python) != os.path.realpath(sys.executable):
         return python
     env_dir = run_dir / "image-env"
     layered = env_dir / "bin" / "python"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -34,6 +35,10 @@ def image_python(tmp_path_factory) -> Path:
     cloud image with the job's requirements installed (``invocations`` beside it lists the
     arguments of every start)."""
     root = tmp_path_factory.mktemp("image-python")
+    # The image's own environment: a venv over this interpreter, so that what the job installs
+    # (the bundle's pinned lock) goes into it and never into this machine's site-packages.
+    env = root / "env"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(env)], check=True)
     (root / "site").mkdir()
     (root / "site" / "sitecustomize.py").write_text(_BLOCKER)
     wrapper = root / "python"
@@ -52,7 +57,7 @@ def image_python(tmp_path_factory) -> Path:
         f'      run="setpriv --regid {OTHER_RANKS_GID} --clear-groups"; $run touch "{root}/worker-$$"\n'
         "    fi;;\n"
         "esac\n"
-        f'PYTHONPATH="{root / "site"}${{PYTHONPATH:+:$PYTHONPATH}}" exec $run {sys.executable} "$@"\n'
+        f'PYTHONPATH="{root / "site"}${{PYTHONPATH:+:$PYTHONPATH}}" exec $run {env / "bin" / "python"} "$@"\n'
     )
     wrapper.chmod(0o755)
     return wrapper

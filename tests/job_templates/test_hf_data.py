@@ -200,7 +200,15 @@ def test_finetune_on_a_hub_dataset_under_the_sagemaker_contract(make_spec, offli
         env={"HF_DATASETS_CACHE": str(offline_hub), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
         output={"local_dir": str(tmp_path)},
     ))  # fmt: skip
-    run = run_local(spec, emulate="sagemaker", run_dir=tmp_path / "run", stream=io.StringIO())
+    # The image's Python and its lock: the SageMaker replica (tests/stacks), as the toolkit would.
+    from genai_cloud.runtimes import for_spec
+    from tests.stacks.build import ready_python
+
+    replica = ready_python(for_spec("sagemaker", spec))
+    if replica is None:
+        pytest.skip("needs the SageMaker replica: python -m tests.stacks.build --only sagemaker-cpu")
+    run = run_local(spec, emulate="sagemaker", run_dir=tmp_path / "run", stream=io.StringIO(),
+                    python=str(replica))  # fmt: skip
     log = (run.run_dir / "job.log").read_text()
     assert run.returncode == 0, log[-3000:]
     assert not (tmp_path / "run" / "opt" / "ml" / "input" / "data").exists()

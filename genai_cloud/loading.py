@@ -46,6 +46,9 @@ def load_spec(source: str | Path | dict, *, overrides: dict | None = None) -> Jo
         name = str(path)
         _check_file(path)
         raw, lines = _parse(_read_text(path), name)
+        if not lines and not overrides:  # nothing but whitespace and comments
+            raise SpecError([f"{name}: the file holds no spec; a spec needs at least `name:` and "
+                             "`task:` (see examples/quickstart.yaml)"], source=name)  # fmt: skip
         _check_tree(raw, lines, name)
         raw = _resolve_relative_paths(raw, path.parent)
     overridden: set[tuple] = set()

@@ -334,3 +334,13 @@ def test_errors_in_set_values_say_from_set_not_the_file_line(tmp_path):
     assert "training.epochs (line 6):" in text  # the file's own mistake keeps its line
     with pytest.raises(SpecError, match=r"training \(from --set\):"):
         load_spec(path, overrides={"training": 1})
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n"])
+def test_an_empty_spec_file_says_so_and_names_the_file(tmp_path, text):
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    (problem,) = info.value.errors
+    assert problem.startswith(f"{path}: the file holds no spec; a spec needs at least `name:`")

@@ -185,7 +185,8 @@ def _fair(report: dict, model_dir: Path) -> None:
     assert {"demographic_parity_ratio", "equalized_odds_difference"} <= set(metrics)
 
 
-REPORTS = {"audit": "audit.json", "fairness": "fairness.json"}
+# The fairness example fine-tunes, then its fairness gate reports into output/fairness/.
+REPORTS = {"audit": "audit.json", "fairness": "fairness/fairness.json"}
 CHECKS = {"finetune": _finetuned, "lora": _lora, "classify": _classified,
           "pretrain-scratch": _scratch, "distill": _distilled, "prune": _pruned,
           "evaluate": _evaluated, "audit": _audited, "fairness": _fair}  # fmt: skip

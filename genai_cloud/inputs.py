@@ -55,10 +55,17 @@ def check_inputs(spec) -> InputReport:
             # Loading made every relative path that exists absolute; a data or file field is
             # always a path.
             if not Path(value).exists():
-                report.missing.append(f"{path}: no such file or folder: {value}")
+                report.missing.append(f"{path}: no such file or folder: {value}{_hub_hint(path, value)}")
         else:
             report.unchecked.append(f"{path}: {value} (a hub id; downloaded by the job)")
     return report
+
+
+def _hub_hint(path: str, value: str) -> str:
+    # `--set data.train=imdb` is how HF users name a hub dataset; here the hub is spelled out.
+    if path in ("data.train", "data.eval") and not Path(value).suffix:
+        return "; a Hugging Face Hub dataset is written hf://ORG/NAME (e.g. hf://stanfordnlp/imdb)"
+    return ""
 
 
 def require_inputs(spec, source: str | None = None) -> InputReport:

@@ -26,6 +26,17 @@ def test_validate_refuses_a_local_data_file_that_does_not_exist(tmp_path, run_cl
     assert f"data.train: no such file or folder: {spec.parent / 'data' / 'train.jsonl'}" in err
 
 
+def test_a_bare_dataset_name_that_is_no_local_path_points_at_the_hub_spelling(tmp_path, run_cli):
+    spec = _spec(tmp_path, "name: demo\nmodel: {name_or_path: gpt2}\ndata: {train: imdb}\n")
+    code, _, err = run_cli(["validate", str(spec)])
+    assert code == 2
+    assert (f"data.train: no such file or folder: {spec.parent / 'imdb'}; a Hugging Face Hub "
+            "dataset is written hf://ORG/NAME") in err  # fmt: skip
+    # A missing file with an extension is just a missing file: no hub hint.
+    spec.write_text("name: demo\nmodel: {name_or_path: gpt2}\ndata: {train: imdb.jsonl}\n")
+    assert "hf://" not in run_cli(["validate", str(spec)])[2]
+
+
 def test_validate_lists_what_it_cannot_check_from_here(tmp_path, run_cli):
     spec = _spec(tmp_path, "name: demo\nmodel: {name_or_path: gpt2}\n"
                            "data: {train: s3://bucket/train.jsonl}\n")  # fmt: skip

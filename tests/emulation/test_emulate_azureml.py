@@ -21,8 +21,9 @@ def _run(spec: dict, tmp_path, **options):
 
 
 def test_the_command_runs_in_the_code_snapshot_with_mounted_inputs_and_outputs(
-        quick_spec, tmp_path, corpus_path, image_python):  # fmt: skip
-    run, log = _run(quick_spec(), tmp_path, python=image_python)
+        quick_spec, tmp_path, corpus_path, replica_python):  # fmt: skip
+    spec = quick_spec()
+    run, log = _run(spec, tmp_path, python=replica_python("azureml", spec))
     assert run.returncode == 0, log[-3000:]
     job = json.loads((tmp_path / "job" / "command_job.json").read_text())
     assert "${{inputs.train}}" in job["command"] and "${{outputs.model}}" in job["command"]
@@ -49,9 +50,9 @@ def test_an_undeclared_binding_is_refused():
 
 @pytest.mark.slow
 def test_two_nodes_get_the_pytorch_distribution_env_and_only_rank_0_writes(
-        quick_spec, tmp_path, image_python, created_by_other_ranks):  # fmt: skip
-    run, log = _run(quick_spec(compute={"accelerator": "T4", "nodes": 2}), tmp_path,
-                    python=image_python)  # fmt: skip
+        quick_spec, tmp_path, replica_python, created_by_other_ranks):  # fmt: skip
+    spec = quick_spec(compute={"accelerator": "T4", "nodes": 2})
+    run, log = _run(spec, tmp_path, python=replica_python("azureml", spec))
     assert run.returncode == 0, log[-4000:]
     first = [line for line in log.splitlines() if line.startswith("[node-0.0]")]
     second = [line for line in log.splitlines() if line.startswith("[node-1.0]")]

@@ -19,12 +19,10 @@ def _run(spec: dict, tmp_path, **options):
     return run, log.getvalue()
 
 
-@pytest.mark.skip(reason="known broken since the bundle installs the pinned Vertex lock (Python "
-                  "3.10 stack): on this machine's Python 3.11 the stand-in image's job fails; "
-                  "needs the Vertex replica (tests/stacks) as --python, as the SageMaker tests have")
 def test_the_rendered_container_command_runs_against_the_fuse_mount(quick_spec, tmp_path,
-                                                                    image_python):  # fmt: skip
-    run, log = _run(quick_spec(), tmp_path, python=image_python)
+                                                                    replica_python):  # fmt: skip
+    spec = quick_spec()
+    run, log = _run(spec, tmp_path, python=replica_python("vertex", spec))
     assert run.returncode == 0, log[-3000:]
     job = json.loads((tmp_path / "job" / "custom_job.json").read_text())
     (pool,) = job["job_spec"]["worker_pool_specs"]
@@ -62,17 +60,13 @@ def test_only_the_two_mount_points_move(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="known broken since the bundle installs the pinned Vertex lock (Python "
-                  "3.10 stack) into the job's environment: worker 0's job exits 1 on this "
-                  "machine's Python 3.11 and worker 1 then waits for the rendezvous; needs the "
-                  "Vertex replica (tests/stacks) as --python, as the SageMaker tests have")
 def test_two_replicas_rendezvous_from_cluster_spec_and_only_the_chief_writes(
-        quick_spec, tmp_path, image_python, created_by_other_ranks):  # fmt: skip
+        quick_spec, tmp_path, replica_python, created_by_other_ranks):  # fmt: skip
     """Pool 0 (the chief) and pool 1 each run the rendered script, which reads its node rank and
     the chief's address from CLUSTER_SPEC and starts torchrun; the job's interpreter has neither
     genai_cloud nor pydantic."""
-    run, log = _run(quick_spec(compute={"accelerator": "T4", "nodes": 2}), tmp_path,
-                    python=image_python)  # fmt: skip
+    spec = quick_spec(compute={"accelerator": "T4", "nodes": 2})
+    run, log = _run(spec, tmp_path, python=replica_python("vertex", spec))
     assert run.returncode == 0, log[-4000:]
     assert "[workerpool0-0] " in log and "[workerpool1-0] " in log
     chief = [line for line in log.splitlines() if line.startswith("[workerpool0-0]")]

@@ -671,11 +671,7 @@ def register(spec_path: str, provider: str, job_name: str | None,
     plan = make_plan(spec, _place(spec, provider, configured_only=False))
     if job_name:
         plan.__dict__["job_name"] = job_name  # the cached_property's slot: that job, this spec
-    impl = get_provider(plan.provider)
-    if not hasattr(impl, "register"):
-        raise GenaiCloudError(f"registering models is not built for {plan.provider} yet; "
-                              "providers that can: sagemaker, vertex, azureml", headline="Not supported")  # fmt: skip
-    click.echo(impl.register(plan))
+    click.echo(get_provider(plan.provider).register(plan))
 
 
 @cli.command()

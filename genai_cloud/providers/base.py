@@ -283,12 +283,70 @@ class Provider:
     def cancel(self, job_id: str) -> None:
         raise self._not_implemented("cancel")
 
+    def register(self, plan: Plan) -> str:
+        """Register the finished job's model (``output.register``) in the provider's model
+        registry; returns what it registered (an ARN, a resource name)."""
+        raise ProviderError(f"registering models is not built for {self.name} yet",
+                            headline="Not supported")  # fmt: skip
+
     def _not_implemented(self, operation: str) -> ProviderError:
         return ProviderError(
             f"`{operation}` is not implemented for provider {self.name!r} yet.",
             headline="Not implemented",
         )
 
+
+
+class CloudProvider(Provider):
+    """A provider whose operations are a cloud client's: ``make_ops`` builds the ops object on
+    first use (so ``render`` never imports the SDK), and each operation forwards to it. ``login``
+    (the cloud's name, how to log in) turns the SDK's missing-credentials errors into that hint;
+    None where the ops object words them itself."""
+
+    login: ClassVar[tuple[str, str] | None] = None
+
+    def __init__(self):
+        self._ops = None
+
+    def make_ops(self):
+        raise NotImplementedError
+
+    @property
+    def ops(self):
+        if self._ops is None:
+            self._ops = self.make_ops()
+        return self._ops
+
+    def _call(self, operation: str, *args, **kwargs):
+        call = getattr(self.ops, operation)
+        if self.login is not None:
+            call = credentials_hint(*self.login)(call)
+        return call(*args, **kwargs)
+
+    def submit(self, plan: Plan) -> JobHandle:
+        return self._call("submit", plan, self.render(plan))
+
+    def status(self, job_id: str) -> JobStatus:
+        return self._call("status", job_id)
+
+    def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
+        return self._call("logs", job_id, follow=follow)
+
+    def cancel(self, job_id: str) -> None:
+        self._call("cancel", job_id)
+
+    def list(self, labels: dict[str, str] | None = None, *scope, **named_scope) -> list[JobStatus]:
+        """genai-cloud jobs carrying every ``labels`` pair, newest first, in the scope the
+        cloud's ops take (a region, a project, a namespace)."""
+        return self._call("list", labels or {}, *scope, **named_scope)
+
+    def find_existing(self, plan: Plan) -> tuple[JobHandle, JobStatus] | None:
+        return self._call("find_existing", plan)
+
+    def register(self, plan: Plan) -> str:
+        if not hasattr(self.ops, "register"):  # a cloud without a model registry of its own
+            return super().register(plan)
+        return self._call("register", plan)
 
 # name -> "module:Class". Modules are imported only when a provider is asked for by name.
 _REGISTRY: dict[str, str] = {

@@ -8,11 +8,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from ..base import Feature, JobHandle, JobStatus, Provider, credentials_hint
+from ..base import CloudProvider, Feature, JobStatus
 from .render import AZURE_NAMES, INSTANCE_TAG, render_command_job, render_yaml
 
 if TYPE_CHECKING:
@@ -40,19 +39,16 @@ def azure_config_file(start: Path | None = None) -> Path | None:
     return None
 
 
-_LOGIN = credentials_hint(
-    "Azure",
-    "Log in with `az login`, or set AZURE_CLIENT_ID / AZURE_TENANT_ID / AZURE_CLIENT_SECRET "
-    "for a service principal.",
-)
 
 
-class AzureMLProvider(Provider):
+class AzureMLProvider(CloudProvider):
     """Azure ML command job: ``submit`` is describe-or-create by job name."""
 
     name = "azureml"
     install_extra = "azure"
     name_rules = AZURE_NAMES
+    login = ("Azure", ("Log in with `az login`, or set AZURE_CLIENT_ID / AZURE_TENANT_ID / "
+                       "AZURE_CLIENT_SECRET for a service principal."))  # fmt: skip
     region_fields: ClassVar[tuple[str, ...]] = ()  # the workspace's region, not in the spec
     fixed_region = "an Azure ML job runs in its workspace's region"
     unsupported: ClassVar[dict[Feature, str]] = {
@@ -73,9 +69,6 @@ class AzureMLProvider(Provider):
         ),
     }
 
-    def __init__(self):
-        self._ops = None  # AzureMLOps, made on first use: render never imports the SDK
-
     def render(self, plan: Plan) -> dict:
         return render_command_job(plan)
 
@@ -89,41 +82,12 @@ class AzureMLProvider(Provider):
     def render_native(self, plan: Plan, path: str | Path | None = None) -> str:
         return render_yaml(plan, path)
 
-    # ---- operations (azure-ai-ml, in ops.py) --------------------------------------------------
+    # ---- operations (azure-ai-ml, in ops.py; forwarded by CloudProvider) ---------------------
 
-    @property
-    def ops(self):
-        if self._ops is None:
-            from .ops import AzureMLOps
+    def make_ops(self):
+        from .ops import AzureMLOps
 
-            self._ops = AzureMLOps()
-        return self._ops
-
-    @_LOGIN
-    def submit(self, plan: Plan) -> JobHandle:
-        return self.ops.submit(plan, self.render(plan))
-
-    @_LOGIN
-    def register(self, plan: Plan) -> str:
-        """Register the finished job's model (``output.register``) in the workspace."""
-        return self.ops.register(plan)
-
-    @_LOGIN
-    def status(self, job_id: str) -> JobStatus:
-        return self.ops.status(job_id)
-
-    @_LOGIN
-    def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
-        return self.ops.logs(job_id, follow=follow)
-
-    @_LOGIN
-    def cancel(self, job_id: str) -> None:
-        self.ops.cancel(job_id)
-
-    @_LOGIN
-    def list(self, labels: dict[str, str] | None = None) -> list[JobStatus]:
-        """genai-cloud jobs in the configured workspace (config.json), filtered by tags."""
-        return self.ops.list(labels or {})
+        return AzureMLOps()
 
     # ---- what the rest of genai-cloud asks of Azure --------------------------------------------
 
@@ -157,9 +121,6 @@ class AzureMLProvider(Provider):
         """Serverless jobs name it; on a cluster the render's tag does."""
         details = status.details
         return details.get("instance_type") or (details.get("tags") or {}).get(INSTANCE_TAG)
-
-    def find_existing(self, plan: Plan) -> tuple[JobHandle, JobStatus] | None:
-        return self.ops.find_existing(plan)
 
     def placement_problem_in_status(self, status: JobStatus) -> str | None:
         from .ops import placement_problem_in_status

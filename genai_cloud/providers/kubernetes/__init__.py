@@ -10,13 +10,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from ... import contract
 from ...bundle import LAUNCHER
-from ..base import Emulation, Feature, JobHandle, JobStatus, Provider, credentials_hint
+from ..base import CloudProvider, Emulation, Feature
 from .render import KUBERNETES_NAMES, MASTER_PORT, render, render_yaml
 
 if TYPE_CHECKING:
@@ -24,15 +23,15 @@ if TYPE_CHECKING:
     from ...spec import JobSpec
 
 _JOB_ID = re.compile(r"^[a-z0-9][-a-z0-9]*/pytorchjob/[a-z0-9][-a-z0-9]*$")
-_LOGIN = credentials_hint(
-    "Kubernetes", "Point kubectl at the cluster (KUBECONFIG or ~/.kube/config), or run in a pod.")
 
 
-class KubernetesProvider(Provider):
+class KubernetesProvider(CloudProvider):
     """A PyTorchJob per job: ``submit`` creates the bundle's ConfigMap and the job by name."""
 
     name = "kubernetes"
     install_extra = "kubernetes"
+    login = ("Kubernetes",
+             "Point kubectl at the cluster (KUBECONFIG or ~/.kube/config), or run in a pod.")
     name_rules = KUBERNETES_NAMES
     region_fields: ClassVar[tuple[str, ...]] = ()  # a cluster is named by the kubeconfig context
     fixed_region = "a Kubernetes job runs on the cluster of the kubeconfig's current context"
@@ -47,46 +46,16 @@ class KubernetesProvider(Provider):
             "encryption at rest belongs to the cluster's storage classes and etcd"),
     }
 
-    def __init__(self):
-        self._ops = None  # KubernetesOps, made on first use: render never imports the client
+    def make_ops(self):  # the client, imported on first use: render never needs it
+        from .ops import KubernetesOps
 
-    @property
-    def ops(self):
-        if self._ops is None:
-            from .ops import KubernetesOps
-
-            self._ops = KubernetesOps()
-        return self._ops
+        return KubernetesOps()
 
     def render(self, plan: Plan) -> dict:
         return render(plan)
 
     def render_native(self, plan: Plan, path: str | os.PathLike | None = None) -> str:
         return render_yaml(plan, path)
-
-    @_LOGIN
-    def submit(self, plan: Plan) -> JobHandle:
-        return self.ops.submit(plan, self.render(plan))
-
-    @_LOGIN
-    def status(self, job_id: str) -> JobStatus:
-        return self.ops.status(job_id)
-
-    @_LOGIN
-    def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
-        return self.ops.logs(job_id, follow=follow)
-
-    @_LOGIN
-    def cancel(self, job_id: str) -> None:
-        self.ops.cancel(job_id)
-
-    @_LOGIN
-    def list(self, labels: dict[str, str] | None = None, namespace: str = "default"):
-        """genai-cloud PyTorchJobs in ``namespace`` carrying every ``labels`` pair."""
-        return self.ops.list(labels or {}, namespace)
-
-    def find_existing(self, plan: Plan) -> tuple[JobHandle, JobStatus] | None:
-        return self.ops.find_existing(plan)
 
     def not_configured_reason(self, spec: JobSpec | None = None) -> str | None:
         """The client is installed and a kubeconfig (or a pod's service account) exists."""

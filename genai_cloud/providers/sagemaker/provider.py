@@ -9,10 +9,9 @@ import importlib.util
 import json
 import os
 import re
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, ClassVar
 
-from ..base import Feature, JobHandle, JobStatus, Provider
+from ..base import CloudProvider, Feature, JobStatus
 from . import render
 from .render import SAGEMAKER_NAMES, build_request
 
@@ -24,7 +23,7 @@ _ARN_REGION = re.compile(r"^arn:aws[a-z-]*:sagemaker:([a-z0-9-]+):")
 _REGION_PREFIX = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d/[^/]+$")  # "us-east-1/<name>"
 
 
-class SageMakerProvider(Provider):
+class SageMakerProvider(CloudProvider):
     name = "sagemaker"
     install_extra = "aws"
     name_rules = SAGEMAKER_NAMES
@@ -39,8 +38,8 @@ class SageMakerProvider(Provider):
 
     def __init__(self, session=None):
         # A boto3 Session (or None: the default credential chain). Clients are made lazily.
+        super().__init__()
         self._session = session
-        self._ops = None
 
     # ---- pure renders ------------------------------------------------------------------------
 
@@ -72,36 +71,13 @@ class SageMakerProvider(Provider):
             "End": True,
         }
 
-    # ---- operations (boto3, in ops.py) --------------------------------------------------
+    # ---- operations (boto3, in ops.py; forwarded by CloudProvider) ----------------------------
+    # (the ops word botocore's missing-credentials errors themselves: no ``login`` here)
 
-    @property
-    def ops(self):
-        if self._ops is None:
-            from .ops import SageMakerOps
+    def make_ops(self):
+        from .ops import SageMakerOps
 
-            self._ops = SageMakerOps(self._session)
-        return self._ops
-
-    def submit(self, plan: Plan) -> JobHandle:
-        return self.ops.submit(plan, self.render(plan))
-
-    def register(self, plan: Plan) -> str:
-        """Register the finished job's model (``output.register``); returns the package ARN."""
-        return self.ops.register(plan)
-
-    def status(self, job_id: str) -> JobStatus:
-        return self.ops.status(job_id)
-
-    def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
-        return self.ops.logs(job_id, follow=follow)
-
-    def cancel(self, job_id: str) -> None:
-        self.ops.cancel(job_id)
-
-    def list(self, labels: dict[str, str] | None = None, region: str | None = None):
-        """genai-cloud jobs (``list[JobStatus]``, newest first) whose tags carry every
-        ``labels`` pair, in ``region`` (default: boto3's configured region)."""
-        return self.ops.list(labels or {}, region)
+        return SageMakerOps(self._session)
 
     # ---- what the rest of genai-cloud asks of AWS ----------------------------------------------
 
@@ -138,9 +114,6 @@ class SageMakerProvider(Provider):
         if _REGION_PREFIX.match(status.job_id):
             return status.job_id.split("/", 1)[0]
         return None
-
-    def find_existing(self, plan: Plan) -> tuple[JobHandle, JobStatus] | None:
-        return self.ops.find_existing(plan)
 
     def placement_problem_in_status(self, status: JobStatus) -> str | None:
         from .ops import placement_problem_in_status

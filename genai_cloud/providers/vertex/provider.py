@@ -7,14 +7,12 @@ Renders are pure (``render.py``, ``native.py``); operations use google-cloud-aip
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from ..base import Feature, JobHandle, JobStatus, Provider, credentials_hint
+from ..base import CloudProvider, Feature, JobStatus
 from .render import VERTEX_NAMES, render_custom_job
 
 if TYPE_CHECKING:
@@ -26,18 +24,15 @@ _JOB_ID = re.compile(r"^projects/[^/]+/locations/([^/]+)/customJobs/[^/]+$")
 _TPU_TOPOLOGY = re.compile(r"\d+x\d+(x\d+)?")
 
 
-_LOGIN = credentials_hint(
-    "Google Cloud",
-    "Log in with `gcloud auth application-default login`, or set "
-    "GOOGLE_APPLICATION_CREDENTIALS to a service-account key file.",
-)
 
 
-class VertexProvider(Provider):
+class VertexProvider(CloudProvider):
     """Vertex AI CustomJob: ``submit`` uploads the bundle, then describe-or-create by label."""
 
     name = "vertex"
     install_extra = "gcp"
+    login = ("Google Cloud", ("Log in with `gcloud auth application-default login`, or set "
+                              "GOOGLE_APPLICATION_CREDENTIALS to a service-account key file."))  # fmt: skip
     name_rules = VERTEX_NAMES
     # google-cloud-aiplatform's aiplatform.initializer reads these two for its default region.
     region_fields: ClassVar[tuple[str, ...]] = ("gcp.region", "compute.region")
@@ -49,9 +44,6 @@ class VertexProvider(Provider):
         ),
     }
 
-    def __init__(self):
-        self._ops = None  # VertexOps, made on first use: render never imports the SDK
-
     def render(self, plan: Plan) -> dict:
         return render_custom_job(plan)
 
@@ -60,42 +52,12 @@ class VertexProvider(Provider):
 
         return render_gcloud_config(plan, path)
 
-    # ---- operations (google-cloud-aiplatform, in ops.py) -------------------------------------
+    # ---- operations (google-cloud-aiplatform, in ops.py; forwarded by CloudProvider) -------
 
-    @property
-    def ops(self):
-        if self._ops is None:
-            from .ops import VertexOps
+    def make_ops(self):
+        from .ops import VertexOps
 
-            self._ops = VertexOps()
-        return self._ops
-
-    @_LOGIN
-    def submit(self, plan: Plan) -> JobHandle:
-        return self.ops.submit(plan, self.render(plan))
-
-    @_LOGIN
-    def register(self, plan: Plan) -> str:
-        """Register the finished job's model (``output.register``) in the Model Registry."""
-        return self.ops.register(plan)
-
-    @_LOGIN
-    def status(self, job_id: str) -> JobStatus:
-        return self.ops.status(job_id)
-
-    @_LOGIN
-    def logs(self, job_id: str, follow: bool = False) -> Iterator[str]:
-        return self.ops.logs(job_id, follow=follow)
-
-    @_LOGIN
-    def cancel(self, job_id: str) -> None:
-        self.ops.cancel(job_id)
-
-    @_LOGIN
-    def list(self, labels: dict[str, str] | None = None, *, project: str | None = None,
-             region: str | None = None) -> list[JobStatus]:  # fmt: skip
-        """genai-cloud jobs in a project/region, optionally filtered by labels."""
-        return self.ops.list(labels or {}, project=project, region=region)
+        return VertexOps()
 
     # ---- what the rest of genai-cloud asks of Google Cloud -------------------------------------
 
@@ -167,9 +129,6 @@ class VertexProvider(Provider):
             count = int(details.get("accelerator_count") or 0)
             rows = [r for r in rows if r.count == count]
         return rows[0].type if rows else None
-
-    def find_existing(self, plan: Plan) -> tuple[JobHandle, JobStatus] | None:
-        return self.ops.find_existing(plan)
 
     def placement_problem_in_status(self, status: JobStatus) -> str | None:
         from .ops import placement_problem_in_status

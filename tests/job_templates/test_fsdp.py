@@ -24,26 +24,6 @@ RTOL = 1e-5
 CHECKPOINT_EVERY = 3
 
 
-@pytest.fixture(scope="module")
-def no_dropout_gpt2(tiny_gpt2, tmp_path_factory) -> Path:
-    """Dropout off: each rank draws its own masks, which would part the curves for a reason that
-    has nothing to do with sharding."""
-    out = tmp_path_factory.mktemp("gpt2-no-dropout")
-    for file in Path(tiny_gpt2).iterdir():
-        shutil.copy(file, out / file.name)
-    config = json.loads((out / "config.json").read_text())
-    config.update(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, summary_first_dropout=0.0)
-    (out / "config.json").write_text(json.dumps(config))
-    return out
-
-
-@pytest.fixture(scope="module")
-def small_corpus(corpus_path, tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("corpus") / "train.jsonl"
-    path.write_text("".join(corpus_path.read_text().splitlines(keepends=True)[:200]))
-    return path
-
-
 def _spec(make_spec, model: Path, data: Path, batch_size: int, strategy: str, **training) -> dict:
     return make_spec(
         model={"name_or_path": str(model)},

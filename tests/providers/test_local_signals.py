@@ -26,12 +26,13 @@ def on_term(signum, frame):
     open("checkpoint", "w").write("step 7")
     print("preempted: checkpoint flushed at step 7", flush=True)
     sys.exit(143)
-signal.signal(signal.SIGTERM, signal.SIG_IGN if "--stubborn" in sys.argv else on_term)
-child = os.fork()  # a grandchild in the same group: it must get the signal too
+# A grandchild in the same group: it must get the signal too. Forked before the handler is set,
+# so it dies of the signal's default action even while it is still starting up.
+child = os.fork()
 if child == 0:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     time.sleep(60)
     os._exit(0)
+signal.signal(signal.SIGTERM, signal.SIG_IGN if "--stubborn" in sys.argv else on_term)
 open("grandchild", "w").write(str(child))
 print("ready", flush=True)
 time.sleep(60)

@@ -23,11 +23,11 @@ def _errors(tmp_path, task="finetune", head="", train="hf://org/big", fmt="",
 
 
 def test_streaming_needs_max_steps_not_max_records(tmp_path):
-    assert _errors(tmp_path, training="epochs: 1") == [
+    assert _errors(tmp_path, training="epochs: 1") == [(
         "training.max_steps (line 5): required with data.streaming: a stream has no length to "
         "count epochs over, so set the number of optimizer steps to train (e.g. 1000); "
         "data.max_records is optional"
-    ]
+    )]
     for train in ("hf://org/big", "/data/big.jsonl", "/data/shards/"):  # local files stream too
         spec = load_spec({"name": "s", "model": {"name_or_path": "gpt2"},
                           "data": {"train": train, "streaming": True},
@@ -41,10 +41,10 @@ def test_streaming_needs_max_steps_not_max_records(tmp_path):
 def test_tasks_that_read_every_record_refuse_streaming(task, extra, tmp_path):
     fmt = ", format: preference" if task == "dpo" else ""
     errors = _errors(tmp_path, task=task, fmt=fmt, extra=extra)
-    assert errors == [
+    assert errors == [(
         f"data.streaming (line 4): task {task!r} reads all its training records at once; remove "
         "data.streaming (tasks that stream: finetune, distill, pretrain-scratch)"
-    ]
+    )]
 
 
 def test_what_needs_the_whole_training_set_is_refused_together(tmp_path):

@@ -163,3 +163,19 @@ def test_streaming_without_max_steps_stops_the_trainer_too(tiny_gpt2, big_jsonl,
     trainer.training.max_steps = None
     with pytest.raises(JobError, match=r"training\.max_steps: required with data\.streaming"):
         trainer._total_steps()
+
+
+def test_distillation_streams_and_compares_on_the_streams_head(make_spec, tiny_gpt2, big_jsonl,
+                                                               tmp_path):  # fmt: skip
+    spec = make_spec(task="distill", name="stream-distill", distill={"teacher": str(tiny_gpt2)},
+                     data={"train": str(big_jsonl), "streaming": True, "max_seq_len": 32,
+                           "shuffle_buffer": 8, "eval_fraction": 0.0},
+                     training={"max_steps": 3, "batch_size": 2, "log_every": 1})  # fmt: skip
+    (tmp_path / "spec.json").write_text(load_spec(spec).to_json())
+    code = entrypoint.main([f"--spec={tmp_path / 'spec.json'}", f"--model-dir={tmp_path / 'm'}",
+                            f"--checkpoint-dir={tmp_path / 'c'}", f"--output-dir={tmp_path / 'o'}"])  # fmt: skip
+    assert code == 0
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert len(metrics["train_losses"]) == 3 and metrics["eval_after"] == {}
+    assert metrics["student_params"] < metrics["teacher_params"]
+    assert metrics["student_inference_tokens_per_s"] > 0  # measured on the stream's first blocks

@@ -14,8 +14,8 @@ gradient checkpointing and ``torch.compile``, ``epochs`` or ``max_steps``, a log
 (``strategies.py``; gloo on CPU, nccl on CUDA; only rank 0 writes), checkpoints every
 ``checkpoint_every`` steps (sharded under FSDP). With ``data.streaming`` the training examples
 are a ``streaming.TokenStream`` (a torch ``IterableDataset``) read through a ``DataLoader``:
-``max_steps`` steps, each rank on its own shard, its position saved for resume. On torch_xla (TPU) ``xla.XlaRun`` takes the
-step, the device loader, evaluation and checkpoint copies.
+``max_steps`` steps, each rank on its own shard, each rank's position in the checkpoint. On
+torch_xla (TPU) ``xla.XlaRun`` takes the step, the device loader, evaluation and checkpoint copies.
 
 Exact resume. The data order of epoch ``e`` is a permutation drawn from a generator seeded with
 ``seed + e`` (never from the global RNG), the position inside the epoch is saved as a batch offset,

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from .spec_streaming import streaming_problems
 from .tpu import sides, slice_problems
 
 SPEC_VERSION = 1
@@ -120,8 +121,6 @@ class ModelSpec(Section):
 
 HUB_DATASET = re.compile(r"^hf://[^/@\s]+(/[^/@\s]+)?(@[^@\s]+)?$")  # hf://ORG/NAME[@REVISION]
 _HUB_ONLY = "applies to hub datasets (hf://ORG/NAME); {}"
-_STREAMING_CAP = ("required with data.streaming: the job holds the records it trains on in "
-                  "memory, and streaming fetches only those rows (e.g. 100000)")
 
 
 class DataSpec(Section):
@@ -135,10 +134,22 @@ class DataSpec(Section):
     eval_split: str | None = Field(None, description="The split of `eval`; default: its "
                                    "'validation' split, else 'test'.")  # fmt: skip
     config: str | None = Field(None, description="The hub dataset's configuration (subset).")
-    streaming: bool = Field(False, description="Fetch a hub dataset's rows as they are read "
-                            "instead of downloading it first; needs max_records.")  # fmt: skip
+    streaming: bool = Field(False, description="Stream data.train (a hub dataset or local "
+                            "files): records are read, checked, tokenized and packed as training "
+                            "consumes them, in bounded memory (data.shuffle_buffer records), so "
+                            "the data may exceed memory and disk; needs training.max_steps.")  # fmt: skip
     max_records: int | None = Field(None, ge=1, description="Read at most this many records of "
-                                    "each set.")  # fmt: skip
+                                    "each set (optional with streaming: a cap on the stream).")  # fmt: skip
+    shuffle_buffer: int = Field(
+        10_000, ge=1, le=10_000_000, description="Streaming: records held to shuffle the stream "
+        "(each epoch reshuffled, seeded by training.seed); the job's data memory is about this "
+        "many records.",
+    )
+    max_eval_records: int | None = Field(
+        None, ge=1, description="Evaluate on at most this many records (default: all; with "
+        "streaming 1000, read from data.eval, or without it held out from the head of "
+        "data.train when data.eval_fraction > 0).",
+    )
     eval_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     format: Literal["text", "jsonl", "instruction", "chat", "classification", "preference"] = "jsonl"
     text_field: str = "text"
@@ -170,10 +181,6 @@ class DataSpec(Section):
                 bad = f"{value!r} is not a hub dataset id; write hf://ORG/NAME[@REVISION]"
                 problems.append((name, bad))
         hub = [v for v in (self.train, self.eval) if v and v.startswith("hf://")]
-        if self.streaming and not hub:
-            problems.append(("streaming", _HUB_ONLY.format("local files are read in place")))
-        elif self.streaming and self.max_records is None:
-            problems.append(("max_records", _STREAMING_CAP))
         if self.config and not hub:
             problems.append(("config", _HUB_ONLY.format("neither data.train nor data.eval is")))
         if problems:
@@ -735,6 +742,9 @@ class JobSpec(Section):
                     "compute.allow_spot_without_checkpoints)")  # fmt: skip
         if task is Task.dpo:
             self._check_dpo(problem)
+        if self.data and self.data.streaming:
+            for field, message in streaming_problems(self):
+                problem(field, message)
         if self.compute.is_tpu or self.gcp.tpu_topology:
             for field, message in slice_problems(self.compute.accelerator, self.compute.count,
                                                  self.compute.nodes, self.gcp.tpu_topology):

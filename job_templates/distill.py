@@ -12,6 +12,10 @@ KL(teacher || student), ``reverse`` = KL(student || teacher)), ``student_init``
 (``alternate-layers``: DistilGPT2's recipe, every other teacher layer, or ``student_layers`` evenly
 spaced ones; ``config``: the model at ``model.name_or_path``, random when ``model.init: random``).
 
+With ``data.streaming`` the student trains on ``common.streaming.TokenStream`` blocks (read,
+tokenized and packed as consumed; ``training.max_steps`` steps); without eval data the
+inference comparison runs on the stream's first blocks.
+
 Outputs (rank 0): the student in Hugging Face format in the model dir; ``metrics.json`` with
 student vs teacher perplexity, parameter counts, size on disk and the inference tokens/s ratio.
 """
@@ -50,7 +54,13 @@ def run(spec: Any, contract: Any) -> dict:
     seed_everything(training.seed)  # before the student: a random init must repeat exactly
 
     # 1. Data, teacher, student.
-    train_records, eval_records = load_splits(data, contract, seed=training.seed)
+    streaming = bool(data.get("streaming"))  # records read as training consumes them
+    if streaming:
+        from .common.streaming import TokenStream, sample, stream_splits
+
+        source, eval_records = stream_splits(data, contract)
+    else:
+        train_records, eval_records = load_splits(data, contract, seed=training.seed)
     teacher, teacher_tokenizer = load_teacher(spec, contract)
     student, tokenizer, layers = build_student(spec, contract, teacher, teacher_tokenizer)
     vocab = check_same_vocabulary(tokenizer, teacher_tokenizer, student, teacher)
@@ -58,7 +68,10 @@ def run(spec: Any, contract: Any) -> dict:
     check_max_seq_len(data.max_seq_len, max_positions(teacher.config))
 
     # 2. Tokens (packed blocks), the same for both models.
-    train_set = tokenize(train_records, tokenizer, data)
+    if streaming:
+        train_set = TokenStream(source, tokenizer, data, training.seed, contract)
+    else:
+        train_set = tokenize(train_records, tokenizer, data)
     eval_set = tokenize(eval_records, tokenizer, data) if eval_records else None
     log.info("train: %s; eval: %s", train_set.stats, eval_set.stats if eval_set else "none")
 
@@ -88,7 +101,7 @@ def run(spec: Any, contract: Any) -> dict:
         "device": str(trainer.device), "precision": trainer.precision.name,
         "world_size": trainer.world, "resumed_from_step": resumed_from,
         "compiled": trainer.compiled, "fast_path": vars(trainer.fast), "loss_chunk": chunk,
-        **compare(trainer, teacher, eval_set or train_set),
+        **compare(trainer, teacher, eval_set or (sample(train_set) if streaming else train_set)),
     }  # fmt: skip
     metrics["student_perplexity"] = eval_after.get("perplexity")
     metrics["teacher_perplexity"] = teacher_eval.get("perplexity")

@@ -17,6 +17,9 @@ plot. Resumes by itself from the newest checkpoint.
   crossed (or n/a) fails the job after the model is saved.
 - ``model.lora``: peft LoRA adapters; saved merged into the base weights (``merge_on_save``) or
   as the adapter alone.
+- ``data.streaming``: the training records are read, tokenized and packed as the Trainer
+  consumes them (``common/streaming.py``), for ``training.max_steps`` steps; the eval set is
+  bounded by ``data.max_eval_records``.
 - On CUDA the GPU fast path is chosen automatically (``common/device.py``).
 
 Outputs (rank 0): the model in Hugging Face format (safetensors + tokenizer + ``README.md`` model
@@ -56,7 +59,9 @@ def run(spec: Any, contract: Any) -> dict:
     device_kind = detect_kind(spec.compute.accelerator)
 
     # 1. Data: audited first when audit.gate is set, then bias mitigation on the training split.
-    train_records, eval_records = load_splits(data, contract, seed=training.seed)
+    # With data.streaming the training records are read as training consumes them (the spec
+    # refuses the audit, mitigation and classifier heads there: they need every record).
+    source, train_records, eval_records = _read_data(spec, contract)
     audit = _audit_gate(spec, contract, train_records) if spec.get("audit") else None
     mitigation = None
     if (spec.get("fairness") or {}).get("mitigation"):
@@ -74,7 +79,12 @@ def run(spec: Any, contract: Any) -> dict:
         model = apply_lora(model, lora, spec.model.head)
 
     # 3. Tokens: packed blocks for a causal LM, padded examples for a classifier.
-    train_set = tokenize(train_records, tokenizer, data, labels)
+    if source is not None:
+        from .common.streaming import TokenStream
+
+        train_set = TokenStream(source, tokenizer, data, training.seed, contract)
+    else:
+        train_set = tokenize(train_records, tokenizer, data, labels)
     eval_set = tokenize(eval_records, tokenizer, data, labels) if eval_records else None
     log.info("train: %s; eval: %s", train_set.stats, eval_set.stats if eval_set else "none")
 
@@ -118,6 +128,17 @@ def run(spec: Any, contract: Any) -> dict:
                            f"{Path(contract.output_dir) / 'fairness'}): " + "; ".join(reasons),
                            "fairness.fail_on")  # fmt: skip
     return metrics
+
+
+def _read_data(spec: Any, contract: Any) -> tuple[Any, list[dict] | None, list[dict]]:
+    """``(the training stream or None, the training records or None, the eval records)``."""
+    if spec.data.get("streaming"):
+        from .common.streaming import stream_splits
+
+        source, eval_records = stream_splits(spec.data, contract)
+        return source, None, eval_records
+    train_records, eval_records = load_splits(spec.data, contract, seed=spec.training.seed)
+    return None, train_records, eval_records
 
 
 def _audit_gate(spec: Any, contract: Any, records: list[dict]) -> dict:

@@ -9,6 +9,9 @@
 
 Sequences: the source is the input tokens; the target is ``<bos> y <eos>``; the decoder reads
 ``<bos> y`` and learns to predict ``y <eos>``. ``max_seq_len`` bounds each side, specials included.
+
+With ``data.streaming`` the pairs are read as training takes them (``scratch_stream.py``):
+``training.max_steps`` steps, a vocabulary from the eval set and the stream's head.
 """
 
 from __future__ import annotations
@@ -242,13 +245,20 @@ class Trainer:
         return sum(losses) / len(losses), tokens
 
 
-def train(model, train_pairs: list, eval_pairs: list, spec, contract, device, max_len: int) -> dict:
-    """Teacher-forced training; returns the loss curve(s) and throughput."""
+def train(model, train_pairs, eval_pairs: list, spec, contract, device, max_len: int) -> dict:
+    """Teacher-forced training; returns the loss curve(s) and throughput. ``train_pairs``: a
+    list, or (streaming) ``scratch_stream``'s ``batches`` function."""
     t, world = spec.training, contract.world_size
-    if len(train_pairs) < world:
-        raise JobError(f"{len(train_pairs)} training pair(s) cannot feed {world} processes")
-    per_epoch = math.ceil(len(train_pairs) // world / t.batch_size)
-    total = t.max_steps or max(1, math.ceil(t.epochs * per_epoch / t.grad_accum))
+    if callable(train_pairs):  # data.streaming: the spec requires max_steps
+        total = t.max_steps
+        batches = train_pairs(contract.rank, world, t.seed, t.batch_size)
+    else:
+        if len(train_pairs) < world:
+            raise JobError(f"{len(train_pairs)} training pair(s) cannot feed {world} processes")
+        per_epoch = math.ceil(len(train_pairs) // world / t.batch_size)
+        total = t.max_steps or max(1, math.ceil(t.epochs * per_epoch / t.grad_accum))
+        order = micro_batches(len(train_pairs), t.batch_size, t.seed, contract.rank, world)
+        batches = ([train_pairs[i] for i in indices] for indices in order)
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(t, total))
     state = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
@@ -259,12 +269,11 @@ def train(model, train_pairs: list, eval_pairs: list, spec, contract, device, ma
         torch.amp.GradScaler("cuda", enabled=fp16), t.precision,
         spec.scratch.get("label_smoothing", 0.0), device, max_len,
     )  # fmt: skip
-    batches = micro_batches(len(train_pairs), t.batch_size, t.seed, contract.rank, world)
     for _ in range(start * t.grad_accum):
         next(batches)  # replay the data order up to where the checkpoint left off
     curve, eval_curve, tokens, began = [], [], 0, time.time()
     for step in range(start + 1, total + 1):
-        micro = [[train_pairs[i] for i in next(batches)] for _ in range(t.grad_accum)]
+        micro = [next(batches) for _ in range(t.grad_accum)]
         loss, n = trainer.step(micro, t.max_grad_norm)
         tokens += n
         if step % t.log_every == 0 or step == total:
@@ -357,21 +366,30 @@ def run(spec, contract) -> dict:
     torch.manual_seed(training.seed)  # the same initial weights on every rank and every run
     device, joined = setup_device(contract)
     try:
-        train_pairs, eval_pairs, vocab = load_pairs(spec, contract, max_len)
+        stats = None
+        if spec.data and spec.data.get("streaming") and not scratch.toy_task:
+            from .scratch_stream import stream_pairs
+
+            train_pairs, eval_pairs, vocab, stats = stream_pairs(spec, contract)
+        else:
+            train_pairs, eval_pairs, vocab = load_pairs(spec, contract, max_len)
         model = build_model(scratch, len(vocab.tokens), max_len).to(device)
         params = sum(p.numel() for p in model.parameters())  # a tied matrix counts once
         if contract.is_main:
-            log.info("scratch transformer: %d parameters, vocab %d, %d train / %d held-out pairs",
-                     params, len(vocab.tokens), len(train_pairs), len(eval_pairs))  # fmt: skip
+            log.info("scratch transformer: %d parameters, vocab %d, %s train / %d held-out pairs",
+                     params, len(vocab.tokens), "streamed" if stats else len(train_pairs),
+                     len(eval_pairs))  # fmt: skip
         history = train(model, train_pairs, eval_pairs, spec, contract, device, max_len)
         metrics = {
             "task": "pretrain-scratch",
             "toy_task": scratch.toy_task,
             "parameters": params,
             "vocab_size": len(vocab.tokens),
-            "train_pairs": len(train_pairs),
+            "train_pairs": None if stats else len(train_pairs),
             **history,
         }
+        if stats is not None:
+            metrics["dataset"] = stats
         if not contract.is_main:
             return metrics
         batch = training.batch_size * 4  # no gradients held: evaluation affords bigger batches

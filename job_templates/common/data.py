@@ -5,7 +5,8 @@ local ``GENAI_CHANNEL_*``, Azure ``--data``); otherwise the spec's ``data.train`
 paths are read (``gs://`` through the FUSE mount; ``hf://`` hub datasets by the job itself, see
 ``hf_data.py``). Without an eval set, ``data.eval_fraction`` of
 the training records is held out by a split seeded with ``training.seed``, so every rank and every
-restart holds out the same records.
+restart holds out the same records; ``data.max_eval_records`` caps the eval set. With
+``data.streaming`` the recipes read ``streaming.stream_splits`` instead.
 """
 
 from __future__ import annotations
@@ -48,12 +49,14 @@ def load_splits(data: Any, contract: Any, seed: int) -> tuple[list[dict], list[d
     """
     train = read_records(data_location(data, contract, "train"), data)
     eval_location = data_location(data, contract, "eval")
+    cap = data.get("max_eval_records")
     if eval_location is not None:
-        return train, read_records(eval_location, data, role="eval")
+        return train, read_records(eval_location, data, role="eval")[:cap]
     fraction = data.get("eval_fraction", 0.0)
     if not fraction:
         return train, []
-    return split(train, fraction, seed)
+    train, held = split(train, fraction, seed)
+    return train, held[:cap]
 
 
 def split(records: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:

@@ -9,6 +9,10 @@
   per name, as ``datasets`` infers them.
 - a folder written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``.
 
+Records are made one at a time (``iter_table_records``): a hub dataset with ``data.streaming``
+and table files (read with ``streaming=True``, in place) are never held whole by this module;
+``read_table_records`` keeps the first ``data.max_records`` of them.
+
 The split read is ``data.split`` for the training set and ``data.eval_split`` for the eval set
 (default: the source's ``validation`` split, else ``test``); a source with a single split is read
 whatever its name. Each row becomes a record keeping ``_source`` (``file:row N`` or
@@ -18,7 +22,9 @@ whatever its name. Each row becomes a record keeping ``_source`` (``file:row N``
 
 from __future__ import annotations
 
+import itertools
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,30 +75,31 @@ def parse_hub(uri: str) -> tuple[str, str | None]:
 
 
 def read_table_records(location: str | Path, data: Any, role: str = "train") -> list[dict]:
-    """The rows of the ``role`` (``train`` / ``eval``) split at ``location`` as records.
+    """The rows of the ``role`` (``train`` / ``eval``) split at ``location`` as records, at most
+    ``data.max_records`` of them.
 
     Raises:
         JobError: the library missing, a source that cannot be read, a split that is not there
             (naming the ones that are), or a row without the fields ``data.format`` needs.
     """
+    return list(itertools.islice(iter_table_records(location, data, role), data.get("max_records")))
+
+
+def iter_table_records(location: str | Path, data: Any, role: str = "train") -> Iterator[dict]:
+    """``read_table_records`` one record at a time, uncapped (``data.streaming`` reads this)."""
     datasets = _import_datasets()
     wanted = data.get("split", "train") if role == "train" else data.get("eval_split")
-    limit = data.get("max_records")
     if is_hub(location):
         rows, label = _hub_rows(datasets, str(location), data, wanted, role)
-        return _records(rows, data, lambda n: f"{label}:row {n}", limit)
+        yield from _records(rows, data, lambda n: f"{label}:row {n}")
+        return
     path = Path(location)
     if path.is_dir() and _is_saved(path):
         rows, label = _saved_rows(datasets, path, wanted, role)
-        return _records(rows, data, lambda n: f"{label}:row {n}", limit)
-    records: list[dict] = []
+        yield from _records(rows, data, lambda n: f"{label}:row {n}")
+        return
     for file in _table_files(datasets, path, wanted, role):
-        rows = _file_rows(datasets, file)
-        records += _records(rows, data, lambda n, f=file: f"{f}:row {n}",
-                            None if limit is None else limit - len(records))  # fmt: skip
-        if limit is not None and len(records) >= limit:
-            break
-    return records
+        yield from _records(_file_rows(datasets, file), data, lambda n, f=file: f"{f}:row {n}")
 
 
 def _import_datasets():
@@ -113,17 +120,13 @@ def _read_errors(datasets) -> tuple:
     return ValueError, OSError, datasets.exceptions.DatasetsError
 
 
-def _records(rows, data: Any, where, limit: int | None) -> list[dict]:
+def _records(rows, data: Any, where) -> Iterator[dict]:
     from .records import check_record
 
-    records = []
     for number, row in enumerate(rows, start=1):
-        if limit is not None and len(records) >= limit:
-            break
         record = dict(row)
         check_record(record, data, where(number))
-        records.append(record)
-    return records
+        yield record
 
 
 def _hub_rows(datasets, uri: str, data: Any, wanted: str | None, role: str):

@@ -61,21 +61,29 @@ def read_records(location: str | Path, data: Any, role: str = "train") -> list[d
     """
     from .hf_data import is_table_source, read_table_records
 
-    records: list[dict] = []
-    limit = max_record_bytes(data)
     if is_table_source(location):
         records = read_table_records(location, data, role)
     else:
-        for file in data_files(location):
-            if data.format == "text" and file.suffix not in (".jsonl", ".json"):
-                records.extend(_read_text(file, limit))
-            else:
-                records.extend(_read_jsonl(file, data, limit))
+        records = list(itertools.islice(iter_records(location, data, role), data.get("max_records")))
     if not records:
         raise JobError(f"the dataset at {location} is empty (no records)")
-    if data.get("max_records") is not None:
-        records = records[: data.max_records]
     return records
+
+
+def iter_records(location: str | Path, data: Any, role: str = "train") -> Iterator[dict]:
+    """The records at ``location`` one at a time, validated as ``read_records`` does (without
+    its ``data.max_records`` cap and empty-set check): what ``data.streaming`` reads."""
+    from .hf_data import is_table_source, iter_table_records
+
+    if is_table_source(location):
+        yield from iter_table_records(location, data, role)
+        return
+    limit = max_record_bytes(data)
+    for file in data_files(location):
+        if data.format == "text" and file.suffix not in (".jsonl", ".json"):
+            yield from _read_text(file, limit)
+        else:
+            yield from _read_jsonl(file, data, limit)
 
 
 def max_record_bytes(data: Any) -> int:
@@ -109,8 +117,8 @@ def _read_lines(file: Path, limit: int) -> Iterator[tuple[int, str]]:
             yield number, text
 
 
-def _read_text(file: Path, limit: int) -> list[dict]:
-    records, block, start, size = [], [], 1, 0
+def _read_text(file: Path, limit: int) -> Iterator[dict]:
+    block, start, size = [], 1, 0
     for number, line in [*_read_lines(file, limit), (0, "")]:
         if line.strip():
             if not block:
@@ -121,13 +129,11 @@ def _read_text(file: Path, limit: int) -> list[dict]:
                                f"{file}:{start}")  # fmt: skip
             block.append(line)
         elif block:
-            records.append({"text": "\n".join(block), "_source": f"{file}:{start}"})
+            yield {"text": "\n".join(block), "_source": f"{file}:{start}"}
             block = []
-    return records
 
 
-def _read_jsonl(file: Path, data: Any, limit: int) -> list[dict]:
-    records = []
+def _read_jsonl(file: Path, data: Any, limit: int) -> Iterator[dict]:
     for number, line in _read_lines(file, limit):
         if not line.strip():
             continue  # blank lines between records are harmless
@@ -141,8 +147,7 @@ def _read_jsonl(file: Path, data: Any, limit: int) -> list[dict]:
         if not isinstance(row, dict):
             raise JobError(f"expected a JSON object, got {type(row).__name__}", where)
         check_record(row, data, where)
-        records.append(row)
-    return records
+        yield row
 
 
 def check_record(row: dict, data: Any, where: str) -> None:

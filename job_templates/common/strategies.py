@@ -190,7 +190,7 @@ def create(training: Any, world: int, device_kind: str, precision: Any, model: A
     # torchrun sets LOCAL_WORLD_SIZE; a node's processes are what hybrid sharding shards over.
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     rows = getattr(train, "input_ids", None) or []  # preference pairs (dpo) carry their own
-    seq_len = max((len(x) for x in rows[:256]), default=512)
+    seq_len = max((len(x) for x in rows[:256]), default=getattr(train, "seq_len", None) or 512)
     if world == 1:
         if wanted == "fsdp":
             log.info("training.strategy fsdp with one process: nothing to shard over; single")

@@ -114,8 +114,7 @@ def tokenize(records: list[dict], tokenizer: Any, data: Any,
     if data.format == "classification":
         return _classification(records, tokenizer, data, label_ids or label_map(records, data),
                                weights)  # fmt: skip
-    render = {"text": _plain, "jsonl": _plain, "instruction": _instruction, "chat": _chat}
-    pairs = [render[data.format](r, tokenizer, data) for r in records]
+    pairs = [render(r, tokenizer, data) for r in records]
     if data.packing:
         return pack(pairs, data.max_seq_len, tokenizer.pad_token_id, weights)
     ids, labels, kept, skipped = [], [], [], 0
@@ -136,6 +135,13 @@ def tokenize(records: list[dict], tokenizer: Any, data: Any,
     return Examples(ids, labels, tokenizer.pad_token_id, packed=False,
                     stats={"examples": len(ids), "tokens": real, "skipped": skipped},
                     weights=token_weights)  # fmt: skip
+
+
+def render(record: dict, tokenizer: Any, data: Any) -> tuple[list[int], list[int]]:
+    """One causal-LM record's ``(input_ids, labels)`` per ``data.format`` (EOS added; labels
+    -100 where there is no loss), untruncated and unpacked."""
+    renderers = {"text": _plain, "jsonl": _plain, "instruction": _instruction, "chat": _chat}
+    return renderers[data.format](record, tokenizer, data)
 
 
 def example_weights(records: list[dict]) -> list[float] | None:

@@ -12,8 +12,10 @@ clipping, an optional ``loss_fn(forward, batch)`` in place of the model's own lo
 gradient checkpointing and ``torch.compile``, ``epochs`` or ``max_steps``, a log line every
 ``log_every`` steps (loss, lr, tokens/s), evaluation every ``eval_every`` steps, DDP or FSDP2 when the contract's world size is > 1
 (``strategies.py``; gloo on CPU, nccl on CUDA; only rank 0 writes), checkpoints every
-``checkpoint_every`` steps (sharded under FSDP). On torch_xla (TPU) ``xla.XlaRun`` takes the
-step, the device loader, evaluation and checkpoint copies.
+``checkpoint_every`` steps (sharded under FSDP). With ``data.streaming`` the training examples
+are a ``streaming.TokenStream`` (a torch ``IterableDataset``) read through a ``DataLoader``:
+``max_steps`` steps, each rank on its own shard, each rank's position in the checkpoint. On
+torch_xla (TPU) ``xla.XlaRun`` takes the step, the device loader, evaluation and checkpoint copies.
 
 Exact resume. The data order of epoch ``e`` is a permutation drawn from a generator seeded with
 ``seed + e`` (never from the global RNG), the position inside the epoch is saved as a batch offset,
@@ -39,7 +41,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..config import Preempted  # what job_templates.entrypoint catches (exit 143)
+from ..config import JobError, Preempted  # Preempted: what the entrypoint catches (exit 143)
 from . import checkpoint, distributed, strategies, tracking
 from . import device as devices
 from .evaluation import evaluate
@@ -130,7 +132,12 @@ class Trainer:
             retie_weights(self.model)  # before the optimizer collects the parameters
         self.forward = self.compile(self.forward)
 
-        self.batches_per_epoch = math.ceil(len(train) // self.world / training.batch_size) or 1
+        # data.streaming: a common.streaming.TokenStream, without length (needs max_steps).
+        self.streaming = bool(getattr(train, "streaming", False))
+        if self.streaming and choice.kind == "xla":
+            raise JobError("data.streaming is not supported on TPU yet", "data.streaming")
+        self.batches_per_epoch = None if self.streaming else (
+            math.ceil(len(train) // self.world / training.batch_size) or 1)  # fmt: skip
         self.total_steps = self._total_steps()
         self.fast = devices.fast_path(choice.kind)  # what metrics.json reports as fast_path
         self.optimizer = _adamw(self.model, training, fused=self.fast.fused_adamw)
@@ -164,13 +171,18 @@ class Trainer:
 
     @property
     def epochs_done(self) -> float:
-        """Passes over the training data so far (fractional)."""
+        """Passes over the training data so far (fractional; streaming: the passes begun)."""
+        if self.streaming:
+            return float(self.state.epoch + (1 if self.state.offset else 0))
         return self.state.epoch + self.state.offset / self.batches_per_epoch
 
     def _total_steps(self) -> int:
         t = self.training
         if t.max_steps:
             return t.max_steps
+        if self.streaming:
+            raise JobError("required with data.streaming: a stream has no length to count "
+                           "epochs over; set the number of optimizer steps", "training.max_steps")  # fmt: skip
         # An epoch's last accumulation group may be short: it still makes one optimizer step.
         steps_per_epoch = math.ceil(self.batches_per_epoch / t.grad_accum)
         return max(1, math.ceil(t.epochs * steps_per_epoch))
@@ -213,6 +225,8 @@ class Trainer:
         rngs = state["rng"]
         mine = rngs[self.rank] if self.rank < len(rngs) else rngs[0]
         checkpoint.set_rng_state(mine)
+        if self.streaming and "stream" in mine:  # each rank's own place in its shard
+            self.state.epoch, self.state.offset = mine["stream"]
         if self.xla is not None and "xla" in mine:
             self.xla.set_rng_seed(mine["xla"])  # dropout masks on the device
         log.info("resumed from %s (step %d/%d, epoch %d, batch %d)", path.name, self.state.step,
@@ -223,6 +237,8 @@ class Trainer:
         """Write a checkpoint of the current step (rank 0 writes; every rank's RNG is in it)."""
         self._flush_losses()
         mine = checkpoint.rng_state()
+        if self.streaming:
+            mine["stream"] = [self.state.epoch, self.state.offset]
         if self.xla is not None:
             mine["xla"] = self.xla.rng_seed()
         rngs = [mine]
@@ -293,18 +309,10 @@ class Trainer:
         previous = _install_sigterm(self)
         bar = self._progress_bar()
         try:
-            while self.state.step < self.total_steps:
-                batches = self.epoch_batches(self.state.epoch)
-                for index in range(self.state.offset, len(batches), self.training.grad_accum):
-                    group = batches[index : index + self.training.grad_accum]
-                    self._step(group)
-                    self.state.offset = index + len(group)
-                    bar.update(1)
-                    self._after_step()
-                    if self.state.step >= self.total_steps:
-                        break
-                else:
-                    self.state.epoch, self.state.offset = self.state.epoch + 1, 0
+            if self.streaming:
+                self._fit_stream(bar)
+            else:
+                self._fit_epochs(bar)
             self._flush_losses()
             every = self.training.checkpoint_every
             if every and self.state.step % every and self.state.step:
@@ -315,8 +323,33 @@ class Trainer:
                 signal.signal(signal.SIGTERM, previous)
         return self.state
 
-    def _step(self, group: list[list[int]]) -> None:
-        """One optimizer step over ``group`` micro-batches (the last of an epoch may be short).
+    def _fit_epochs(self, bar: Any) -> None:
+        while self.state.step < self.total_steps:
+            batches = self.epoch_batches(self.state.epoch)
+            for index in range(self.state.offset, len(batches), self.training.grad_accum):
+                group = batches[index : index + self.training.grad_accum]
+                self._step(group)
+                self.state.offset = index + len(group)
+                bar.update(1)
+                self._after_step()
+                if self.state.step >= self.total_steps:
+                    break
+            else:
+                self.state.epoch, self.state.offset = self.state.epoch + 1, 0
+
+    def _fit_stream(self, bar: Any) -> None:
+        """Steps on batches of the stream (``streaming.TokenStream``), from where it was left."""
+        self.train_set.start = (self.state.epoch, self.state.offset)
+        batches = iter(self.train_set.loader(self.training.batch_size))
+        while self.state.step < self.total_steps:
+            self._step([next(batches) for _ in range(self.training.grad_accum)])
+            self.state.epoch, self.state.offset = self.train_set.position
+            bar.update(1)
+            self._after_step()
+
+    def _step(self, group: list) -> None:
+        """One optimizer step over ``group`` micro-batches (the last of an epoch may be short):
+        index lists into the examples, or (streaming) the batches themselves.
 
         Nothing here waits for the GPU: tokens are counted on the host copy of the batch, the
         loss stays a device tensor until ``_flush_losses`` (at log, checkpoint and the end), and
@@ -330,7 +363,7 @@ class Trainer:
         started = time.perf_counter()
         step_loss, tokens, slots = None, 0, 0
         for n, indices in enumerate(group):
-            host = self.train_set.batch(indices)
+            host = indices if self.streaming else self.train_set.batch(indices)
             mask = host["attention_mask"]
             tokens += int(mask.sum())
             slots += mask.numel()

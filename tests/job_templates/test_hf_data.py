@@ -103,6 +103,22 @@ def test_hub_split_slices_and_streaming(offline_hub):
     assert [r["text"] for r in streamed] == [f"review {i}" for i in range(7)]
 
 
+def test_a_streamed_hub_dataset_is_read_lazily_in_disjoint_shards(offline_hub, monkeypatch):
+    from job_templates.common.streaming import stream_splits
+
+    loads = []
+    load = datasets.load_dataset
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: loads.append(k) or load(*a, **k))
+    data = _data("hf://genai-test/tiny-reviews", streaming=True, max_eval_records=2)
+    source, held = stream_splits(data, None)  # no data.eval: the head of train is held out
+    assert [r["text"] for r in held] == ["review 0", "review 1"]
+    shards = [[r["_source"] for r in source.records(rank, 2)] for rank in (0, 1)]
+    label = "hf://genai-test/tiny-reviews@main[train]:row"
+    assert shards == [[f"{label} {n}" for n in (3, 5, 7, 9, 11)],
+                      [f"{label} {n}" for n in (4, 6, 8, 10, 12)]]  # fmt: skip
+    assert loads and all(k["streaming"] for k in loads)
+
+
 def test_hub_errors_name_the_field(offline_hub):
     with pytest.raises(JobError, match=r"data\.split: .*Unknown split \"nope\".*train"):
         read_records("hf://genai-test/tiny-reviews", _data("x", split="nope"))

@@ -116,22 +116,26 @@ class XlaRun:
         examples = trainer.train_set
         self.widths = None if examples.packed else bucket_widths(
             max(len(ids) for ids in examples.input_ids))  # fmt: skip
+        # xla-spmd (xla_spmd.py): one program over every chip; XLA writes its collectives.
+        self.spmd = trainer.strategy if trainer.strategy.name == "xla-spmd" else None
+        self.send = self.spmd.send if self.spmd else xm.send_cpu_data_to_device
         # PJRT replicas (one per chip) all-reduce inside the graph; torchrun-style processes with
         # one XLA device each (XLA's CPU device) cannot, and average on the host over gloo.
-        self.in_graph_reduce = xr.world_size() > 1
+        self.in_graph_reduce = xr.world_size() > 1 and not self.spmd
+        self.host_reduce = trainer.world > 1 and not self.spmd and not self.in_graph_reduce
         self._epochs: dict[int, dict] = {}
         # Targets per example (tokens with a label; one per classifier example), to weight each
-        # rank's loss by its share of the global batch's targets.
-        self.targets = _target_counts(examples) if trainer.world > 1 else None
+        # rank's loss by its share of the global batch's targets (SPMD: the loss is global).
+        self.targets = _target_counts(examples) if trainer.world > 1 and not self.spmd else None
         self._prefetched: tuple | None = None
         self._stop_file = os.environ.get(_STOP_FILE)
         # torch.manual_seed does not reach the device's generator (dropout): seed it from the spec.
         xm.set_rng_state(int(trainer.training.seed), trainer.device)
         _no_pad_check(trainer.model)
         log.info("XLA: %d replica(s) in the runtime, %d process(es); gradients averaged %s",
-                 xr.world_size(), trainer.world,
-                 "in the graph" if self.in_graph_reduce else "over gloo" if trainer.world > 1
-                 else "nowhere (one process)")  # fmt: skip
+                 1 if self.spmd else xr.world_size(), trainer.world,
+                 "by the SPMD partitioner" if self.spmd else "in the graph" if self.in_graph_reduce
+                 else "over gloo" if self.host_reduce else "nowhere (one process)")  # fmt: skip
 
     # ---- the step -------------------------------------------------------------------------
 
@@ -151,12 +155,14 @@ class XlaRun:
             step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
         if self.in_graph_reduce:
             xm.reduce_gradients(t.optimizer)  # all-reduce mean over the chips, inside the graph
-        elif t.world > 1:
+        elif self.host_reduce:
             self._host_reduce_gradients()
         if t.training.max_grad_norm:
             # Tensor ops only (no host read): the norm and the clip factor stay in the graph.
             torch.nn.utils.clip_grad_norm_(t.model.parameters(), t.training.max_grad_norm)
         t.optimizer.step()
+        if self.spmd:
+            self.spmd.shard_optimizer_state(t.optimizer)
         t.scheduler.step()
         t.optimizer.zero_grad(set_to_none=True)
         xm.mark_step()  # cut: compile once, launch asynchronously
@@ -191,7 +197,7 @@ class XlaRun:
         """The group (micro-batches ``start``... of ``epoch``) on the device, fixed-shape, with
         each micro-batch's loss scale (None for one process) and its real / slot counts."""
         t = self.trainer
-        examples, rows = t.train_set, t.training.batch_size
+        examples, rows = t.train_set, t.batch_size
         batches, tokens, slots = [], 0, 0
         for m, indices in enumerate(group):
             host = examples.batch(indices)
@@ -204,7 +210,7 @@ class XlaRun:
             slots += host["attention_mask"].numel()
             batch = _unmasked(host)
             scale = self._scale(indices, epoch, start + m)
-            batches.append(self.xm.send_cpu_data_to_device((batch, scale), t.device))
+            batches.append(self.send((batch, scale), t.device))
         return batches, tokens, slots
 
     def _scale(self, indices: list[int], epoch: int, position: int):
@@ -272,7 +278,7 @@ class XlaRun:
         import torch
 
         t, xm = self.trainer, self.xm
-        model, device, size = t.forward, t.device, t.training.batch_size
+        model, device, size = t.forward, t.device, t.batch_size
         indices = list(range(len(examples)))[t.rank :: t.world]
         batches = [indices[i : i + size] for i in range(0, len(indices), size)]
         if t.training.eval_batches is not None:
@@ -292,7 +298,7 @@ class XlaRun:
                 host.pop("weights", None)
                 width = None if widths is None else _bucket(widths, host["input_ids"].shape[1])
                 host = _unmasked(pad_batch(host, size, width, examples.pad_id))
-                batch = xm.send_cpu_data_to_device(host, device)
+                batch = self.send(host, device)
                 with devices_autocast(device, t.precision):
                     out = model(**batch)
                 labels = batch["labels"]
@@ -309,7 +315,7 @@ class XlaRun:
                 xm.mark_step()
         model.train(was_training)
         sums = self.to_host([loss_sum, count, confusion])
-        if t.world > 1:
+        if t.world > 1 and not self.spmd:  # SPMD's sums are over every host's rows already
             import torch.distributed as dist
 
             for s in sums:
@@ -404,7 +410,8 @@ def _replica(index: int, argv: list[str]) -> int:
 
 
 def launch(argv: list[str] | None = None) -> int:
-    """Run the entrypoint in one process per local TPU chip (PJRT), or once elsewhere.
+    """Run the entrypoint in one process per local TPU chip (PJRT), or once elsewhere; once per
+    host, over all its chips, when the job shards its model (``xla_spmd.chosen_for``).
 
     On a multi-host slice every host runs this same command (Vertex starts the container on each
     host of the slice, see ``genai_cloud/providers/vertex.py``); PJRT numbers the chips across
@@ -416,6 +423,10 @@ def launch(argv: list[str] | None = None) -> int:
         from ..entrypoint import main
 
         return main(argv)  # CPU / GPU XLA devices: one process (torchrun starts more)
+    from . import xla_spmd
+
+    if xla_spmd.chosen_for(_spec(argv)):
+        return xla_spmd.run(argv)  # one process drives every chip of this host
     import torch_xla
 
     # An eviction's SIGTERM reaches this process only, and each chip's job runs in a worker
@@ -427,6 +438,13 @@ def launch(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.touch())
     torch_xla.launch(_replica, args=(argv,))
     return 0
+
+
+def _spec(argv: list[str]) -> Any:
+    from ..config import load_config
+    from ..contract import resolve
+
+    return load_config(resolve(argv).spec_path)
 
 
 if __name__ == "__main__":

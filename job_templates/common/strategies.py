@@ -237,8 +237,9 @@ def xla_strategy(training: Any, model: Any, precision: Any, seq_len: int,
     ``training.strategy: fsdp``, or ``auto`` when a replica does not fit one chip; else one
     replica per process (``xla.py`` averages the gradients of the per-chip processes)."""
     from . import xla_spmd
+    from .xla_launch import LAUNCHED
 
-    if os.environ.get("GENAI_XLA_LAUNCHED"):  # the launcher chose one process per chip
+    if os.environ.get(LAUNCHED):  # the launcher chose one process per chip
         return Single()
     wanted = training.get("strategy") or "auto"
     shape = work = None

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from job_templates.common import memory_plan as mp
 
+from . import tpu
 from .errors import SpecError
 from .spec import JobSpec
 
@@ -118,17 +119,7 @@ def _what_fits(spec: JobSpec, report: MemoryReport) -> list[str]:
     ideas = []
     here = f"{report.count * report.nodes} x {report.accelerator}"
     if report.work.device == "xla":
-        # Every chip holds a whole replica (the job does not shard over TPU chips yet), so more
-        # chips do not help: only what makes one replica smaller does.
-        if not spec.model.lora and spec.task == "finetune":
-            ideas.append("LoRA (model.lora) with model.dtype: bfloat16")
-        if not report.work.checkpointing:
-            ideas.append("training.gradient_checkpointing: true")
-        if spec.training.batch_size > 1:
-            ideas.append("a smaller training.batch_size")
-        ideas.append("a chip with more memory (tpu-v5p: 95 GiB); sharding one model over "
-                     "several TPU chips is not supported yet")  # fmt: skip
-        return ideas
+        return _tpu_ideas(spec, report)
     bigger = [g for g in GPU_KINDS if mp.DEVICE_GIB[g] >= mp.DEVICE_GIB[report.accelerator]]
     # More of the same GPU, then bigger GPUs, then more nodes of 8: the first placement that fits.
     placements = [(gpu, count, report.nodes) for gpu in bigger for count in (1, 2, 4, 8)
@@ -165,6 +156,42 @@ def _what_fits(spec: JobSpec, report: MemoryReport) -> list[str]:
         if fits:
             ideas.append("training.batch_size: 1 with training.gradient_checkpointing: true (and "
                          f"training.grad_accum for the global batch) fits {fits}")  # fmt: skip
+    return ideas
+
+
+def _tpu_ideas(spec: JobSpec, report: MemoryReport) -> list[str]:
+    """What would fit on TPUs: sharding over these chips (XLA SPMD) when a replica per chip was
+    asked for, a bigger slice of the same chips (sharded), then what makes a model smaller."""
+    ideas, chips = [], report.count * report.nodes
+    here = f"{chips} x {report.accelerator}"
+    sharded = spec.model_copy(update={"training": spec.training.model_copy(
+        update={"strategy": "fsdp"})})  # fmt: skip
+    if spec.training.strategy == "ddp":
+        option = plan_for(sharded)
+        if option and option.strategy:
+            ideas.append(f"training.strategy: fsdp (or auto): XLA SPMD sharding on {here}")
+            return ideas
+    gen = tpu.generation(report.accelerator)
+    larger = [c for c in tpu.slice_chip_counts(gen) if c > chips] if gen else []
+    how = ("training.strategy: fsdp (or auto) on " if spec.training.strategy == "ddp" else "")
+    for extra, settings in (("", {}), (" and training.gradient_checkpointing: true",
+                                       {"checkpointing": True})):  # fmt: skip
+        if settings and report.work.checkpointing:
+            continue
+        fits = next((c for c in larger if (o := plan_for(sharded, count=c, **settings))
+                     and o.strategy), None)  # fmt: skip
+        if fits:
+            ideas.append(f"{how}a {fits}-chip {report.accelerator} slice (compute.count: "
+                         f"{fits}) with XLA SPMD sharding{extra}")  # fmt: skip
+            break
+    if not spec.model.lora and spec.task == "finetune":
+        ideas.append("LoRA (model.lora) with model.dtype: bfloat16")
+    if not report.work.checkpointing and not any("checkpointing" in i for i in ideas):
+        ideas.append("training.gradient_checkpointing: true")
+    if spec.training.batch_size > 1:
+        ideas.append("a smaller training.batch_size")
+    if report.accelerator != "tpu-v5p":
+        ideas.append("a chip with more memory (tpu-v5p: 95 GiB)")
     return ideas
 
 

@@ -222,7 +222,8 @@ class TrainingSpec(Section):
     gradient_checkpointing: bool = False
     strategy: Literal["auto", "ddp", "fsdp"] = Field(
         "auto", description="How several GPUs share the model: ddp (a full copy each), fsdp "
-        "(sharded, FSDP2), or auto: the cheapest that fits their memory (checked before launch).",
+        "(sharded, FSDP2), or auto: the cheapest that fits their memory (checked before launch). "
+        "On a TPU: ddp is a replica per chip, fsdp shards it over the chips (torch_xla SPMD).",
     )
     fsdp: FsdpSpec = Field(default_factory=FsdpSpec)
     log_every: int = Field(10, ge=1)
@@ -715,6 +716,15 @@ class JobSpec(Section):
             problem("training.strategy", f"fsdp trains tasks 'finetune' and 'distill', not "
                     f"{task.value!r} (which trains with its own loop or changes weights in place); "
                     "use auto or ddp")  # fmt: skip
+        if self.compute.is_tpu and self.training.strategy != "ddp":
+            # XLA SPMD (job_templates/common/xla_spmd.py) shards over every chip, on the device.
+            fsdp = self.training.fsdp
+            if fsdp.sharding == "hybrid":
+                problem("training.fsdp.sharding", "hybrid sharding is FSDP2's, on GPUs; on a TPU "
+                        "the model is sharded over every chip of the slice (use full)")  # fmt: skip
+            if fsdp.cpu_offload:
+                problem("training.fsdp.cpu_offload", "FSDP2's host offload is for GPUs; on a TPU "
+                        "the sharded state stays on the chips (a bigger slice holds more)")  # fmt: skip
         lora = self.model.lora if self.model else None
         if lora is not None and self.model.init == "random" and not lora.merge_on_save:
             problem("model.lora.merge_on_save", "an adapter saved alone needs its base weights, "

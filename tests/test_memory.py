@@ -62,12 +62,39 @@ def test_a_70b_spec_is_pointed_to_more_nodes_and_a_smaller_micro_batch():
             in str(info.value))  # fmt: skip
 
 
-def test_a_tpu_spec_whose_replica_fits_no_chip_is_refused_with_what_would_shrink_it():
+def test_a_tpu_spec_that_fits_no_chip_even_sharded_is_refused_with_the_slice_that_fits():
     with pytest.raises(SpecError) as info:
         memory.check(load_spec(_spec(accelerator="tpu-v5e", count=4)))
-    # The job runs a whole replica on every chip (no SPMD sharding yet): more chips do not help.
-    assert "per chip even with one replica per TPU chip, more than its 14.7 GiB usable" in str(info.value)
-    assert "sharding one model over several TPU chips is not supported yet" in str(info.value)
+    message = str(info.value)
+    # 8.03B x 16 bytes over 4 chips: 7.5 GiB of fp32 weights per chip, plus activations.
+    assert "on 4 x tpu-v5e needs ~" in message and "weights 7.5 GiB, gradients 7.5 GiB" in message
+    assert "per chip even with XLA SPMD sharding, more than its 14.7 GiB usable" in message
+    assert ("a 64-chip tpu-v5e slice (compute.count: 64) with XLA SPMD sharding and "
+            "training.gradient_checkpointing: true" in message)  # fmt: skip
+    assert "not supported" not in message
+
+
+def test_auto_on_tpu_keeps_a_replica_per_chip_when_it_fits_and_shards_when_it_does_not():
+    small = memory.check(load_spec(_spec(model="gpt2", accelerator="tpu-v5e", count=4)))
+    assert small.strategy == "xla" and "one replica per TPU chip needs" in small.summary()
+    big = memory.check(load_spec(_spec(accelerator="tpu-v5e", count=64,
+                                       gradient_checkpointing=True)))  # fmt: skip
+    assert big.strategy == "xla-spmd" and "XLA SPMD sharding needs" in big.summary()
+    plan = big.plans["xla-spmd"]
+    assert plan.weights == pytest.approx(8_030_261_248 * 4 / 64, rel=1e-3)
+    assert plan.optimizer == pytest.approx(2 * plan.weights)
+    assert plan.total <= 0.92 * 16.0 * 2**30 < big.plans["xla"].total
+
+
+def test_fsdp_on_tpu_plans_sharding_only_and_ddp_a_replica_only():
+    sharded = memory.check(load_spec(_spec(model="gpt2", accelerator="tpu-v5e", count=4,
+                                           strategy="fsdp")))  # fmt: skip
+    assert list(sharded.plans) == ["xla-spmd"] and sharded.strategy == "xla-spmd"
+    with pytest.raises(SpecError) as info:  # 1.24B x 16 bytes: no v5e chip holds a replica
+        memory.check(load_spec(_spec(model="meta-llama/Llama-3.2-1B", accelerator="tpu-v5e",
+                                     count=8, strategy="ddp", gradient_checkpointing=True)))
+    assert "even with one replica per TPU chip" in str(info.value)
+    assert "training.strategy: fsdp (or auto): XLA SPMD sharding on 8 x tpu-v5e" in str(info.value)
 
 
 def test_distillation_counts_a_replicated_teacher():

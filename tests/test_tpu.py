@@ -110,3 +110,27 @@ def test_topology_without_a_tpu_is_refused():
 def test_every_problem_at_once():
     message = _problems({"accelerator": "tpu-v5e", "nodes": 2}, {"tpu_topology": "3x3"})
     assert "compute.nodes" in message and "gcp.tpu_topology: '3x3'" in message
+
+
+def test_fsdp_on_a_tpu_renders_the_same_one_replica_slice_and_launcher():
+    """SPMD runs one process per host; the launcher (job_templates.common.xla) starts it there,
+    so the Vertex pool is the slice's, as for a replica per chip: one replica, every host."""
+    compute = {"accelerator": "tpu-v5e", "count": 16}
+    for strategy in ("fsdp", "ddp", "auto"):
+        job = get_provider("vertex").render(make_plan(load_spec(
+            BASE | {"compute": compute, "training": {"strategy": strategy}}), "vertex"))  # fmt: skip
+        (only,) = job["job_spec"]["worker_pool_specs"]
+        assert only["replica_count"] == 1
+        assert only["machine_spec"]["machine_type"] == "ct5lp-hightpu-4t"
+        assert only["machine_spec"]["tpu_topology"] == "4x4"
+        assert only["container_spec"]["command"][2].endswith("python -m job_templates.common.xla")
+
+
+def test_gpu_only_fsdp_options_are_refused_on_a_tpu():
+    with pytest.raises(SpecError) as err:
+        load_spec(BASE | {"compute": {"accelerator": "tpu-v5e", "count": 8},
+                          "training": {"strategy": "fsdp",
+                                       "fsdp": {"sharding": "hybrid", "cpu_offload": True}}})
+    message = str(err.value)
+    assert "training.fsdp.sharding: hybrid sharding is FSDP2's, on GPUs" in message
+    assert "training.fsdp.cpu_offload: FSDP2's host offload is for GPUs" in message

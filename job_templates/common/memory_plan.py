@@ -26,7 +26,10 @@ Per device, for one micro-batch of ``b`` sequences of ``s`` tokens:
   its dtype, plus its logits for the loss.
 
 ``auto`` takes the cheapest strategy that fits: DDP (no extra communication), else FSDP (sharded
-over every rank, or within each node with ``training.fsdp.sharding: hybrid``).
+over every rank, or within each node with ``training.fsdp.sharding: hybrid``). On a TPU: a
+replica per chip (``xla``), else the same states sharded over every chip of the slice
+(``xla-spmd``, torch_xla SPMD; XLA's partitioner all-gathers weights where it needs them, counted
+as FSDP's working set, an estimate not measured on a TPU; the activations are each chip's rows).
 """
 
 from __future__ import annotations
@@ -215,15 +218,15 @@ def per_device(shape: ModelShape, work: Workload, strategy: str, *, world: int =
                per_node: int = 1, cpu_offload: bool = False) -> Breakdown:  # fmt: skip
     """Bytes each device needs under ``strategy`` (``single``, ``ddp``, ``fsdp`` = shard over
     every rank, ``hsdp`` = shard within a node of ``per_node`` devices, ``xla`` = a whole
-    replica on every TPU chip, ``xla-spmd`` = every state sharded over all chips, planned for
-    when the job shards on XLA)."""
+    replica on every TPU chip, ``xla-spmd`` = weights, gradients and AdamW state sharded over
+    all chips by XLA SPMD, each chip computing the activations of its ``batch_size`` rows)."""
     w, params = work.weight_bytes, shape.params
     trainable = params if work.trainable is None else work.trainable
     shards = {"fsdp": world, "hsdp": per_node, "xla-spmd": world}.get(strategy, 1)
     weights, grads, optim = params * w / shards, trainable * w / shards, 2 * trainable * w / shards
     working, notes = 0.0, []
     compute = {"fp32": 4}.get(work.precision, 2)
-    if shards > 1 and strategy != "xla-spmd":
+    if shards > 1:
         # Two blocks gathered (current + prefetched) with their unsharded gradients, and the
         # root (embeddings, head) gathered for the whole step.
         working = 2 * shape.block_params * (compute + 4) + shape.root_params * (compute + 4)
@@ -249,8 +252,9 @@ def candidates(world: int, per_node: int, device: str, wanted: str = "auto",
     ``wanted`` (``training.strategy``); FSDP as ``training.fsdp.sharding`` says (``hsdp`` for
     hybrid sharding over several nodes)."""
     if device == "xla":
-        # One replica per chip (common/xla.py): the job does not shard a model over chips yet.
-        return ["xla"]
+        # A replica per chip (common/xla.py), else the model sharded over every chip by XLA
+        # SPMD (common/xla_spmd.py): ddp asks for the first, fsdp for the second.
+        return {"ddp": ["xla"], "fsdp": ["xla-spmd"]}.get(wanted, ["xla", "xla-spmd"])
     if world == 1:
         return ["single"]
     nodes = world // max(1, per_node)

@@ -54,6 +54,9 @@ class Single:
     def consolidate(self, model: Any) -> Any:
         return model
 
+    def after_load(self, optimizer: Any) -> None:
+        """Called after a checkpoint was loaded into the model and ``optimizer``."""
+
     def state_dict(self, optimizer: Any) -> dict:
         """The model and optimizer state as ``torch.distributed.checkpoint`` reads and writes it
         (DTensor shards under FSDP; plain tensors here, which lets a single or DDP run resume
@@ -182,20 +185,21 @@ class FSDP(Single):
 
 
 def create(training: Any, world: int, device_kind: str, precision: Any, model: Any,
-           train: Any = None, local_rank: int = 0) -> Single:  # fmt: skip
+           train: Any = None, local_rank: int = 0, accelerator: str = "") -> Single:  # fmt: skip
     """The strategy for this run (``training.strategy``; ``auto`` asks the memory plan).
 
-    ``train``: the training examples (their length is the plan's sequence length)."""
+    ``train``: the training examples (their length is the plan's sequence length);
+    ``accelerator``: the spec's (a TPU's chip memory decides ``auto`` on XLA)."""
     wanted = training.get("strategy") or "auto"
     # torchrun sets LOCAL_WORLD_SIZE; a node's processes are what hybrid sharding shards over.
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     rows = getattr(train, "input_ids", None) or []  # preference pairs (dpo) carry their own
     seq_len = max((len(x) for x in rows[:256]), default=getattr(train, "seq_len", None) or 512)
+    if device_kind == "xla":
+        return xla_strategy(training, model, precision, seq_len, accelerator)
     if world == 1:
         if wanted == "fsdp":
             log.info("training.strategy fsdp with one process: nothing to shard over; single")
-        return Single()
-    if device_kind == "xla":  # one process per chip; xla.XlaRun all-reduces the gradients
         return Single()
     if wanted == "auto":
         wanted = auto_strategy(training, world, local_world, device_kind, precision, model,
@@ -225,6 +229,34 @@ def auto_strategy(training: Any, world: int, local_world: int, device_kind: str,
     log.info("training.strategy auto: %s (DDP needs %s of this GPU's %s)", choice,
              memory_plan.gib(ddp.total), memory_plan.gib(capacity))  # fmt: skip
     return choice
+
+
+def xla_strategy(training: Any, model: Any, precision: Any, seq_len: int,
+                 accelerator: str) -> Single:  # fmt: skip
+    """On XLA: ``xla-spmd`` (``xla_spmd.py``: one process shards the model over every chip) for
+    ``training.strategy: fsdp``, or ``auto`` when a replica does not fit one chip; else one
+    replica per process (``xla.py`` averages the gradients of the per-chip processes)."""
+    from . import xla_spmd
+    from .xla_launch import LAUNCHED
+
+    if os.environ.get(LAUNCHED):  # the launcher chose one process per chip
+        return Single()
+    wanted = training.get("strategy") or "auto"
+    shape = work = None
+    if wanted == "auto" and hasattr(getattr(model, "config", None), "to_dict"):
+        shape = memory_plan.shape_from_config(model.config.to_dict())
+        work = xla_workload(training, precision.name, seq_len,
+                            sum(p.numel() for p in model.parameters() if p.requires_grad))  # fmt: skip
+    if not xla_spmd.use_spmd(wanted, accelerator, shape, work):
+        return Single()
+    return xla_spmd.XlaSpmd()
+
+
+def xla_workload(training: Any, precision: str, seq_len: int, trainable: int | None):
+    return memory_plan.Workload(batch_size=training.batch_size, seq_len=seq_len,
+                                trainable=trainable, precision=precision,
+                                checkpointing=bool(training.gradient_checkpointing),
+                                device="xla")  # fmt: skip
 
 
 def transformer_blocks(model: Any) -> list:

@@ -105,10 +105,14 @@ class Trainer:
         self.training, self.contract = training, contract
         self.train_set, self.eval_set = train, eval_set
         self.rank, self.world = contract.rank, contract.world_size
-        self.device, choice = devices.setup(accelerator, contract.local_rank)
+        kind = devices.detect_kind(accelerator)
         self.precision = devices.select_precision(
-            training.precision, choice.kind, devices.bf16_supported(choice.kind)
+            training.precision, kind, devices.bf16_supported(kind)
         )
+        # On XLA the strategy comes first: SPMD must be on before the device is first asked for.
+        early = strategies.create(training, self.world, kind, self.precision, model, train,
+                                  contract.local_rank, accelerator) if kind == "xla" else None  # fmt: skip
+        self.device, choice = devices.setup(accelerator, contract.local_rank)
         compile_model = devices.select_compile(training.compile, choice.kind)
         self.compiled = compile_model
         log.info("device %s (%s), precision %s, compile %s", self.device, choice.reason,
@@ -124,9 +128,14 @@ class Trainer:
                 model.enable_input_require_grads()
         # single / ddp / fsdp (common/strategies.py): ``model`` is what checkpoints and saves
         # see (sharded under FSDP until ``fit_and_evaluate`` consolidates it), ``forward`` what
-        # a step calls. On XLA the strategy is single: XLA averages gradients itself (xla.py).
-        self.strategy = strategies.create(training, self.world, choice.kind, self.precision,
-                                          model, train, contract.local_rank)  # fmt: skip
+        # a step calls. On XLA: single (xla.py averages the per-chip processes' gradients) or
+        # xla-spmd (xla_spmd.py: one process, the model sharded over the chips).
+        self.strategy = early or strategies.create(training, self.world, choice.kind,
+                                                   self.precision, model, train,
+                                                   contract.local_rank, accelerator)  # fmt: skip
+        # Rows of a micro-batch in this process: under xla-spmd one process feeds every chip of
+        # its host, ``batch_size`` rows each (the batch DDP over those chips would have).
+        self.batch_size = training.batch_size * getattr(self.strategy, "data_parallel", 1)
         self.model, self.forward = self.strategy.wrap(model, self.device)
         if choice.kind == "xla":
             retie_weights(self.model)  # before the optimizer collects the parameters
@@ -137,7 +146,7 @@ class Trainer:
         if self.streaming and choice.kind == "xla":
             raise JobError("data.streaming is not supported on TPU yet", "data.streaming")
         self.batches_per_epoch = None if self.streaming else (
-            math.ceil(len(train) // self.world / training.batch_size) or 1)  # fmt: skip
+            math.ceil(len(train) // self.world / self.batch_size) or 1)  # fmt: skip
         self.total_steps = self._total_steps()
         self.fast = devices.fast_path(choice.kind)  # what metrics.json reports as fast_path
         self.optimizer = _adamw(self.model, training, fused=self.fast.fused_adamw)
@@ -196,7 +205,7 @@ class Trainer:
         order = torch.randperm(len(self.train_set), generator=generator).tolist()
         order = order[: len(order) - len(order) % self.world] if self.world > 1 else order
         mine = order[self.rank if rank is None else rank :: self.world]
-        size = self.training.batch_size
+        size = self.batch_size
         return [mine[i : i + size] for i in range(0, len(mine), size)]
 
     # ---- checkpoints ------------------------------------------------------------------------
@@ -218,6 +227,7 @@ class Trainer:
         else:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
+        self.strategy.after_load(self.optimizer)
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.state = LoopState(**state["loop"])
@@ -277,7 +287,7 @@ class Trainer:
             result = self.xla.evaluate(examples)
         else:
             result = evaluate(self.forward, examples, self.device,
-                              batch_size=self.training.batch_size, precision=self.precision,
+                              batch_size=self.batch_size, precision=self.precision,
                               max_batches=self.training.eval_batches, rank=self.rank,
                               world_size=self.world, lockstep=self.strategy.sharded)  # fmt: skip
         tracking.current().log_metrics({f"eval/{k}": v for k, v in result.items()}, self.state.step)

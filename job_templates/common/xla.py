@@ -49,16 +49,17 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from .device import autocast as devices_autocast
 from .evaluation import classification_scores
 from .text import IGNORE
+
+# ``python -m job_templates.common.xla`` (what a TPU job runs): the launcher is xla_launch.py.
+from .xla_launch import STOP_FILE as _STOP_FILE
+from .xla_launch import init_process_group, launch  # noqa: F401  (distributed.init; __main__)
 
 log = logging.getLogger("genai")
 
@@ -116,22 +117,26 @@ class XlaRun:
         examples = trainer.train_set
         self.widths = None if examples.packed else bucket_widths(
             max(len(ids) for ids in examples.input_ids))  # fmt: skip
+        # xla-spmd (xla_spmd.py): one program over every chip; XLA writes its collectives.
+        self.spmd = trainer.strategy if trainer.strategy.name == "xla-spmd" else None
+        self.send = self.spmd.send if self.spmd else xm.send_cpu_data_to_device
         # PJRT replicas (one per chip) all-reduce inside the graph; torchrun-style processes with
         # one XLA device each (XLA's CPU device) cannot, and average on the host over gloo.
-        self.in_graph_reduce = xr.world_size() > 1
+        self.in_graph_reduce = xr.world_size() > 1 and not self.spmd
+        self.host_reduce = trainer.world > 1 and not self.spmd and not self.in_graph_reduce
         self._epochs: dict[int, dict] = {}
         # Targets per example (tokens with a label; one per classifier example), to weight each
-        # rank's loss by its share of the global batch's targets.
-        self.targets = _target_counts(examples) if trainer.world > 1 else None
+        # rank's loss by its share of the global batch's targets (SPMD: the loss is global).
+        self.targets = _target_counts(examples) if trainer.world > 1 and not self.spmd else None
         self._prefetched: tuple | None = None
         self._stop_file = os.environ.get(_STOP_FILE)
         # torch.manual_seed does not reach the device's generator (dropout): seed it from the spec.
         xm.set_rng_state(int(trainer.training.seed), trainer.device)
         _no_pad_check(trainer.model)
         log.info("XLA: %d replica(s) in the runtime, %d process(es); gradients averaged %s",
-                 xr.world_size(), trainer.world,
-                 "in the graph" if self.in_graph_reduce else "over gloo" if trainer.world > 1
-                 else "nowhere (one process)")  # fmt: skip
+                 1 if self.spmd else xr.world_size(), trainer.world,
+                 "by the SPMD partitioner" if self.spmd else "in the graph" if self.in_graph_reduce
+                 else "over gloo" if self.host_reduce else "nowhere (one process)")  # fmt: skip
 
     # ---- the step -------------------------------------------------------------------------
 
@@ -151,12 +156,14 @@ class XlaRun:
             step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
         if self.in_graph_reduce:
             xm.reduce_gradients(t.optimizer)  # all-reduce mean over the chips, inside the graph
-        elif t.world > 1:
+        elif self.host_reduce:
             self._host_reduce_gradients()
         if t.training.max_grad_norm:
             # Tensor ops only (no host read): the norm and the clip factor stay in the graph.
             torch.nn.utils.clip_grad_norm_(t.model.parameters(), t.training.max_grad_norm)
         t.optimizer.step()
+        if self.spmd:
+            self.spmd.shard_optimizer_state(t.optimizer)
         t.scheduler.step()
         t.optimizer.zero_grad(set_to_none=True)
         xm.mark_step()  # cut: compile once, launch asynchronously
@@ -191,7 +198,7 @@ class XlaRun:
         """The group (micro-batches ``start``... of ``epoch``) on the device, fixed-shape, with
         each micro-batch's loss scale (None for one process) and its real / slot counts."""
         t = self.trainer
-        examples, rows = t.train_set, t.training.batch_size
+        examples, rows = t.train_set, t.batch_size
         batches, tokens, slots = [], 0, 0
         for m, indices in enumerate(group):
             host = examples.batch(indices)
@@ -204,7 +211,7 @@ class XlaRun:
             slots += host["attention_mask"].numel()
             batch = _unmasked(host)
             scale = self._scale(indices, epoch, start + m)
-            batches.append(self.xm.send_cpu_data_to_device((batch, scale), t.device))
+            batches.append(self.send((batch, scale), t.device))
         return batches, tokens, slots
 
     def _scale(self, indices: list[int], epoch: int, position: int):
@@ -272,7 +279,7 @@ class XlaRun:
         import torch
 
         t, xm = self.trainer, self.xm
-        model, device, size = t.forward, t.device, t.training.batch_size
+        model, device, size = t.forward, t.device, t.batch_size
         indices = list(range(len(examples)))[t.rank :: t.world]
         batches = [indices[i : i + size] for i in range(0, len(indices), size)]
         if t.training.eval_batches is not None:
@@ -292,7 +299,7 @@ class XlaRun:
                 host.pop("weights", None)
                 width = None if widths is None else _bucket(widths, host["input_ids"].shape[1])
                 host = _unmasked(pad_batch(host, size, width, examples.pad_id))
-                batch = xm.send_cpu_data_to_device(host, device)
+                batch = self.send(host, device)
                 with devices_autocast(device, t.precision):
                     out = model(**batch)
                 labels = batch["labels"]
@@ -309,7 +316,7 @@ class XlaRun:
                 xm.mark_step()
         model.train(was_training)
         sums = self.to_host([loss_sum, count, confusion])
-        if t.world > 1:
+        if t.world > 1 and not self.spmd:  # SPMD's sums are over every host's rows already
             import torch.distributed as dist
 
             for s in sums:
@@ -359,74 +366,6 @@ def _bucket(widths: list[int], width: int) -> int:
 
 def _key(group: list[list[int]]) -> tuple:
     return tuple(tuple(indices) for indices in group)
-
-
-# ---- processes ------------------------------------------------------------------------------
-
-
-def init_process_group() -> None:
-    """The host-side (gloo) group of an XLA job: ``xla://`` rendezvous when PJRT started the
-    processes (the master host comes from the TPU metadata), else torchrun's ``env://``."""
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        return
-    if os.environ.get(_LAUNCHED):
-        import torch_xla.distributed.xla_backend  # noqa: F401  (registers the xla:// rendezvous)
-
-        dist.init_process_group("gloo", init_method="xla://")
-    else:
-        dist.init_process_group("gloo")
-
-
-_LAUNCHED = "GENAI_XLA_LAUNCHED"  # set in the processes ``launch`` starts
-_STOP_FILE = "GENAI_XLA_STOP_FILE"  # appears when the launcher got SIGTERM
-
-
-def _replica(index: int, argv: list[str]) -> int:
-    """One chip's process: the contract's rank / world from the XLA runtime, then the job."""
-    import torch_xla.runtime as xr
-
-    os.environ.update({
-        "RANK": str(xr.global_ordinal()), "LOCAL_RANK": str(xr.local_ordinal()),
-        "WORLD_SIZE": str(xr.world_size()), _LAUNCHED: "1",
-    })  # fmt: skip
-    from ..entrypoint import main
-
-    # Something in a spawned replica configures the root logger before the entrypoint does
-    # (its basicConfig is then a no-op and the INFO lines vanish): configure it here, as main.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-                        stream=sys.stdout, force=True)  # fmt: skip
-    code = main(argv)
-    if code:
-        raise SystemExit(code)  # torch_xla.launch re-raises it in the parent: the job's status
-    return code
-
-
-def launch(argv: list[str] | None = None) -> int:
-    """Run the entrypoint in one process per local TPU chip (PJRT), or once elsewhere.
-
-    On a multi-host slice every host runs this same command (Vertex starts the container on each
-    host of the slice, see ``genai_cloud/providers/vertex.py``); PJRT numbers the chips across
-    hosts from the TPU metadata, so ranks are global and the world is the whole slice.
-    """
-    argv = sys.argv[1:] if argv is None else argv
-    forced = os.environ.get("GENAI_XLA_LAUNCH") == "1"  # tests: the TPU path on XLA's CPU device
-    if os.environ.get("PJRT_DEVICE", "").upper() != "TPU" and not forced:
-        from ..entrypoint import main
-
-        return main(argv)  # CPU / GPU XLA devices: one process (torchrun starts more)
-    import torch_xla
-
-    # An eviction's SIGTERM reaches this process only, and each chip's job runs in a worker
-    # thread of its process, where no signal handler can be installed: the handler leaves a file
-    # that every replica looks for after each step, then all stop at the same step, flush a
-    # checkpoint and exit 143 (which torch_xla.launch raises here).
-    stop = Path(tempfile.mkdtemp(prefix="genai-xla-")) / "stop"
-    os.environ[_STOP_FILE] = str(stop)
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop.touch())
-    torch_xla.launch(_replica, args=(argv,))
-    return 0
 
 
 if __name__ == "__main__":

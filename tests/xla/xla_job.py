@@ -2,6 +2,8 @@
 
     python tests/xla/xla_job.py curve  --device xla|cpu --steps 8 [--precision fp32] [--batch-size 8]
     python tests/xla/xla_job.py padded --steps 8           (unpacked data: bucketed widths)
+    CPU_NUM_DEVICES=4 python tests/xla/xla_job.py curve --strategy fsdp --batch-size 2
+                                      (xla-spmd over 4 virtual CPU devices; reports shardings)
 
 Started torchrun-style (``RANK`` / ``WORLD_SIZE`` / ``MASTER_ADDR`` / ``MASTER_PORT`` set), each
 process trains on its shard with ``--batch-size`` rows (the global batch is world x that).
@@ -63,7 +65,8 @@ def curve(args) -> dict:
     training = section("TrainingSpec", TRAINING | {"max_steps": args.steps,
                                                    "precision": args.precision,
                                                    "batch_size": args.batch_size,
-                                                   "grad_accum": args.grad_accum})
+                                                   "grad_accum": args.grad_accum,
+                                                   "strategy": args.strategy})
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     accelerator = "tpu-v5e" if args.device == "xla" else "cpu"
     compiles, executions = [], []
@@ -76,17 +79,48 @@ def curve(args) -> dict:
 
         def count_then_continue():  # compilations / executions so far, after each step's cut
             compiles.append(_compiles())
-            executions.append(_compiles("ExecuteTime"))
+            executions.append(_executions())
             after_step()
 
         trainer._after_step = count_then_continue
         trainer.fit()  # ends by reading the losses: every step's graph has run
-        executions_after_fit = _compiles("ExecuteTime")
+        executions_after_fit = _executions()
         after = trainer.evaluate()
+        compiles_after_eval = _compiles()
+        extra = _sharded(trainer, Path(tmp)) if trainer.strategy.name == "xla-spmd" else {}
     return {"rank": rank, "world": world, "device": str(trainer.device), "precision": trainer.precision.name,
             "losses": trainer.state.losses, "eval": after, "compiles": compiles, "executions": executions,
             "executions_after_fit": executions_after_fit,
-            "compiles_after_eval": _compiles(), "tokens": trainer.state.tokens}  # fmt: skip
+            "compiles_after_eval": compiles_after_eval, "tokens": trainer.state.tokens,
+            "strategy": trainer.strategy.name, **extra}  # fmt: skip
+
+
+def _sharded(trainer, tmp: Path) -> dict:
+    """Under xla-spmd: every parameter's and AdamW moment's sharding, and a save_pretrained /
+    from_pretrained round trip of the trained (sharded) weights."""
+    import torch
+    import torch_xla
+    from transformers import AutoModelForCausalLM
+
+    from job_templates.common.outputs import save_model
+    from job_templates.common.xla_spmd import sharding_specs
+
+    spec = torch_xla._XLAC._get_xla_sharding_spec
+    moments = {name: spec(trainer.optimizer.state[p]["exp_avg"])
+               for name, p in trainer.model.named_parameters() if p in trainer.optimizer.state}
+    shardings = sharding_specs(trainer.model)
+    before = {k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()}
+    save_model(trainer.model, None, tmp / "saved")  # moves the model to the CPU
+    loaded = AutoModelForCausalLM.from_pretrained(tmp / "saved").state_dict()
+    same = sorted(before) == sorted(loaded) and all(torch.equal(before[k], loaded[k]) for k in before)
+    return {"shardings": shardings, "moments": moments,
+            "devices": trainer.strategy.devices, "round_trip_equal": same,
+            "round_trip_keys": len(before)}
+
+
+def _executions() -> int:
+    # Under SPMD one execution runs on every device: torch_xla counts it as replicated.
+    return _compiles("ExecuteTime") + _compiles("ExecuteReplicatedTime")
 
 
 def _compiles(metric: str = "CompileTime") -> int:
@@ -106,6 +140,7 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--grad-accum", type=int, default=1)
+    parser.add_argument("--strategy", default="auto")
     parser.add_argument("--records", type=int, default=200)
     parser.add_argument("--eval-records", type=int, default=20)
     args = parser.parse_args()

@@ -113,7 +113,7 @@ def python_on_path(run_dir: Path, python: str) -> Path:
     python = image_environment(run_dir, python)
     shim = run_dir / "bin"
     shim.mkdir(parents=True, exist_ok=True)
-    for program in Path(python).parent.iterdir():
+    for program in _programs_dir(python).iterdir():
         link = shim / program.name
         if program.name.startswith("python") or link.exists() or link.is_symlink():
             continue
@@ -126,6 +126,15 @@ def python_on_path(run_dir: Path, python: str) -> Path:
         path.write_text(f'#!/bin/sh\nexec {shlex.quote(python)} "$@"\n')
         path.chmod(0o755)
     return shim
+
+
+def _programs_dir(python: str) -> Path:
+    """Where the interpreter's environment keeps its programs (a venv's ``bin``), asked of the
+    interpreter itself: ``python`` may be a wrapper script or a shim in another folder."""
+    probe = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('scripts'))"],
+                           capture_output=True, text=True, check=False)  # fmt: skip
+    found = probe.stdout.strip().splitlines()[-1:] if probe.returncode == 0 else []
+    return Path(found[0]) if found and Path(found[0]).is_dir() else Path(python).parent
 
 
 def image_environment(run_dir: Path, python: str) -> str:

@@ -74,3 +74,19 @@ def test_a_venv_interpreter_keeps_its_venv(tmp_path):
     prefix = subprocess.run([str(bin_dir / "python"), "-c", "import sys; print(sys.prefix)"],
                             capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
     assert prefix == str(tmp_path / "venv")
+
+
+def test_a_wrapper_script_brings_its_environments_programs(image_python, tmp_path):
+    """``--python`` may be a script that execs the real interpreter (as the stand-in image is):
+    the emulated image's PATH gets that environment's ``torchrun`` and ``pip``, not this
+    machine's, which would start another Python."""
+    import subprocess
+
+    from genai_cloud.providers.emulation import python_on_path
+
+    shim = python_on_path(tmp_path, str(image_python))
+    venv_bin = image_python.parent / "env" / "bin"
+    assert (shim / "pip").resolve() == (venv_bin / "pip").resolve()
+    which = subprocess.run([str(shim / "python"), "-c", "import sys; print(sys.prefix)"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    assert which.stdout.strip() == str(venv_bin.parent)

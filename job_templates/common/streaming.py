@@ -38,7 +38,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch.utils.data import IterableDataset
 
 from ..config import JobError
@@ -173,17 +172,8 @@ class TokenStream(IterableDataset):
             yield {"input_ids": ids, "labels": labels}  # the epoch's last block, short
 
     def collate(self, rows: list[dict]) -> dict:
-        """A batch of blocks as the model's tensors, padded to the longest."""
-        width = max(len(r["input_ids"]) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
-        for n, row in enumerate(rows):
-            length = len(row["input_ids"])
-            ids[n, :length] = torch.tensor(row["input_ids"])
-            mask[n, :length] = 1
-            labels[n, :length] = torch.tensor(row["labels"])
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        """A batch of blocks as the model's tensors, padded to the longest (as ``Examples``)."""
+        return _as_examples(rows, self.pad_id).batch(range(len(rows)))
 
     def loader(self, batch_size: int):
         """Batches of ``batch_size`` blocks, in this process (no workers: ``position`` is then
@@ -199,5 +189,9 @@ def sample(stream: TokenStream, blocks: int = 16) -> Examples:
     stats = dict(stream.stats)
     rows = list(itertools.islice(stream.epoch_blocks(0), blocks))
     stream.stats = stats
-    return Examples([r["input_ids"] for r in rows], [r["labels"] for r in rows], stream.pad_id,
+    return _as_examples(rows, stream.pad_id)
+
+
+def _as_examples(rows: list[dict], pad_id: int) -> Examples:
+    return Examples([r["input_ids"] for r in rows], [r["labels"] for r in rows], pad_id,
                     packed=False, stats={"examples": len(rows)})  # fmt: skip

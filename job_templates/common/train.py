@@ -109,9 +109,13 @@ class Trainer:
         self.precision = devices.select_precision(
             training.precision, kind, devices.bf16_supported(kind)
         )
-        # On XLA the strategy comes first: SPMD must be on before the device is first asked for.
-        early = strategies.create(training, self.world, kind, self.precision, model, train,
-                                  contract.local_rank, accelerator) if kind == "xla" else None  # fmt: skip
+        # single / ddp / fsdp (common/strategies.py): ``model`` is what checkpoints and saves
+        # see (sharded under FSDP until ``fit_and_evaluate`` consolidates it), ``forward`` what
+        # a step calls. On XLA: single (xla.py averages the per-chip processes' gradients) or
+        # xla-spmd (xla_spmd.py: one process, the model sharded over the chips). Chosen before
+        # the device is set up: SPMD must be on before the XLA device is first asked for.
+        self.strategy = strategies.create(training, self.world, kind, self.precision, model,
+                                          train, contract.local_rank, accelerator)  # fmt: skip
         self.device, choice = devices.setup(accelerator, contract.local_rank)
         compile_model = devices.select_compile(training.compile, choice.kind)
         self.compiled = compile_model
@@ -126,13 +130,6 @@ class Trainer:
                 # Frozen embeddings (LoRA) give checkpointed blocks inputs without grad, and the
                 # recomputed blocks would then get no gradient at all.
                 model.enable_input_require_grads()
-        # single / ddp / fsdp (common/strategies.py): ``model`` is what checkpoints and saves
-        # see (sharded under FSDP until ``fit_and_evaluate`` consolidates it), ``forward`` what
-        # a step calls. On XLA: single (xla.py averages the per-chip processes' gradients) or
-        # xla-spmd (xla_spmd.py: one process, the model sharded over the chips).
-        self.strategy = early or strategies.create(training, self.world, choice.kind,
-                                                   self.precision, model, train,
-                                                   contract.local_rank, accelerator)  # fmt: skip
         # Rows of a micro-batch in this process: under xla-spmd one process feeds every chip of
         # its host, ``batch_size`` rows each (the batch DDP over those chips would have).
         self.batch_size = training.batch_size * getattr(self.strategy, "data_parallel", 1)

@@ -256,9 +256,13 @@ checkpoint.save_sharded(sys.argv[2], 3, {}, fsdp.state_dict(optimizer), keep=1,
                         is_main=dist.get_rank() == 0)
 plain = fsdp.consolidate(model)
 mesh = model.transformer.wte.weight.device_mesh
-print("RESULT", json.dumps({"mesh": list(mesh.shape), "names": list(mesh.mesh_dim_names),
-                            "losses": losses, "shard": model.transformer.wte.weight.to_local().shape[0],
-                            "full": plain.transformer.wte.weight.shape[0]}))
+result = json.dumps({"mesh": list(mesh.shape), "names": list(mesh.mesh_dim_names),
+                     "losses": losses, "shard": model.transformer.wte.weight.to_local().shape[0],
+                     "full": plain.transformer.wte.weight.shape[0]})
+# One write of one line (< PIPE_BUF): the 4 ranks share one pipe, and print's separate writes of
+# "RESULT", " " and the JSON could interleave with another rank's line.
+sys.stdout.write(f"RESULT {result}\n")
+sys.stdout.flush()
 """
 
 
